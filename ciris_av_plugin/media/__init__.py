@@ -1,0 +1,1 @@
+"""Sans-I/O media layer: forwarding header, fragments, SFrame (RFC 9605), key ring, replay window."""
