@@ -1,0 +1,399 @@
+"""MLS cipher suites (RFC 9420 §5.1, §17.1) over ``cryptography``.
+
+A :class:`CipherSuite` is built from a table of :class:`SuiteSpec` entries. Each entry names a KEM, a
+KDF hash, an AEAD and a signature scheme; the KEM and the signature scheme are small classes, so adding
+a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if new, a KEM class with
+``derive_key_pair``/``generate``/``public_key`` and the ``hpke`` enum to seal with — nothing else here
+changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
+raw encodings for suite 1.
+
+Every failure on bad input (wrong key length, failed AEAD or HPKE open) raises :class:`CryptoError`;
+an unknown suite id raises :class:`UnsupportedSuite`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .codec import Writer
+from .errors import CryptoError, UnsupportedSuite
+
+__all__ = [
+    "CipherSuite",
+    "SuiteSpec",
+    "SUITES",
+    "MLS_LABEL_PREFIX",
+    "CryptoError",
+    "UnsupportedSuite",
+]
+
+# RFC 9420 §5.1.2, §5.1.3, §8: every labelled derivation, signature and encryption prepends this.
+MLS_LABEL_PREFIX = b"MLS 1.0 "
+
+# RFC 9420 §5.2 reference labels (already complete: RefHash does not add the prefix).
+KEY_PACKAGE_REF_LABEL = b"MLS 1.0 KeyPackage Reference"
+PROPOSAL_REF_LABEL = b"MLS 1.0 Proposal Reference"
+
+# HKDF-Expand can produce at most 255 hash blocks (RFC 5869 §2.3); asking for more is a caller bug
+# we report as CryptoError rather than letting a library ValueError escape.
+HKDF_MAX_BLOCKS = 255
+
+# The private hpke helpers accept a non-empty AAD; cryptography's public Suite.encrypt does not.
+_hpke_encrypt_with_aad = _rust_openssl.hpke._encrypt_with_aad
+_hpke_decrypt_with_aad = _rust_openssl.hpke._decrypt_with_aad
+
+
+# --------------------------------------------------------------------------------------------------
+# HKDF over a named hash (stdlib hmac: small inputs, so avoiding object setup matters for the ratchets)
+
+
+def _hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
+    """RFC 5869 Extract; an empty salt means a block of zeros of the hash length (HMAC pads it)."""
+    if not salt:
+        salt = bytes(hashlib.new(hash_name).digest_size)
+    return hmac.digest(salt, ikm, hash_name)
+
+
+def _hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 Expand."""
+    nh = hashlib.new(hash_name).digest_size
+    if length < 0 or length > HKDF_MAX_BLOCKS * nh:
+        raise CryptoError(f"HKDF-Expand length {length} out of range")
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([counter]), hash_name)
+        out += block
+        counter += 1
+    return out[:length]
+
+
+# --------------------------------------------------------------------------------------------------
+# KEMs: one class per KEM, so a post-quantum KEM slots in beside DHKEM(X25519)
+
+
+class KEM(Protocol):
+    """What a cipher suite needs from its KEM; one class per KEM implements it."""
+
+    kem_id: int
+    hpke_kem: object
+    n_enc: int
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]: ...
+    def generate(self) -> tuple[bytes, bytes]: ...
+    def private_key(self, priv: bytes) -> object: ...
+    def public_key_obj(self, pub: bytes) -> object: ...
+    def public_key(self, priv: bytes) -> bytes: ...
+
+
+class SignatureScheme(Protocol):
+    """What a cipher suite needs from its signature algorithm (raw-byte keys)."""
+
+    def generate(self) -> tuple[bytes, bytes]: ...
+    def public_key(self, priv: bytes) -> bytes: ...
+    def sign(self, priv: bytes, message: bytes) -> bytes: ...
+    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool: ...
+
+
+class DHKEMX25519:
+    """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
+
+    kem_id = 0x0020
+    hpke_kem = hpke.KEM.X25519
+    hash_name = "sha256"  # the KEM's own KDF, independent of the cipher suite's
+    n_secret = 32
+    n_sk = 32
+    n_pk = 32
+    n_enc = 32
+
+    def _suite_id(self) -> bytes:
+        return b"KEM" + struct.pack(">H", self.kem_id)
+
+    def _labeled_extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        # RFC 9180 §4: LabeledExtract(salt, label, ikm) = Extract(salt, "HPKE-v1" || suite_id || label || ikm)
+        return _hkdf_extract(self.hash_name, salt, b"HPKE-v1" + self._suite_id() + label + ikm)
+
+    def _labeled_expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        labeled_info = struct.pack(">H", length) + b"HPKE-v1" + self._suite_id() + label + info
+        return _hkdf_expand(self.hash_name, prk, labeled_info, length)
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """RFC 9180 §7.1.3 DeriveKeyPair for X25519: no rejection sampling (every 32 bytes is a key)."""
+        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
+        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
+        return sk, self.public_key(sk)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = x25519.X25519PrivateKey.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def private_key(self, priv: bytes) -> x25519.X25519PrivateKey:
+        if len(priv) != self.n_sk:
+            raise CryptoError(f"X25519 private key must be {self.n_sk} bytes, got {len(priv)}")
+        return x25519.X25519PrivateKey.from_private_bytes(priv)
+
+    def public_key_obj(self, pub: bytes) -> x25519.X25519PublicKey:
+        if len(pub) != self.n_pk:
+            raise CryptoError(f"X25519 public key must be {self.n_pk} bytes, got {len(pub)}")
+        return x25519.X25519PublicKey.from_public_bytes(pub)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self.private_key(priv).public_key().public_bytes_raw()
+
+
+# --------------------------------------------------------------------------------------------------
+# Signature schemes
+
+
+class Ed25519Scheme:
+    """Ed25519 (RFC 8032); raw 32-byte private seed and public key, 64-byte signatures."""
+
+    name = "ed25519"
+    n_priv = 32
+    n_pub = 32
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = ed25519.Ed25519PrivateKey.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def _priv(self, priv: bytes) -> ed25519.Ed25519PrivateKey:
+        if len(priv) != self.n_priv:
+            raise CryptoError(f"Ed25519 private key must be {self.n_priv} bytes, got {len(priv)}")
+        return ed25519.Ed25519PrivateKey.from_private_bytes(priv)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self._priv(priv).public_key().public_bytes_raw()
+
+    def sign(self, priv: bytes, message: bytes) -> bytes:
+        return self._priv(priv).sign(message)
+
+    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
+        if len(pub) != self.n_pub:
+            return False
+        try:
+            ed25519.Ed25519PublicKey.from_public_bytes(pub).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------------------------------
+# AEADs
+
+
+@dataclass(frozen=True)
+class AeadSpec:
+    """An AEAD by its cryptography class, key and nonce lengths, and its HPKE enum."""
+
+    cls: type
+    nk: int
+    nn: int
+    hpke_aead: object
+
+
+AES_128_GCM = AeadSpec(AESGCM, 16, 12, hpke.AEAD.AES_128_GCM)
+AES_256_GCM = AeadSpec(AESGCM, 32, 12, hpke.AEAD.AES_256_GCM)
+CHACHA20_POLY1305 = AeadSpec(ChaCha20Poly1305, 32, 12, hpke.AEAD.CHACHA20_POLY1305)
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """One row of the RFC 9420 §17.1 cipher-suite table, bound to concrete primitives."""
+
+    suite_id: int
+    name: str
+    kem: KEM
+    hash_name: str
+    hpke_kdf: object
+    aead: AeadSpec
+    sig: SignatureScheme
+
+
+SUITES: dict[int, SuiteSpec] = {
+    0x0001: SuiteSpec(
+        0x0001,
+        "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
+        DHKEMX25519(),
+        "sha256",
+        hpke.KDF.HKDF_SHA256,
+        AES_128_GCM,
+        Ed25519Scheme(),
+    ),
+    0x0003: SuiteSpec(
+        0x0003,
+        "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
+        DHKEMX25519(),
+        "sha256",
+        hpke.KDF.HKDF_SHA256,
+        CHACHA20_POLY1305,
+        Ed25519Scheme(),
+    ),
+}
+
+
+def _labeled(label: bytes) -> bytes:
+    return MLS_LABEL_PREFIX + label
+
+
+class CipherSuite:
+    """The MLS operations of one cipher suite (RFC 9420 §5.1, §5.2, §8)."""
+
+    __slots__ = ("id", "spec", "Nh", "Nk", "Nn", "_hpke_suite")
+
+    def __init__(self, suite_id: int) -> None:
+        spec = SUITES.get(suite_id)
+        if spec is None:
+            raise UnsupportedSuite(f"cipher suite 0x{suite_id:04x} is not implemented")
+        self.id = suite_id
+        self.spec = spec
+        self.Nh = hashlib.new(spec.hash_name).digest_size
+        self.Nk = spec.aead.nk
+        self.Nn = spec.aead.nn
+        self._hpke_suite = hpke.Suite(spec.kem.hpke_kem, spec.hpke_kdf, spec.aead.hpke_aead)
+
+    def __repr__(self) -> str:
+        return f"CipherSuite(0x{self.id:04x} {self.spec.name})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CipherSuite) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # ---------------------------------------------------------------- hash, KDF, MAC
+
+    def hash(self, data: bytes) -> bytes:
+        return hashlib.new(self.spec.hash_name, data).digest()
+
+    def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
+        return _hkdf_extract(self.spec.hash_name, salt, ikm)
+
+    def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
+        return _hkdf_expand(self.spec.hash_name, prk, info, length)
+
+    def mac(self, key: bytes, data: bytes) -> bytes:
+        """MAC = HMAC with the suite hash (§5.1; membership and confirmation tags)."""
+        return hmac.digest(key, data, self.spec.hash_name)
+
+    def expand_with_label(self, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
+        """§8 ExpandWithLabel: KDFLabel { uint16 length; opaque label<V>; opaque context<V>; }."""
+        if not 0 <= length <= 0xFFFF:
+            raise CryptoError(f"ExpandWithLabel length {length} does not fit a uint16")
+        info = Writer().u16(length).opaque(_labeled(label)).opaque(context).bytes()
+        return self.kdf_expand(secret, info, length)
+
+    def derive_secret(self, secret: bytes, label: bytes) -> bytes:
+        """§8 DeriveSecret(Secret, Label) = ExpandWithLabel(Secret, Label, "", Nh)."""
+        return self.expand_with_label(secret, label, b"", self.Nh)
+
+    def derive_tree_secret(self, secret: bytes, label: bytes, generation: int, length: int) -> bytes:
+        """§9 DeriveTreeSecret: the context is the generation as a uint32."""
+        if not 0 <= generation <= 0xFFFFFFFF:
+            raise CryptoError(f"generation {generation} does not fit a uint32")
+        return self.expand_with_label(secret, label, struct.pack(">I", generation), length)
+
+    def ref_hash(self, label: bytes, value: bytes) -> bytes:
+        """§5.2 RefHash: Hash(RefHashInput { opaque label<V>; opaque value<V>; }); label taken as is."""
+        return self.hash(Writer().opaque(label).opaque(value).bytes())
+
+    def make_key_package_ref(self, kp_bytes: bytes) -> bytes:
+        return self.ref_hash(KEY_PACKAGE_REF_LABEL, kp_bytes)
+
+    def make_proposal_ref(self, authenticated_content_bytes: bytes) -> bytes:
+        return self.ref_hash(PROPOSAL_REF_LABEL, authenticated_content_bytes)
+
+    # ---------------------------------------------------------------- AEAD
+
+    def _aead(self, key: bytes):
+        if len(key) != self.Nk:
+            raise CryptoError(f"AEAD key must be {self.Nk} bytes, got {len(key)}")
+        return self.spec.aead.cls(key)
+
+    def aead_encrypt(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        if len(nonce) != self.Nn:
+            raise CryptoError(f"AEAD nonce must be {self.Nn} bytes, got {len(nonce)}")
+        return self._aead(key).encrypt(nonce, plaintext, aad)
+
+    def aead_decrypt(self, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        if len(nonce) != self.Nn:
+            raise CryptoError(f"AEAD nonce must be {self.Nn} bytes, got {len(nonce)}")
+        try:
+            return self._aead(key).decrypt(nonce, ciphertext, aad)
+        except (InvalidTag, ValueError) as exc:
+            raise CryptoError("AEAD decryption failed") from exc
+
+    # ---------------------------------------------------------------- signatures (§5.1.2)
+
+    def _sign_content(self, label: bytes, content: bytes) -> bytes:
+        return Writer().opaque(_labeled(label)).opaque(content).bytes()
+
+    def sign_with_label(self, sig_priv: bytes, label: bytes, content: bytes) -> bytes:
+        """§5.1.2 SignWithLabel over SignContent { opaque label<V>; opaque content<V>; }."""
+        return self.spec.sig.sign(sig_priv, self._sign_content(label, content))
+
+    def verify_with_label(self, sig_pub: bytes, label: bytes, content: bytes, signature: bytes) -> bool:
+        return self.spec.sig.verify(sig_pub, self._sign_content(label, content), signature)
+
+    def generate_signature_key_pair(self) -> tuple[bytes, bytes]:
+        return self.spec.sig.generate()
+
+    def signature_public_key(self, sig_priv: bytes) -> bytes:
+        return self.spec.sig.public_key(sig_priv)
+
+    # ---------------------------------------------------------------- HPKE (RFC 9180 base mode)
+
+    def hpke_seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
+        """SealBase; returns (enc, ciphertext)."""
+        try:
+            out = _hpke_encrypt_with_aad(
+                self._hpke_suite, pt, self.spec.kem.public_key_obj(pub), info=info, aad=aad
+            )
+        except ValueError as exc:  # e.g. a low-order X25519 point
+            raise CryptoError("HPKE seal failed") from exc
+        n_enc = self.spec.kem.n_enc
+        return out[:n_enc], out[n_enc:]
+
+    def hpke_open(self, priv: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
+        """OpenBase; any failure (bad enc, wrong key, tag) raises CryptoError."""
+        if len(enc) != self.spec.kem.n_enc:
+            raise CryptoError(f"HPKE enc must be {self.spec.kem.n_enc} bytes, got {len(enc)}")
+        try:
+            return _hpke_decrypt_with_aad(
+                self._hpke_suite, enc + ct, self.spec.kem.private_key(priv), info=info, aad=aad
+            )
+        except (InvalidTag, ValueError) as exc:
+            raise CryptoError("HPKE open failed") from exc
+
+    def encrypt_with_label(
+        self, hpke_pub: bytes, label: bytes, context: bytes, plaintext: bytes
+    ) -> tuple[bytes, bytes]:
+        """§5.1.3 EncryptWithLabel: SealBase with info = EncryptContext { label<V>; context<V>; }, aad ""."""
+        info = Writer().opaque(_labeled(label)).opaque(context).bytes()
+        return self.hpke_seal(hpke_pub, info, b"", plaintext)
+
+    def decrypt_with_label(
+        self, hpke_priv: bytes, label: bytes, context: bytes, kem_output: bytes, ciphertext: bytes
+    ) -> bytes:
+        info = Writer().opaque(_labeled(label)).opaque(context).bytes()
+        return self.hpke_open(hpke_priv, kem_output, info, b"", ciphertext)
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """RFC 9180 §7.1.3 DeriveKeyPair of the suite's KEM; (priv, pub)."""
+        return self.spec.kem.derive_key_pair(ikm)
+
+    def generate_hpke_key_pair(self) -> tuple[bytes, bytes]:
+        return self.spec.kem.generate()
+
+    def hpke_public_key(self, priv: bytes) -> bytes:
+        return self.spec.kem.public_key(priv)
