@@ -1,0 +1,28 @@
+"""psk_secret.json: external PSKs chained into psk_secret (§8.4)."""
+
+from __future__ import annotations
+
+from ..crypto import CipherSuite
+from ..key_schedule import psk_secret
+from ..messages import PreSharedKeyID, PSKType
+from . import Counts
+from ._util_a import check_case, h, suite_or_skip
+
+
+def _check(cs: CipherSuite, c: dict) -> str | None:
+    psks = [
+        (PreSharedKeyID(PSKType.EXTERNAL, h(p["psk_nonce"]), psk_id=h(p["psk_id"])), h(p["psk"]))
+        for p in c["psks"]
+    ]
+    if psk_secret(cs, psks) != h(c["psk_secret"]):
+        return f"psk_secret with {len(psks)} PSKs"
+    return None
+
+
+def run(cases: list[dict]) -> Counts:
+    counts = Counts()
+    for i, c in enumerate(cases):
+        cs = suite_or_skip(c, counts)
+        if cs is not None:
+            check_case(counts, f"case {i} suite {cs.id}", lambda cs=cs, c=c: _check(cs, c))
+    return counts
