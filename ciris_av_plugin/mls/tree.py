@@ -1,0 +1,381 @@
+"""The public ratchet tree (RFC 9420 §4, §7): node array, resolution, tree and parent hashes.
+
+The tree is an array of optional nodes in the Appendix C layout (leaf ``i`` at node ``2i``), always
+a full binary tree whose leaf count is a power of two (§7.7). It holds public state only; private
+keys live with the TreeKEM state of a member (:mod:`treekem`). Operations that change the tree
+(:meth:`RatchetTree.add_leaf`, :meth:`update_leaf`, :meth:`remove_leaf`) work on ``self``; callers
+that must stay unchanged on error (h11's rule) validate first or work on :meth:`copy`.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import tree_math as tm
+from .codec import DecodeError, Writer
+from .crypto import CipherSuite
+from .errors import ProtocolError
+from .messages import (
+    ExtensionType,
+    LeafNode,
+    LeafNodeSource,
+    ParentNode,
+    decode_ratchet_tree,
+    encode_node,
+    encode_ratchet_tree,
+)
+
+log = logging.getLogger(__name__)
+
+Node = LeafNode | ParentNode
+
+# LeafIndex is a uint32 (§7.8), and a tree is full, so this many leaves is the hard ceiling; a
+# ratchet_tree extension claiming more nodes is refused before any allocation.
+MAX_TREE_LEAVES = 1 << 20
+"""A million members: far beyond a video call, low enough that a hostile node count is cheap to refuse."""
+
+
+class TreeError(ProtocolError):
+    """A ratchet tree that breaks a structural or cryptographic invariant of §7."""
+
+
+@dataclass
+class RatchetTree:
+    """Public ratchet tree: ``nodes[x]`` is node ``x`` or ``None`` when blank."""
+
+    suite: CipherSuite
+    nodes: list[Node | None] = field(default_factory=lambda: [None])
+
+    # ------------------------------------------------------------------ construction / codec
+
+    @classmethod
+    def from_nodes(cls, suite: CipherSuite, nodes: list[Node | None]) -> RatchetTree:
+        """Build from the (possibly trimmed) ratchet_tree node list, checking the §12.4.3.3 rules."""
+        if not nodes:
+            raise TreeError("empty ratchet tree")
+        if nodes[-1] is None:
+            raise TreeError("ratchet tree ends in a blank node (§12.4.3.3)")
+        if len(nodes) > tm.node_width(MAX_TREE_LEAVES):
+            raise TreeError(f"ratchet tree of {len(nodes)} nodes exceeds the limit")
+        for x, node in enumerate(nodes):
+            if node is None:
+                continue
+            if tm.is_leaf(x) != isinstance(node, LeafNode):
+                raise TreeError(f"node {x} has the wrong node type for its position")
+        n_leaves = tm.leaf_width_for((len(nodes) + 1) // 2)
+        padded = list(nodes) + [None] * (tm.node_width(n_leaves) - len(nodes))
+        tree = cls(suite, padded)
+        tree._check_unmerged_leaves()
+        return tree
+
+    @classmethod
+    def from_bytes(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
+        """Decode the ratchet_tree extension body (``optional<Node> ratchet_tree<V>``)."""
+        return cls.from_nodes(suite, decode_ratchet_tree(data))
+
+    def to_bytes(self) -> bytes:
+        """Encode without the trailing blank nodes (§12.4.3.3: the sender MUST NOT include them)."""
+        return encode_ratchet_tree(self.trimmed_nodes())
+
+    def trimmed_nodes(self) -> list[Node | None]:
+        end = len(self.nodes)
+        while end > 0 and self.nodes[end - 1] is None:
+            end -= 1
+        return self.nodes[:end]
+
+    def copy(self) -> RatchetTree:
+        return RatchetTree(self.suite, _copy.deepcopy(self.nodes))
+
+    def _check_unmerged_leaves(self) -> None:
+        """Each unmerged leaf must be a non-blank leaf below the parent that lists it (§7.1, §7.8)."""
+        for x, node in enumerate(self.nodes):
+            if not isinstance(node, ParentNode):
+                continue
+            for leaf in node.unmerged_leaves:
+                if leaf >= self.n_leaves or not self.in_subtree(2 * leaf, x):
+                    raise TreeError(f"unmerged leaf {leaf} is not below node {x}")
+                if self.nodes[2 * leaf] is None:
+                    raise TreeError(f"unmerged leaf {leaf} of node {x} is blank")
+                for anc in tm.direct_path(2 * leaf, self.n_leaves):
+                    if anc == x:
+                        break
+                    other = self.nodes[anc]
+                    if isinstance(other, ParentNode) and leaf not in other.unmerged_leaves:
+                        raise TreeError(f"unmerged leaf {leaf} of node {x} missing below it at {anc}")
+
+    # ------------------------------------------------------------------ shape
+
+    @property
+    def n_leaves(self) -> int:
+        return (len(self.nodes) + 1) // 2
+
+    @property
+    def root(self) -> int:
+        return tm.root(self.n_leaves)
+
+    def leaf(self, index: int) -> LeafNode | None:
+        if not 0 <= index < self.n_leaves:
+            raise TreeError(f"leaf {index} outside a tree of {self.n_leaves} leaves")
+        node = self.nodes[2 * index]
+        assert node is None or isinstance(node, LeafNode)
+        return node
+
+    def leaves(self) -> Iterable[tuple[int, LeafNode]]:
+        """The non-blank leaves as ``(leaf_index, LeafNode)``."""
+        for i in range(self.n_leaves):
+            node = self.nodes[2 * i]
+            if isinstance(node, LeafNode):
+                yield i, node
+
+    def parent_node(self, x: int) -> ParentNode | None:
+        node = self.nodes[x]
+        assert node is None or isinstance(node, ParentNode)
+        return node
+
+    @staticmethod
+    def in_subtree(x: int, top: int) -> bool:
+        """Whether node ``x`` lies in the subtree rooted at ``top``."""
+        half = (1 << tm.level(top)) - 1
+        return top - half <= x <= top + half
+
+    def direct_path(self, leaf: int) -> list[int]:
+        return tm.direct_path(2 * leaf, self.n_leaves)
+
+    def copath(self, leaf: int) -> list[int]:
+        return tm.copath(2 * leaf, self.n_leaves)
+
+    # ------------------------------------------------------------------ resolution (§4.1.1, §4.1.2)
+
+    def resolution(self, x: int) -> list[int]:
+        """Node indices covering the subtree of ``x`` with the fewest non-blank nodes (§4.1.1)."""
+        node = self.nodes[x]
+        if isinstance(node, LeafNode):
+            return [x]
+        if isinstance(node, ParentNode):
+            return [x] + [2 * leaf for leaf in node.unmerged_leaves]
+        if tm.is_leaf(x):
+            return []
+        return self.resolution(tm.left(x)) + self.resolution(tm.right(x))
+
+    def filtered_direct_path(self, leaf: int) -> list[int]:
+        """Direct path minus nodes whose copath child has an empty resolution (§4.1.2)."""
+        return [anc for anc, _ in self.filtered_direct_path_with_copath(leaf)]
+
+    def filtered_direct_path_with_copath(self, leaf: int) -> list[tuple[int, int]]:
+        """``(node, copath child)`` pairs of the filtered direct path, leaf to root."""
+        return [
+            (anc, sib)
+            for anc, sib in zip(self.direct_path(leaf), self.copath(leaf), strict=True)
+            if self.resolution(sib)
+        ]
+
+    # ------------------------------------------------------------------ evolution (§7.7, §12.1)
+
+    def _extend(self) -> None:
+        """Double the width: the old tree becomes the left subtree of a new blank root (§7.7)."""
+        if self.n_leaves >= MAX_TREE_LEAVES:
+            raise TreeError("tree is at its maximum size")
+        self.nodes.extend([None] * len(self.nodes) + [None])
+
+    def _truncate(self) -> None:
+        """Drop the right half while it holds no non-blank leaf (§7.7, §12.1.3)."""
+        while self.n_leaves > 1:
+            half = self.n_leaves // 2
+            if any(self.nodes[2 * i] is not None for i in range(half, self.n_leaves)):
+                return
+            self.nodes = self.nodes[: tm.node_width(half)]
+
+    def blank_path(self, leaf: int) -> None:
+        """Blank every node on the leaf's direct path (not the leaf itself)."""
+        for x in self.direct_path(leaf):
+            self.nodes[x] = None
+
+    def add_leaf(self, leaf_node: LeafNode) -> int:
+        """Insert into the leftmost blank leaf, extending if full; mark it unmerged above (§12.1.1)."""
+        index = next((i for i in range(self.n_leaves) if self.nodes[2 * i] is None), None)
+        if index is None:
+            index = self.n_leaves
+            self._extend()
+        self.nodes[2 * index] = leaf_node
+        for x in self.direct_path(index):
+            node = self.nodes[x]
+            if isinstance(node, ParentNode):
+                node.unmerged_leaves.append(index)
+        return index
+
+    def update_leaf(self, index: int, leaf_node: LeafNode) -> None:
+        """Replace a member's leaf and blank its direct path (§12.1.2)."""
+        if self.leaf(index) is None:
+            raise TreeError(f"update of blank leaf {index}")
+        self.nodes[2 * index] = leaf_node
+        self.blank_path(index)
+
+    def remove_leaf(self, index: int) -> None:
+        """Blank the leaf and its direct path, then truncate the right subtree (§12.1.3)."""
+        if self.leaf(index) is None:
+            raise TreeError(f"remove of blank leaf {index}")
+        self.nodes[2 * index] = None
+        self.blank_path(index)
+        self._truncate()
+
+    # ------------------------------------------------------------------ tree hash (§7.8)
+
+    def _hash_input(self, x: int, left_hash: bytes, right_hash: bytes, exclude: frozenset[int]) -> bytes:
+        w = Writer()
+        node = self.nodes[x]
+        if tm.is_leaf(x):
+            leaf = x // 2
+            w.u8(1).u32(leaf)
+            w.optional(None if leaf in exclude else node, lambda ww, n: n.encode(ww))
+        else:
+            if isinstance(node, ParentNode) and exclude and any(u in exclude for u in node.unmerged_leaves):
+                node = ParentNode(
+                    node.encryption_key,
+                    node.parent_hash,
+                    [u for u in node.unmerged_leaves if u not in exclude],
+                )
+            w.u8(2)
+            w.optional(node, lambda ww, n: n.encode(ww))
+            w.opaque(left_hash).opaque(right_hash)
+        return w.bytes()
+
+    def tree_hash(self, x: int | None = None, exclude: frozenset[int] = frozenset()) -> bytes:
+        """TreeHashInput hash of the subtree at ``x`` (the root by default), §7.8.
+
+        ``exclude`` blanks those leaves and drops them from unmerged lists: the "original sibling
+        tree hash" of §7.9.
+        """
+        if x is None:
+            x = self.root
+        if tm.is_leaf(x):
+            return self.suite.hash(self._hash_input(x, b"", b"", exclude))
+        left = self.tree_hash(tm.left(x), exclude)
+        right = self.tree_hash(tm.right(x), exclude)
+        return self.suite.hash(self._hash_input(x, left, right, exclude))
+
+    def all_tree_hashes(self) -> list[bytes]:
+        """Tree hash of every node in one bottom-up pass (index = node index)."""
+        out: list[bytes] = [b""] * len(self.nodes)
+        for lvl in range(tm.level(self.root) + 1):
+            step = 1 << (lvl + 1)
+            for x in range((1 << lvl) - 1, len(self.nodes), step):
+                if lvl == 0:
+                    out[x] = self.suite.hash(self._hash_input(x, b"", b"", frozenset()))
+                else:
+                    out[x] = self.suite.hash(
+                        self._hash_input(x, out[tm.left(x)], out[tm.right(x)], frozenset())
+                    )
+        return out
+
+    # ------------------------------------------------------------------ parent hash (§7.9)
+
+    def parent_hash_of(self, p: int, sibling: int, sibling_hash: bytes | None = None) -> bytes:
+        """Parent hash of parent ``p`` with copath child ``sibling`` (ParentHashInput, §7.9)."""
+        node = self.nodes[p]
+        if not isinstance(node, ParentNode):
+            raise TreeError(f"parent hash of blank node {p}")
+        if sibling_hash is None:
+            sibling_hash = self.tree_hash(sibling, frozenset(node.unmerged_leaves))
+        data = Writer().opaque(node.encryption_key).opaque(node.parent_hash).opaque(sibling_hash).bytes()
+        return self.suite.hash(data)
+
+    def set_path_parent_hashes(self, leaf: int) -> bytes:
+        """Fill parent_hash along the leaf's filtered direct path, root first; return the leaf's value.
+
+        Used after new keys were placed on the path (§7.5 step 3): the root gets an empty parent
+        hash, each lower node the parent hash of the next node up, and the returned value belongs
+        in the committer's LeafNode.
+        """
+        pairs = self.filtered_direct_path_with_copath(leaf)
+        above = b""
+        for p, sib in reversed(pairs):
+            node = self.nodes[p]
+            if not isinstance(node, ParentNode):
+                raise TreeError(f"filtered direct path node {p} is blank")
+            node.parent_hash = above
+            above = self.parent_hash_of(p, sib)
+        return above
+
+    def _parent_hash_valid(self, p: int, hashes: list[bytes]) -> bool:
+        """Whether some descendant D chains to ``p`` by parent hash (§7.9.2, the "top down" check)."""
+        node = self.nodes[p]
+        assert isinstance(node, ParentNode)
+        unmerged = set(node.unmerged_leaves)
+        for c, s in ((tm.left(p), tm.right(p)), (tm.right(p), tm.left(p))):
+            sib_hash = hashes[s] if not unmerged else None
+            ph = self.parent_hash_of(p, s, sib_hash)
+            res = self.resolution(c)
+            under_c = {2 * u for u in unmerged if self.in_subtree(2 * u, c)}
+            for d in res:
+                dnode = self.nodes[d]
+                if dnode is None:
+                    continue
+                if isinstance(dnode, LeafNode) and dnode.leaf_node_source != LeafNodeSource.COMMIT:
+                    continue
+                if dnode.parent_hash == ph and set(res) - {d} == under_c:
+                    return True
+        return False
+
+    def verify_parent_hashes(self) -> None:
+        """Every non-blank parent must be parent-hash valid (§7.9.2), else :class:`TreeError`."""
+        hashes = self.all_tree_hashes()
+        for x in range(1, len(self.nodes), 2):
+            if self.nodes[x] is not None and not self._parent_hash_valid(x, hashes):
+                raise TreeError(f"parent node {x} is not parent-hash valid")
+
+    # ------------------------------------------------------------------ leaf checks (§7.3, no clock)
+
+    def verify_leaves(self, group_id: bytes) -> None:
+        """Signatures, source-dependent signing context and key uniqueness of every leaf (§7.3).
+
+        Lifetimes need a clock and are the caller's business.
+        """
+        enc_keys: set[bytes] = set()
+        sig_keys: set[bytes] = set()
+        for i, leaf in self.leaves():
+            if not leaf.verify(self.suite, group_id, i):
+                raise TreeError(f"leaf {i} signature does not verify")
+            check_leaf_capabilities(leaf, i)
+            if leaf.encryption_key in enc_keys or leaf.signature_key in sig_keys:
+                raise TreeError(f"leaf {i} repeats another member's key")
+            enc_keys.add(leaf.encryption_key)
+            sig_keys.add(leaf.signature_key)
+        for x in range(1, len(self.nodes), 2):
+            node = self.nodes[x]
+            if isinstance(node, ParentNode):
+                if node.encryption_key in enc_keys:
+                    raise TreeError(f"parent {x} repeats an encryption key")
+                enc_keys.add(node.encryption_key)
+
+    def verify(self, group_id: bytes) -> None:
+        """What a joiner checks on a received tree (§12.4.3.1): leaves and parent hashes."""
+        self.verify_leaves(group_id)
+        self.verify_parent_hashes()
+
+
+DEFAULT_EXTENSION_TYPES = frozenset(int(e) for e in ExtensionType)
+"""§7.2: the five RFC extension types are "default" and are never listed in capabilities."""
+
+
+def check_leaf_capabilities(leaf: LeafNode, where: object) -> None:
+    """§7.2: non-default extensions and the credential type must appear in the leaf's capabilities."""
+    listed = {int(e) for e in leaf.capabilities.extensions}
+    for ext in leaf.extensions:
+        t = int(ext.extension_type)
+        if t not in DEFAULT_EXTENSION_TYPES and t not in listed:
+            raise TreeError(f"leaf {where} uses extension {t} it does not list")
+    if int(leaf.credential.credential_type) not in {int(c) for c in leaf.capabilities.credentials}:
+        raise TreeError(f"leaf {where} credential type is not in its capabilities")
+
+
+def node_bytes(node: Node) -> bytes:
+    """The Node encoding (with its node_type), as used in the ratchet_tree extension."""
+    w = Writer()
+    encode_node(w, node)
+    return w.bytes()
+
+
+__all__ = ["RatchetTree", "TreeError", "Node", "MAX_TREE_LEAVES", "DecodeError", "node_bytes"]
