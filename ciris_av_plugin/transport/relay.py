@@ -1,0 +1,415 @@
+"""The relay's RNS binding: destination, links, control requests, and media in and out.
+
+The forwarding decisions are the sans-I/O engine's (``relay/engine.py``); this module only moves
+bytes between it and RNS:
+
+* **In.** Media and receiver-report packets arrive in RNS's inbound worker (``hook.py``) and go
+  straight into ``engine.receive_packet`` under one lock: the engine is not thread-safe and the
+  lock is held for microseconds.
+* **Out.** One sender thread per subscriber link drains ``engine.next_packets`` and calls
+  ``RNS.Packet(...).send()``. RNS gives no backpressure and its TCP interface blocks in
+  ``sendall`` when a socket buffer is full, so a subscriber that stops reading blocks only its
+  own sender thread; its queue is bounded by age inside the engine.
+* **Time.** A ticker calls ``engine.tick`` (stall detection, keyframe requests), routes the
+  engine's events to the clients' long-poll queues and closes links that never identified.
+* **Control.** Requests (``identify-confirm``, ``publish``, ``subscribe``, ``events``) run on
+  RNS's request threads; each is rate-limited per link and globally and answers with a msgpack
+  map or a typed error ``{"error": code, "message": text}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import RNS
+
+from ..errors import AVError
+from . import control
+from .control import ControlError, EventQueue, RequestLimiter
+from .hook import MODE_AUTO, attach_receiver, resolve_mode
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "ciris_av"
+RELAY_ASPECT = "relay"
+
+# A link must identify and confirm within this time or it is closed (ARCHITECTURE.md: "~2 s").
+# Link set-up plus identify plus one request takes ~10 ms on loopback and < 1 s on slow radio hops.
+IDENTIFY_DEADLINE_S = 2.0
+# Engine clock resolution: stall detection works on ~300 ms, keyframe coalescing on ~100s of ms,
+# so a 20 ms tick is ample and costs nothing measurable.
+TICK_INTERVAL_S = 0.02
+# Packets a sender thread takes from the engine per lock acquisition: big enough to amortise the
+# lock, small enough that a higher-priority packet queued meanwhile waits at most one batch.
+SENDER_BATCH = 16
+# A sender with nothing to send re-checks this often even without a wake-up (belt and braces for
+# engine-internal timers such as a stall ending).
+SENDER_IDLE_WAIT_S = 0.05
+
+_PT_FRAGMENT = 0x01
+_STREAM_ID = struct.Struct(">Q")
+
+
+class Forwarder(Protocol):
+    """What the relay needs from the forwarding engine (``relay/engine.py``'s ``ForwardingEngine``)."""
+
+    def add_publisher(self, link_id: bytes, stream_id: int, now: float) -> Any: ...
+    def add_subscriber(self, link_id: bytes, stream_id: int, mdu: int, now: float) -> Any: ...
+    def remove_link(self, link_id: bytes, now: float) -> Any: ...
+    def receive_packet(self, link_id: bytes, packet: bytes, now: float) -> Any: ...
+    def next_packets(self, link_id: bytes, now: float, max_packets: int) -> list[bytes]: ...
+    def has_pending(self, link_id: bytes) -> bool: ...
+    def tick(self, now: float) -> list[Any]: ...
+    def stats(self) -> Any: ...
+
+
+PacketObserver = Callable[[str, bytes], None]
+
+
+@dataclass(eq=False)
+class _LinkState:
+    link: RNS.Link
+    link_id: bytes
+    opened_at: float
+    confirmed: bool = False
+    identity_hash: bytes | None = None
+    role: str | None = None
+    stream_id: int | None = None
+    sender: _Sender | None = None
+    events: EventQueue = field(default_factory=EventQueue)
+
+
+class _Sender:
+    """Drains one subscriber link's engine queue in its own thread (see the module docstring)."""
+
+    def __init__(self, relay: RelayNode, state: _LinkState) -> None:
+        self._relay = relay
+        self._state = state
+        self.wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"relay-send-{state.link_id.hex()[:8]}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self.wake.set()
+
+    def _run(self) -> None:
+        relay, link, link_id = self._relay, self._state.link, self._state.link_id
+        observer = relay.observer
+        closed = RNS.Link.CLOSED
+        while not self._stop and link.status != closed:
+            self.wake.wait(SENDER_IDLE_WAIT_S)
+            self.wake.clear()
+            while not self._stop:
+                with relay.engine_lock:
+                    packets = relay.engine.next_packets(link_id, relay.clock(), SENDER_BATCH)
+                if not packets:
+                    break
+                mdu = link.mdu
+                for data in packets:
+                    if len(data) > mdu:
+                        relay.count("tx_oversize_dropped")
+                        continue
+                    if observer is not None:
+                        observer("out", data)
+                    try:
+                        RNS.Packet(link, data, create_receipt=False).send()
+                    except Exception:
+                        relay.count("tx_errors")
+                        log.debug("send on %s failed", link_id.hex(), exc_info=True)
+                        continue
+                    relay.count("tx_packets")
+
+
+class RelayNode:
+    """One relay destination on this process's RNS instance, feeding a forwarding engine."""
+
+    def __init__(
+        self,
+        identity: RNS.Identity,
+        engine: Forwarder,
+        *,
+        receive_mode: str = MODE_AUTO,
+        observer: PacketObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        limiter: RequestLimiter | None = None,
+        announce_app_data: bytes | None = None,
+    ) -> None:
+        self.identity = identity
+        self.engine = engine
+        self.engine_lock = threading.Lock()
+        self.clock = clock
+        self.observer = observer
+        self.receive_mode = resolve_mode(receive_mode)
+        self._limiter = limiter or RequestLimiter()
+        self._links: dict[bytes, _LinkState] = {}
+        self._links_lock = threading.Lock()
+        self._by_stream: dict[int, set[_LinkState]] = {}
+        self._counters: Counter[str] = Counter()
+        self._counter_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._announce_app_data = announce_app_data
+        self.destination: RNS.Destination | None = None
+        self.engine_events: Counter[str] = Counter()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        dest = RNS.Destination(self.identity, RNS.Destination.IN, RNS.Destination.SINGLE, APP_NAME, RELAY_ASPECT)
+        dest.set_link_established_callback(self._on_link_established)
+        dest.set_max_request_size(control.MAX_REQUEST_SIZE)
+        handlers: dict[str, Callable[[_LinkState, dict[str, Any], RNS.Identity | None], dict[str, Any]]] = {
+            control.PATH_IDENTIFY_CONFIRM: self._req_identify_confirm,
+            control.PATH_PUBLISH: self._req_publish,
+            control.PATH_SUBSCRIBE: self._req_subscribe,
+            control.PATH_EVENTS: self._req_events,
+            control.PATH_STATS: self._req_stats,
+        }
+        for path, fn in handlers.items():
+            dest.register_request_handler(
+                path, response_generator=self._wrap(path, fn), allow=RNS.Destination.ALLOW_ALL, auto_compress=False
+            )
+        self.destination = dest
+        self._ticker = threading.Thread(target=self._tick_loop, name="relay-tick", daemon=True)
+        self._ticker.start()
+        self.announce()
+        log.info("relay %s up (receive mode %s)", dest.hash.hex(), self.receive_mode)
+
+    def announce(self) -> None:
+        if self.destination is not None:
+            self.destination.announce(app_data=self._announce_app_data)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._links_lock:
+            states = list(self._links.values())
+        for state in states:
+            try:
+                state.link.teardown()
+            except Exception:
+                log.debug("teardown failed", exc_info=True)
+            self._forget(state)
+
+    @property
+    def destination_hash(self) -> bytes:
+        assert self.destination is not None, "start() first"
+        return self.destination.hash
+
+    # ---- counters --------------------------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self._counters[name] += n
+
+    def counters(self) -> dict[str, int]:
+        with self._counter_lock:
+            out = dict(self._counters)
+        with self._links_lock:
+            out["links"] = len(self._links)
+            out["links_confirmed"] = sum(1 for s in self._links.values() if s.confirmed)
+        return out
+
+    def engine_stats(self) -> Any:
+        with self.engine_lock:
+            return self.engine.stats()
+
+    # ---- links -----------------------------------------------------------------------------
+
+    def _on_link_established(self, link: RNS.Link) -> None:
+        state = _LinkState(link=link, link_id=link.link_id, opened_at=self.clock())
+        with self._links_lock:
+            self._links[link.link_id] = state
+        link.set_link_closed_callback(self._on_link_closed)
+        attach_receiver(link, lambda data, s=state: self._on_packet(s, data), self.receive_mode)
+        self.count("links_opened")
+
+    def _on_link_closed(self, link: RNS.Link) -> None:
+        with self._links_lock:
+            state = self._links.get(link.link_id)
+        if state is not None:
+            self._forget(state)
+
+    def _forget(self, state: _LinkState) -> None:
+        with self._links_lock:
+            if self._links.pop(state.link_id, None) is None:
+                return
+            if state.stream_id is not None:
+                self._by_stream.get(state.stream_id, set()).discard(state)
+        if state.sender is not None:
+            state.sender.stop()
+        state.events.close()
+        self._limiter.forget(state.link_id)
+        with self.engine_lock:
+            try:
+                self.engine.remove_link(state.link_id, self.clock())
+            except AVError:
+                log.debug("engine refused remove_link", exc_info=True)
+        self.count("links_closed")
+
+    def _on_packet(self, state: _LinkState, data: bytes) -> None:
+        """Every media/report packet of every link, in RNS's inbound worker: keep it short."""
+        if not state.confirmed:
+            self.count("rx_unidentified_dropped")
+            return
+        if self.observer is not None:
+            self.observer("in", data)
+        try:
+            with self.engine_lock:
+                self.engine.receive_packet(state.link_id, data, self.clock())
+        except AVError:
+            self.count("rx_refused")
+            return
+        except Exception:
+            # A bug in the engine must not take the inbound worker (and every link) down.
+            self.count("rx_engine_errors")
+            log.exception("engine.receive_packet failed")
+            return
+        self.count("rx_packets")
+        if data and data[0] == _PT_FRAGMENT and len(data) >= 10:
+            (stream_id,) = _STREAM_ID.unpack_from(data, 2)
+            for sub in self._by_stream.get(stream_id, ()):
+                if sub.sender is not None:
+                    sub.sender.wake.set()
+
+    # ---- time ------------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(TICK_INTERVAL_S):
+            now = self.clock()
+            try:
+                with self.engine_lock:
+                    events = self.engine.tick(now)
+            except Exception:
+                log.exception("engine.tick failed")
+                events = []
+            for event in events or ():
+                self._route_event(event)
+            with self._links_lock:
+                states = list(self._links.values())
+            for state in states:
+                if state.sender is not None:
+                    state.sender.wake.set()
+                elif not state.confirmed and now - state.opened_at > IDENTIFY_DEADLINE_S:
+                    self.count("links_unidentified_closed")
+                    try:
+                        state.link.teardown()
+                    finally:
+                        self._forget(state)
+
+    def _route_event(self, event: Any) -> None:
+        kind = type(event).__name__
+        self.engine_events[kind] += 1
+        link_id = getattr(event, "link_id", None)
+        if link_id is None:
+            return
+        with self._links_lock:
+            state = self._links.get(link_id)
+        if state is None:
+            return
+        data = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else {}
+        data.pop("link_id", None)
+        state.events.put(kind, _wire_safe(data))
+
+    # ---- control requests ------------------------------------------------------------------
+
+    def _wrap(
+        self, path: str, fn: Callable[[_LinkState, dict[str, Any], RNS.Identity | None], dict[str, Any]]
+    ) -> Callable[..., bytes]:
+        def generator(
+            req_path: str, data: Any, request_id: bytes, link_id: bytes, remote_identity: Any, requested_at: float
+        ) -> bytes:
+            try:
+                with self._links_lock:
+                    state = self._links.get(link_id)
+                if state is None:
+                    raise ControlError(control.ERR_UNKNOWN_LINK, "link not known to the relay")
+                if not self._limiter.allow(link_id, self.clock()):
+                    raise ControlError(control.ERR_RATE_LIMITED, f"too many requests on {path}")
+                body = control.unpack_body(data)
+                if self.observer is not None and isinstance(data, bytes):
+                    self.observer("ctl", data)
+                if path != control.PATH_IDENTIFY_CONFIRM and not state.confirmed:
+                    raise ControlError(control.ERR_NOT_IDENTIFIED, "identify and confirm first")
+                reply = control.pack_body(fn(state, body, remote_identity))
+                self.count(f"req_{path}")
+                return reply
+            except ControlError as exc:
+                self.count(f"req_error_{exc.code}")
+                return control.error_reply(exc.code, exc.message)
+            except AVError as exc:
+                self.count("req_error_refused")
+                return control.error_reply(control.ERR_REFUSED, str(exc))
+            except Exception as exc:
+                log.exception("request %s failed", path)
+                self.count("req_error_internal")
+                return control.error_reply(control.ERR_INTERNAL, type(exc).__name__)
+
+        return generator
+
+    def _req_identify_confirm(
+        self, state: _LinkState, body: dict[str, Any], remote_identity: RNS.Identity | None
+    ) -> dict[str, Any]:
+        if remote_identity is None:
+            raise ControlError(control.ERR_NOT_IDENTIFIED, "link.identify() has not reached the relay")
+        state.identity_hash = remote_identity.hash
+        state.confirmed = True
+        return {"identity": remote_identity.hash, "mdu": state.link.mdu}
+
+    def _req_publish(self, state: _LinkState, body: dict[str, Any], _: RNS.Identity | None) -> dict[str, Any]:
+        stream_id = control.require_int(body, "stream_id")
+        if state.role is not None:
+            raise ControlError(control.ERR_REFUSED, f"link already has role {state.role}")
+        with self.engine_lock:
+            self.engine.add_publisher(state.link_id, stream_id, self.clock())
+        state.role, state.stream_id = "publisher", stream_id
+        return {"stream_id": stream_id}
+
+    def _req_subscribe(self, state: _LinkState, body: dict[str, Any], _: RNS.Identity | None) -> dict[str, Any]:
+        stream_id = control.require_int(body, "stream_id")
+        if state.role is not None:
+            raise ControlError(control.ERR_REFUSED, f"link already has role {state.role}")
+        mdu = state.link.mdu
+        with self.engine_lock:
+            self.engine.add_subscriber(state.link_id, stream_id, mdu, self.clock())
+        state.role, state.stream_id = "subscriber", stream_id
+        state.sender = _Sender(self, state)
+        with self._links_lock:
+            self._by_stream.setdefault(stream_id, set()).add(state)
+        state.sender.start()
+        return {"stream_id": stream_id, "mdu": mdu}
+
+    def _req_events(self, state: _LinkState, body: dict[str, Any], _: RNS.Identity | None) -> dict[str, Any]:
+        ack = body.get("ack", 0)
+        if not isinstance(ack, int) or ack < 0:
+            raise ControlError(control.ERR_BAD_REQUEST, "ack must be a non-negative integer")
+        events = state.events.poll(ack, control.EVENTS_POLL_HOLD, self.clock)
+        return {"events": [e.to_wire() for e in events]}
+
+    def _req_stats(self, state: _LinkState, body: dict[str, Any], _: RNS.Identity | None) -> dict[str, Any]:
+        return {"relay": self.counters()}
+
+
+def _wire_safe(value: Any) -> Any:
+    """Make engine event fields msgpack-able (enums to names, tuples to lists)."""
+    if isinstance(value, dict):
+        return {str(k): _wire_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_wire_safe(v) for v in value]
+    if isinstance(value, bool | int | float | str | bytes) or value is None:
+        return value
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else repr(value)

@@ -1,0 +1,252 @@
+"""Entry point of every integration/demo/bench child process: ``python -m integration.node SPEC``.
+
+SPEC is a JSON file written by ``harness.Cluster.spawn``; ``role`` picks the function below. Each
+role enforces ``timeout`` itself (an ``os._exit`` timer), writes ``ready.json`` when it is up
+(relays: their destination hash) and ``result.json`` when done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import RNS
+
+from ciris_av_plugin.transport.client import RelayClient
+from ciris_av_plugin.transport.config import NodeConfig, start_reticulum
+from ciris_av_plugin.transport.relay import RelayNode
+
+log = logging.getLogger("integration.node")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class Ctx:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.workdir = Path(spec["workdir"])
+        self.stop_path = self.workdir / "stop"
+
+    def ready(self, **data: Any) -> None:
+        _write_json(self.workdir / "ready.json", data)
+
+    def result(self, **data: Any) -> None:
+        _write_json(self.workdir / "result.json", data)
+
+    def should_stop(self) -> bool:
+        return self.stop_path.exists()
+
+    def start_rns(self) -> RNS.Reticulum:
+        spec = self.spec
+        node = NodeConfig(
+            listen_port=spec.get("listen_port"),
+            connect_port=spec.get("connect_port"),
+            link_mtu_discovery=spec.get("link_mtu_discovery", True),
+        )
+        return start_reticulum(self.workdir / "rns", node)
+
+
+# ---- relay ------------------------------------------------------------------------------------
+
+
+class MarkerScanner:
+    """Counts every byte the relay handled and whether the plaintext marker was ever among them."""
+
+    def __init__(self, marker: bytes | None) -> None:
+        self.marker = marker
+        self.bytes = {"in": 0, "out": 0, "ctl": 0}
+        self.packets = {"in": 0, "out": 0, "ctl": 0}
+        self.hits = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, direction: str, data: bytes) -> None:
+        hit = self.marker is not None and self.marker in data
+        with self._lock:
+            self.bytes[direction] += len(data)
+            self.packets[direction] += 1
+            if hit:
+                self.hits += 1
+
+
+def make_engine(kind: str) -> Any:
+    if kind == "passthrough":
+        from integration.rawforward import PassthroughForwarder
+
+        return PassthroughForwarder()
+    from ciris_av_plugin.relay.engine import ForwardingEngine
+
+    return ForwardingEngine()
+
+
+def role_relay(ctx: Ctx) -> None:
+    spec = ctx.spec
+    ctx.start_rns()
+    marker = bytes.fromhex(spec["marker"]) if spec.get("marker") else None
+    scanner = MarkerScanner(marker) if spec.get("scan", True) else None
+    relay = RelayNode(
+        RNS.Identity(),
+        make_engine(spec.get("engine", "engine")),
+        receive_mode=spec.get("receive_mode", "auto"),
+        observer=scanner,
+    )
+    relay.start()
+    ctx.ready(dest=relay.destination_hash.hex(), receive_mode=relay.receive_mode, pid=os.getpid())
+    cpu0 = time.process_time()
+    deadline = time.monotonic() + spec.get("duration", 60)
+    while not ctx.should_stop() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if spec.get("reannounce") and int(time.monotonic() * 20) % 40 == 0:
+            relay.announce()
+    stats = relay.engine_stats()
+    ctx.result(
+        counters=relay.counters(),
+        engine=_jsonable(stats),
+        engine_events=dict(relay.engine_events),
+        receive_mode=relay.receive_mode,
+        scan=None if scanner is None else {"bytes": scanner.bytes, "packets": scanner.packets, "marker_hits": scanner.hits},
+        cpu_s=time.process_time() - cpu0,
+        argv=sys.argv,
+        env_keys=sorted(k for k in os.environ if "KEY" in k.upper()),
+    )
+    relay.stop()
+
+
+def _jsonable(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return repr(value)
+
+
+# ---- plumbing smoke roles ---------------------------------------------------------------------
+
+_RAW = struct.Struct(">BBQI")  # packet type, flags, stream id, sequence
+
+
+def role_raw_pubsub(ctx: Ctx) -> None:
+    """A publisher link and a subscriber link in one process, raw packets through the relay."""
+    spec = ctx.spec
+    ctx.start_rns()
+    relay_hash = bytes.fromhex(spec["relay"])
+    got: list[int] = []
+    got_lock = threading.Lock()
+
+    def on_packet(data: bytes) -> None:
+        _, _, _, seq = _RAW.unpack_from(data, 0)
+        with got_lock:
+            got.append(seq)
+
+    mode = spec.get("receive_mode", "auto")
+    sub = RelayClient(RNS.Identity(), relay_hash, receive_mode=mode, on_packet=on_packet)
+    pub = RelayClient(RNS.Identity(), relay_hash, receive_mode=mode)
+    sub.connect()
+    pub.connect()
+    stream = spec.get("stream_id", 7)
+    sub.subscribe(stream)
+    pub.publish(stream)
+    mdu = min(sub.mdu, pub.mdu)
+    count = spec.get("count", 200)
+    sizes = []
+    for seq in range(count):
+        size = _RAW.size + (seq * 37) % (mdu - _RAW.size + 1)
+        sizes.append(size)
+        body = _RAW.pack(0x01, 0, stream, seq)
+        pub.send(body + bytes(size - len(body)))
+        time.sleep(spec.get("gap", 0.002))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with got_lock:
+            if len(got) >= count:
+                break
+        time.sleep(0.05)
+    stats = sub.request("stats", {})
+    ctx.result(
+        received=len(got),
+        unique=len(set(got)),
+        in_order=got == sorted(got),
+        sent=count,
+        sub_mdu=sub.mdu,
+        pub_mdu=pub.mdu,
+        max_size=max(sizes),
+        receive_mode=sub.receive_mode,
+        relay_counters=_jsonable(stats.get("relay")),
+    )
+    sub.close()
+    pub.close()
+
+
+def role_unidentified(ctx: Ctx) -> None:
+    """Opens a link but never identifies: the relay must drop its data and close it in ~2 s."""
+    spec = ctx.spec
+    ctx.start_rns()
+    relay_hash = bytes.fromhex(spec["relay"])
+    RNS.Transport.request_path(relay_hash)
+    deadline = time.monotonic() + 10
+    while not RNS.Transport.has_path(relay_hash) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dest = RNS.Destination(RNS.Identity.recall(relay_hash), RNS.Destination.OUT, RNS.Destination.SINGLE, "ciris_av", "relay")
+    established = threading.Event()
+    closed = threading.Event()
+    link = RNS.Link(dest, established_callback=lambda _l: established.set(), closed_callback=lambda _l: closed.set())
+    established.wait(10)
+    t0 = time.monotonic()
+    sent = 0
+    while not closed.is_set() and time.monotonic() - t0 < 6:
+        RNS.Packet(link, _RAW.pack(0x01, 0, 7, sent) + bytes(40), create_receipt=False).send()
+        sent += 1
+        time.sleep(0.05)
+    ctx.result(established=established.is_set(), closed=closed.is_set(), closed_after_s=time.monotonic() - t0, sent=sent)
+
+
+ROLES = {
+    "relay": role_relay,
+    "raw_pubsub": role_raw_pubsub,
+    "unidentified": role_unidentified,
+}
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    logging.basicConfig(level=spec.get("loglevel", "WARNING"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    timeout = float(spec.get("timeout", 60))
+    killer = threading.Timer(timeout, lambda: os._exit(124))
+    killer.daemon = True
+    killer.start()
+    role = spec["role"]
+    if role not in ROLES:
+        from integration import media_roles
+
+        ROLES.update(media_roles.ROLES)
+    try:
+        ROLES[role](Ctx(spec))
+    except BaseException:
+        log.exception("role %s failed", role)
+        sys.stdout.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""RNS plumbing over real links: identification, requests, raw packets, both receive paths, MDUs.
+
+Each node is a separate process with its own RNS instance (integration/node.py). The forwarder is
+a passthrough, so these tests are about transport/, not forwarding policy.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ciris_av_plugin.transport.config import free_port
+from integration.harness import Cluster
+
+
+def _relay(cluster: Cluster, port: int, receive_mode: str = "auto"):
+    relay = cluster.spawn(
+        "relay",
+        {"role": "relay", "listen_port": port, "engine": "passthrough", "receive_mode": receive_mode,
+         "duration": 40, "timeout": 50},
+    )
+    return relay, relay.wait_ready(20)
+
+
+@pytest.mark.parametrize("mode", ["inline", "callback"])
+def test_raw_packets_flow_through_relay_on_both_receive_paths(mode: str) -> None:
+    cluster = Cluster()
+    try:
+        port = free_port()
+        relay, ready = _relay(cluster, port, mode)
+        assert ready["receive_mode"] == mode
+        client = cluster.spawn(
+            "pubsub",
+            {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "receive_mode": mode,
+             "count": 300, "gap": 0.003, "timeout": 40},
+        )
+        res = client.wait_result(45)
+        assert res["receive_mode"] == mode
+        assert res["sub_mdu"] > 10_000, "TCP links negotiate a large MTU when discovery is on"
+        assert res["max_size"] > 431, "packets larger than the base MDU were exercised"
+        assert res["unique"] == res["sent"], res
+        if mode == "inline":
+            # The inline path runs in RNS's single inbound worker: order is preserved end to end.
+            assert res["in_order"], res
+        counters = res["relay_counters"]
+        assert counters["rx_packets"] >= res["sent"]
+        assert counters["tx_packets"] >= res["sent"]
+    finally:
+        cluster.close()
+
+
+def test_discovery_off_gives_base_mdu_and_unidentified_links_are_dropped_and_closed() -> None:
+    cluster = Cluster()
+    try:
+        port = free_port()
+        relay, ready = _relay(cluster, port)
+        small = cluster.spawn(
+            "small",
+            {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "link_mtu_discovery": False,
+             "count": 50, "timeout": 40},
+        )
+        rogue = cluster.spawn(
+            "rogue", {"role": "unidentified", "connect_port": port, "relay": ready["dest"], "timeout": 40}
+        )
+        res = small.wait_result(45)
+        assert res["sub_mdu"] == 431 and res["pub_mdu"] == 431
+        assert res["unique"] == res["sent"]
+        rogue_res = rogue.wait_result(45)
+        assert rogue_res["established"]
+        assert rogue_res["closed"], "the relay closes links that never identify"
+        assert 1.5 <= rogue_res["closed_after_s"] <= 5.0, rogue_res
+        (relay.workdir / "stop").touch()
+        relay_res = relay.wait_result(20)
+        assert relay_res["counters"]["rx_unidentified_dropped"] >= 1
+        assert relay_res["counters"]["links_unidentified_closed"] >= 1
+    finally:
+        cluster.close()
