@@ -1,0 +1,183 @@
+"""The realtime-AV plugin: hookimpls for the ``ciris_fabric`` contract (``hookspecs.py``).
+
+This module is what the ``realtime_av`` entry point names. It registers:
+
+* ``realtime_av.relay`` — a keyless dispatcher wrapping the transport's ``RelayNode`` and the
+  forwarding engine: it forwards ciphertext only and never touches an MLS ``Group``. Registered
+  when ``realtime_av.enabled`` and the ``relay`` role is configured.
+* ``realtime_av.mls`` — the ``process_welcome`` handler a participating host (``publish``/``watch``
+  roles, an agent joining a call) uses to turn a Welcome into its own participant state.
+
+Heavy layers (RNS, the engine, MLS) are imported when a service starts, not when the host loads
+the plugin, so discovery stays cheap and a host without a working RNS can still validate config.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ciris_av_plugin import __version__
+from ciris_av_plugin.config import ROLE_RELAY, Config, parse_config
+from ciris_av_plugin.context import NodeContext, RegisterDispatcher, RegisterWelcomeHandler
+from ciris_av_plugin.errors import AVError, RelayError
+from ciris_av_plugin.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+RELAY_DISPATCHER_NAME = "realtime_av.relay"
+WELCOME_HANDLER_NAME = "realtime_av.mls"
+
+EngineFactory = Callable[[Config], Any]
+"""Builds the forwarding engine (``transport.relay.Forwarder`` shape) from the configuration."""
+
+_live_lock = threading.Lock()
+_live: dict[int, RelayDispatcher] = {}
+"""Dispatchers between start and stop, so ``realtime_av_status`` can report them (plugins are modules)."""
+
+
+def default_engine_factory(config: Config) -> Any:
+    """The relay's forwarding engine (``relay/engine.py``), imported when the relay starts."""
+    try:
+        from ciris_av_plugin.relay.engine import ForwardingEngine
+    except ImportError as exc:
+        raise RelayError(f"the forwarding engine (ciris_av_plugin.relay.engine) is not available: {exc}") from exc
+    return ForwardingEngine()
+
+
+@dataclass(eq=False)
+class RelayDispatcher:
+    """The keyless relay service: an RNS relay destination feeding the forwarding engine."""
+
+    config: Config
+    engine_factory: EngineFactory = default_engine_factory
+    name: str = RELAY_DISPATCHER_NAME
+    _node: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def start(self, context: NodeContext) -> None:
+        """Create the relay destination under the node's RNS identity and announce it."""
+        with self._lock:
+            if self._node is not None:
+                raise RelayError(f"{self.name} is already started")
+            from ciris_av_plugin.transport.relay import RelayNode  # RNS only once the host runs one
+
+            node = RelayNode(context.identity, self.engine_factory(self.config))
+            node.start()
+            self._node = node
+        with _live_lock:
+            _live[id(self)] = self
+        log.info("%s started: destination %s", self.name, node.destination_hash.hex())
+
+    def stop(self) -> None:
+        """Tear down the relay's links; safe to call twice or after a failed start."""
+        with _live_lock:
+            _live.pop(id(self), None)
+        with self._lock:
+            node, self._node = self._node, None
+        if node is not None:
+            node.stop()
+            log.info("%s stopped", self.name)
+
+    @property
+    def destination_hash(self) -> bytes | None:
+        """The relay's RNS destination hash, which clients dial; None until started."""
+        node = self._node
+        return None if node is None else node.destination_hash
+
+    def status(self) -> dict[str, Any]:
+        node = self._node
+        if node is None:
+            return {"name": self.name, "running": False}
+        engine = node.engine_stats()
+        return {
+            "name": self.name,
+            "running": True,
+            "destination": node.destination_hash.hex(),
+            "counters": node.counters(),
+            "engine": engine if isinstance(engine, dict) else _as_dict(engine),
+        }
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """Engine stats may be a dataclass; the status hook promises a JSON-safe dict."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return {"repr": repr(value)}
+
+
+@dataclass(eq=False)
+class MLSWelcomeHandler:
+    """``process_welcome`` for a participating host: MLS ``Group.join`` on a Welcome.
+
+    Pending: the MLS ``Group`` lands with the joiner-path issue. Until then this handler is
+    registered (so hosts can wire it) and raises ``NotImplementedError`` when called. It keeps no
+    state: the returned participant state belongs to the caller, never to the relay.
+    """
+
+    config: Config
+    name: str = WELCOME_HANDLER_NAME
+
+    def process_welcome(self, welcome: bytes, joiner: Any) -> Any:
+        try:
+            from ciris_av_plugin.mls.group import Group
+        except ImportError:
+            raise NotImplementedError(
+                "process_welcome is pending: ciris_av_plugin.mls.group.Group.join is not built yet"
+            ) from None
+        return Group.join(welcome, joiner)
+
+
+@hookimpl
+def realtime_av_configure(settings: Mapping[str, Any]) -> Config:
+    return parse_config(settings)
+
+
+@hookimpl
+def register_av_dispatchers(register: RegisterDispatcher, config: Config) -> None:
+    av = config.realtime_av
+    if av.enabled and ROLE_RELAY in av.roles:
+        register(RelayDispatcher(config))
+
+
+@hookimpl
+def register_welcome_handlers(register: RegisterWelcomeHandler, config: Config) -> None:
+    # Any enabled node may take part in a call (an agent joining one), so the handler does not
+    # depend on the publish/watch roles; it is inert until a host calls it.
+    if config.realtime_av.enabled:
+        register(MLSWelcomeHandler(config))
+
+
+@hookimpl
+def realtime_av_node_started(context: NodeContext) -> None:
+    log.info(
+        "realtime_av on node %s: enabled=%s roles=%s",
+        context.identity.hash.hex() if getattr(context.identity, "hash", None) else "?",
+        context.config.realtime_av.enabled,
+        ",".join(context.config.realtime_av.roles),
+    )
+
+
+@hookimpl
+def realtime_av_status() -> dict[str, Any]:
+    with _live_lock:
+        live = list(_live.values())
+    statuses = {}
+    for dispatcher in live:
+        try:
+            statuses[dispatcher.name] = dispatcher.status()
+        except AVError as exc:  # a status call must never take the host's status page down
+            statuses[dispatcher.name] = {"name": dispatcher.name, "error": str(exc)}
+    return {"plugin": "realtime_av", "version": __version__, "dispatchers": statuses}
+
+
+@hookimpl
+def realtime_av_node_stopping() -> None:
+    with _live_lock:
+        count = len(_live)
+    log.info("realtime_av stopping (%d dispatcher(s) running)", count)
