@@ -1,0 +1,76 @@
+"""treekem.json: process every UpdatePath as each other member, then create and process a fresh one."""
+
+from __future__ import annotations
+
+from ..crypto import CipherSuite
+from ..errors import UnsupportedSuite
+from ..messages import GroupContext, UpdatePath
+from ..tree import RatchetTree
+from ..treekem import TreeKEMPrivate, create_update_path, merge_update_path, process_update_path
+from . import Counts
+
+
+def _check_case(suite: CipherSuite, case: dict) -> None:
+    tree = RatchetTree.from_bytes(suite, bytes.fromhex(case["ratchet_tree"]))
+    group_id = bytes.fromhex(case["group_id"])
+    gc = GroupContext(
+        cipher_suite=suite.id,
+        group_id=group_id,
+        epoch=int(case["epoch"]),
+        tree_hash=tree.tree_hash(),
+        confirmed_transcript_hash=bytes.fromhex(case["confirmed_transcript_hash"]),
+    )
+    privates: dict[int, TreeKEMPrivate] = {}
+    sig_privs: dict[int, bytes] = {}
+    for lp in case["leaves_private"]:
+        index = int(lp["index"])
+        priv = TreeKEMPrivate(index, bytes.fromhex(lp["encryption_priv"]))
+        for ps in lp["path_secrets"]:
+            priv.set_path_secret(suite, int(ps["node"]), bytes.fromhex(ps["path_secret"]))
+        priv.check_against(tree)
+        privates[index] = priv
+        sig_privs[index] = bytes.fromhex(lp["signature_priv"])
+
+    for n, up in enumerate(case["update_paths"]):
+        sender = int(up["sender"])
+        path = UpdatePath.from_bytes(bytes.fromhex(up["update_path"]))
+        merged = merge_update_path(tree, sender, path, group_id)
+        if merged.tree_hash().hex() != up["tree_hash_after"]:
+            raise AssertionError(f"update_paths[{n}]: tree_hash_after differs")
+        for j, priv in privates.items():
+            if j == sender:
+                continue
+            res = process_update_path(tree, priv, sender, path, gc)
+            want = up["path_secrets"][j]
+            if want is not None and (res.decrypted_path_secret or b"").hex() != want:
+                raise AssertionError(f"update_paths[{n}]: leaf {j} decrypted another path secret")
+            if res.commit_secret.hex() != up["commit_secret"]:
+                raise AssertionError(f"update_paths[{n}]: leaf {j} commit secret differs")
+
+        fresh = create_update_path(tree, sender, sig_privs[sender], gc)
+        for j, priv in privates.items():
+            if j == sender:
+                continue
+            res = process_update_path(tree, priv, sender, fresh.update_path, gc)
+            if res.commit_secret != fresh.commit_secret:
+                raise AssertionError(f"update_paths[{n}]: leaf {j} disagrees on a fresh path's commit secret")
+            if res.tree.tree_hash() != fresh.tree.tree_hash():
+                raise AssertionError(f"update_paths[{n}]: leaf {j} merged a fresh path into another tree")
+
+
+def run(cases: list[dict]) -> Counts:
+    counts = Counts()
+    for i, case in enumerate(cases):
+        where = f"treekem[{i}] suite {case['cipher_suite']}"
+        try:
+            suite = CipherSuite(int(case["cipher_suite"]))
+        except UnsupportedSuite:
+            counts.skipped += 1
+            continue
+        try:
+            _check_case(suite, case)
+        except Exception as exc:  # noqa: BLE001 - a failing case is counted, the rest still run
+            counts.fail(where, f"{type(exc).__name__}: {exc}")
+            continue
+        counts.passed += 1
+    return counts
