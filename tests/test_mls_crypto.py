@@ -1,0 +1,108 @@
+"""Cipher suite primitives: round trips, determinism, failure modes raise CryptoError only."""
+
+from __future__ import annotations
+
+import pytest
+
+from ciris_av_plugin.errors import MLSError
+from ciris_av_plugin.mls.crypto import SUITES, CipherSuite
+from ciris_av_plugin.mls.errors import CryptoError, UnsupportedSuite
+
+
+@pytest.fixture(params=sorted(SUITES))
+def cs(request: pytest.FixtureRequest) -> CipherSuite:
+    return CipherSuite(request.param)
+
+
+def test_suite_1_parameters() -> None:
+    cs = CipherSuite(1)
+    assert (cs.id, cs.Nh, cs.Nk, cs.Nn) == (1, 32, 16, 12)
+
+
+def test_unsupported_suite() -> None:
+    for sid in (0, 2, 0x4D, 0xFFFF):
+        with pytest.raises(UnsupportedSuite):
+            CipherSuite(sid)
+    assert issubclass(UnsupportedSuite, MLSError) and issubclass(CryptoError, MLSError)
+
+
+def test_sign_verify_roundtrip(cs: CipherSuite) -> None:
+    priv, pub = cs.generate_signature_key_pair()
+    assert cs.signature_public_key(priv) == pub
+    sig = cs.sign_with_label(priv, b"LeafNodeTBS", b"content")
+    assert cs.verify_with_label(pub, b"LeafNodeTBS", b"content", sig)
+    assert not cs.verify_with_label(pub, b"KeyPackageTBS", b"content", sig)  # label is bound
+    assert not cs.verify_with_label(pub, b"LeafNodeTBS", b"content!", sig)
+    assert not cs.verify_with_label(pub, b"LeafNodeTBS", b"content", sig[:-1] + bytes([sig[-1] ^ 1]))
+    assert not cs.verify_with_label(pub[:-1], b"LeafNodeTBS", b"content", sig)  # bad key: False, no raise
+    assert not cs.verify_with_label(pub, b"LeafNodeTBS", b"content", b"short")
+
+
+def test_hpke_roundtrip(cs: CipherSuite) -> None:
+    priv, pub = cs.generate_hpke_key_pair()
+    assert cs.hpke_public_key(priv) == pub
+    enc, ct = cs.hpke_seal(pub, b"info", b"aad", b"secret")
+    assert cs.hpke_open(priv, enc, b"info", b"aad", ct) == b"secret"
+    for bad in ((b"other", b"aad"), (b"info", b"other")):
+        with pytest.raises(CryptoError):
+            cs.hpke_open(priv, enc, bad[0], bad[1], ct)
+    with pytest.raises(CryptoError):
+        cs.hpke_open(priv, enc[:-1], b"info", b"aad", ct)
+    with pytest.raises(CryptoError):
+        cs.hpke_open(cs.generate_hpke_key_pair()[0], enc, b"info", b"aad", ct)
+
+
+def test_encrypt_with_label_roundtrip(cs: CipherSuite) -> None:
+    priv, pub = cs.generate_hpke_key_pair()
+    kem_output, ct = cs.encrypt_with_label(pub, b"UpdatePathNode", b"ctx", b"path secret")
+    assert cs.decrypt_with_label(priv, b"UpdatePathNode", b"ctx", kem_output, ct) == b"path secret"
+    with pytest.raises(CryptoError):
+        cs.decrypt_with_label(priv, b"Welcome", b"ctx", kem_output, ct)
+
+
+def test_derive_key_pair_deterministic(cs: CipherSuite) -> None:
+    a = cs.derive_key_pair(b"\x01" * 32)
+    assert a == cs.derive_key_pair(b"\x01" * 32)
+    assert a != cs.derive_key_pair(b"\x02" * 32)
+    assert cs.hpke_public_key(a[0]) == a[1]
+
+
+def test_derive_key_pair_rfc9180_a1() -> None:
+    """RFC 9180 Appendix A.1.1 (DHKEM(X25519, HKDF-SHA256)): ikmR -> skRm, pkRm."""
+    sk, pk = CipherSuite(1).derive_key_pair(
+        bytes.fromhex("6db9df30aa07dd42ee5e8181afdb977e538f5e1fec8a06223f33f7013e525037")
+    )
+    assert sk.hex() == "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8"
+    assert pk.hex() == "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d"
+
+
+def test_aead_errors_are_crypto_errors(cs: CipherSuite) -> None:
+    key, nonce = bytes(cs.Nk), bytes(cs.Nn)
+    ct = cs.aead_encrypt(key, nonce, b"aad", b"pt")
+    assert cs.aead_decrypt(key, nonce, b"aad", ct) == b"pt"
+    with pytest.raises(CryptoError):
+        cs.aead_decrypt(key, nonce, b"aaX", ct)
+    with pytest.raises(CryptoError):
+        cs.aead_decrypt(key[:-1], nonce, b"aad", ct)
+    with pytest.raises(CryptoError):
+        cs.aead_decrypt(key, nonce[:-1], b"aad", ct)
+    with pytest.raises(CryptoError):
+        cs.aead_decrypt(key, nonce, b"aad", b"")
+
+
+def test_bad_key_lengths_raise_crypto_error(cs: CipherSuite) -> None:
+    with pytest.raises(CryptoError):
+        cs.hpke_public_key(b"\x00" * 5)
+    with pytest.raises(CryptoError):
+        cs.signature_public_key(b"\x00" * 5)
+    with pytest.raises(CryptoError):
+        cs.encrypt_with_label(b"\x00" * 5, b"l", b"", b"pt")
+    with pytest.raises(CryptoError):
+        cs.expand_with_label(b"k", b"l", b"", 1 << 16)
+
+
+def test_refs_use_their_labels() -> None:
+    cs = CipherSuite(1)
+    assert cs.make_key_package_ref(b"x") == cs.ref_hash(b"MLS 1.0 KeyPackage Reference", b"x")
+    assert cs.make_proposal_ref(b"x") == cs.ref_hash(b"MLS 1.0 Proposal Reference", b"x")
+    assert cs.make_key_package_ref(b"x") != cs.make_proposal_ref(b"x")
