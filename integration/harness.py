@@ -78,12 +78,15 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     keep: bool = False
 
-    def spawn(self, name: str, spec: dict[str, Any], *, cpus: str | None = None) -> Node:
+    def spawn(
+        self, name: str, spec: dict[str, Any], *, cpus: str | None = None, entry: list[str] | None = None
+    ) -> Node:
+        """Start ``entry`` (default ``-m integration.node``) with a spec file, optionally pinned to ``cpus``."""
         workdir = self.root / name
         workdir.mkdir(parents=True, exist_ok=True)
         spec = dict(spec, name=name, workdir=str(workdir))
         (workdir / "spec.json").write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "integration.node", str(workdir / "spec.json")]
+        cmd = [sys.executable, *(entry or ["-m", "integration.node"]), str(workdir / "spec.json")]
         if cpus is not None and _have_taskset():
             cmd = ["taskset", "-c", cpus, *cmd]
         log = open(workdir / "log.txt", "wb")  # noqa: SIM115 - owned by the child for its lifetime
