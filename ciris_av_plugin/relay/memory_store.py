@@ -1,0 +1,260 @@
+"""In-memory :class:`DirectoryStore` and :class:`GroupStateStore` for unit tests and ephemeral relays.
+
+It implements exactly the contract of :mod:`.storage` (the SQLite adapter is tested against the same
+behaviour), including atomicity: every method runs under one lock, so concurrent fetches of a
+one-time KeyPackage hand it out once here too. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .storage import (
+    CommitOutcome,
+    CommitRecord,
+    JoinRequest,
+    KeyPackageEntry,
+    PendingWelcome,
+    PutOutcome,
+    StreamRecord,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Slot:
+    """A stored KeyPackage and who it was handed to (one-time only)."""
+
+    entry: KeyPackageEntry
+    taken_by: bytes | None = None
+
+
+class MemoryStore:
+    """Both relay stores in dictionaries, one lock around every operation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kps: dict[bytes, _Slot] = {}
+        # ref -> (not_after, used by an accepted commit)
+        self._spent: dict[bytes, tuple[int, bool]] = {}
+        self._streams: dict[bytes, StreamRecord] = {}
+        self._commits: dict[bytes, dict[int, CommitRecord]] = {}
+        self._welcomes: dict[tuple[bytes, bytes], PendingWelcome] = {}
+        self._joins: dict[tuple[bytes, bytes], JoinRequest] = {}
+
+    # --- DirectoryStore ---------------------------------------------------------------------
+
+    def put_key_package(self, entry: KeyPackageEntry, *, max_one_time: int, max_total: int) -> PutOutcome:
+        with self._lock:
+            if entry.ref in self._kps:
+                return PutOutcome.DUPLICATE
+            if not entry.last_resort and entry.ref in self._spent:
+                return PutOutcome.SPENT
+            replaced: bytes | None = None
+            if entry.last_resort:
+                old = self._last_resort_locked(entry.identity, entry.suite)
+                if old is not None:
+                    if entry.published_ts <= old.published_ts:
+                        return PutOutcome.STALE_LAST_RESORT
+                    replaced = old.ref
+            elif self._count_one_time_locked(entry.identity) >= max_one_time:
+                return PutOutcome.QUOTA
+            if replaced is None and len(self._kps) >= max_total:
+                return PutOutcome.FULL
+            if replaced is not None:
+                del self._kps[replaced]
+            self._kps[entry.ref] = _Slot(entry)
+            return PutOutcome.STORED
+
+    def take_one_time(self, identity: bytes, suite: int, now: float, *, taken_by: bytes) -> KeyPackageEntry | None:
+        with self._lock:
+            live = [
+                s
+                for s in self._kps.values()
+                if s.entry.identity == identity
+                and s.entry.suite == suite
+                and not s.entry.last_resort
+                and s.taken_by is None
+                and s.entry.not_after > now
+            ]
+            if not live:
+                return None
+            slot = min(live, key=lambda s: (s.entry.not_after, s.entry.ref))
+            slot.taken_by = taken_by
+            self._spent[slot.entry.ref] = (slot.entry.not_after, False)
+            return slot.entry
+
+    def last_resort(self, identity: bytes, suite: int, now: float) -> KeyPackageEntry | None:
+        with self._lock:
+            entry = self._last_resort_locked(identity, suite)
+            return entry if entry is not None and entry.not_after > now else None
+
+    def get_key_package(self, ref: bytes) -> KeyPackageEntry | None:
+        with self._lock:
+            slot = self._kps.get(ref)
+            return slot.entry if slot else None
+
+    def is_spent(self, ref: bytes) -> bool:
+        with self._lock:
+            return ref in self._spent
+
+    def is_used(self, ref: bytes) -> bool:
+        with self._lock:
+            return self._spent.get(ref, (0, False))[1]
+
+    def count_one_time(self, identity: bytes) -> int:
+        with self._lock:
+            return self._count_one_time_locked(identity)
+
+    def count_total(self) -> int:
+        with self._lock:
+            return len(self._kps)
+
+    def sweep_expired(self, cutoff: float) -> int:
+        with self._lock:
+            dead = [ref for ref, s in self._kps.items() if s.entry.not_after < cutoff]
+            for ref in dead:
+                del self._kps[ref]
+            for ref in [r for r, (na, _) in self._spent.items() if na < cutoff]:
+                del self._spent[ref]
+            return len(dead)
+
+    def _last_resort_locked(self, identity: bytes, suite: int) -> KeyPackageEntry | None:
+        for s in self._kps.values():
+            if s.entry.last_resort and s.entry.identity == identity and s.entry.suite == suite:
+                return s.entry
+        return None
+
+    def _count_one_time_locked(self, identity: bytes) -> int:
+        return sum(
+            1
+            for s in self._kps.values()
+            if s.entry.identity == identity and not s.entry.last_resort and s.taken_by is None
+        )
+
+    # --- GroupStateStore --------------------------------------------------------------------
+
+    def create_stream(self, record: StreamRecord) -> bool:
+        with self._lock:
+            if record.stream_id in self._streams:
+                return False
+            self._streams[record.stream_id] = record
+            self._commits[record.stream_id] = {}
+            return True
+
+    def get_stream(self, stream_id: bytes) -> StreamRecord | None:
+        with self._lock:
+            return self._streams.get(stream_id)
+
+    def stream_ids(self) -> list[bytes]:
+        with self._lock:
+            return sorted(self._streams)
+
+    def accept_commit(
+        self,
+        stream_id: bytes,
+        *,
+        epoch: int,
+        group_state: bytes,
+        commit: CommitRecord,
+        welcomes: Sequence[PendingWelcome],
+        used_refs: Sequence[bytes],
+    ) -> CommitOutcome:
+        with self._lock:
+            record = self._streams.get(stream_id)
+            if record is None:
+                return CommitOutcome.UNKNOWN_STREAM
+            if record.epoch != epoch:
+                return CommitOutcome.STALE_EPOCH
+            if any(self._spent.get(ref, (0, False))[1] for ref in used_refs):
+                return CommitOutcome.KEY_PACKAGE_USED
+            # Nothing below can fail: the change is all-or-nothing.
+            self._streams[stream_id] = replace(record, epoch=epoch + 1, group_state=group_state)
+            self._commits[stream_id][epoch] = commit
+            for w in welcomes:
+                self._welcomes[(stream_id, w.joiner)] = w
+                self._joins.pop((stream_id, w.joiner), None)
+            for ref in used_refs:
+                slot = self._kps.get(ref)
+                if slot is not None and slot.entry.last_resort:
+                    continue
+                not_after = slot.entry.not_after if slot else self._spent.get(ref, (0, False))[0]
+                self._spent[ref] = (not_after, True)
+                self._kps.pop(ref, None)
+            return CommitOutcome.ACCEPTED
+
+    def commits_since(self, stream_id: bytes, epoch: int) -> list[CommitRecord]:
+        with self._lock:
+            log = self._commits.get(stream_id, {})
+            return [log[e] for e in sorted(log) if e >= epoch]
+
+    def prune_commits(self, stream_id: bytes, before_epoch: int) -> int:
+        with self._lock:
+            log = self._commits.get(stream_id, {})
+            old = [e for e in log if e < before_epoch]
+            for e in old:
+                del log[e]
+            return len(old)
+
+    def welcome_for(self, stream_id: bytes, joiner: bytes, now: float) -> PendingWelcome | None:
+        with self._lock:
+            w = self._welcomes.get((stream_id, joiner))
+            return w if w is not None and w.expires_at > now else None
+
+    def delete_welcome(self, stream_id: bytes, joiner: bytes) -> bool:
+        with self._lock:
+            return self._welcomes.pop((stream_id, joiner), None) is not None
+
+    def expired_welcomes(self, now: float) -> list[PendingWelcome]:
+        with self._lock:
+            return sorted(
+                (w for w in self._welcomes.values() if w.expires_at <= now),
+                key=lambda w: (w.expires_at, w.stream_id, w.joiner),
+            )
+
+    def sweep_welcomes(self, now: float) -> int:
+        with self._lock:
+            dead = [k for k, w in self._welcomes.items() if w.expires_at <= now]
+            for k in dead:
+                del self._welcomes[k]
+            return len(dead)
+
+    def put_join_request(self, request: JoinRequest, *, max_per_stream: int) -> bool:
+        with self._lock:
+            key = (request.stream_id, request.identity)
+            if key not in self._joins:
+                live = sum(
+                    1
+                    for (sid, _), r in self._joins.items()
+                    if sid == request.stream_id and r.expires_at > request.requested_at
+                )
+                if live >= max_per_stream:
+                    return False
+            self._joins[key] = request
+            return True
+
+    def join_request(self, stream_id: bytes, identity: bytes, now: float) -> JoinRequest | None:
+        with self._lock:
+            r = self._joins.get((stream_id, identity))
+            return r if r is not None and r.expires_at > now else None
+
+    def join_requests(self, stream_id: bytes, now: float) -> list[JoinRequest]:
+        with self._lock:
+            return sorted(
+                (r for (sid, _), r in self._joins.items() if sid == stream_id and r.expires_at > now),
+                key=lambda r: (r.requested_at, r.identity),
+            )
+
+    def delete_join_request(self, stream_id: bytes, identity: bytes) -> bool:
+        with self._lock:
+            return self._joins.pop((stream_id, identity), None) is not None
+
+    def sweep_join_requests(self, now: float) -> int:
+        with self._lock:
+            dead = [k for k, r in self._joins.items() if r.expires_at <= now]
+            for k in dead:
+                del self._joins[k]
+            return len(dead)
