@@ -1,0 +1,34 @@
+"""Typed errors of the relay layer (all under :class:`RelayError`).
+
+The forwarding engine never raises on bad *packets* (those are counted drops); these are for bad
+*requests* from the transport (a refused publish, a full stream) and for the receiver-report codec.
+A raised error leaves the engine's state unchanged.
+"""
+
+from __future__ import annotations
+
+from ..errors import RelayError
+
+__all__ = [
+    "RelayError",
+    "ReportError",
+    "PublishNotAuthorizedError",
+    "SubscriberLimitError",
+    "InvalidMDUError",
+]
+
+
+class ReportError(RelayError):
+    """A receiver-report packet is truncated, of an unknown version or otherwise malformed."""
+
+
+class PublishNotAuthorizedError(RelayError):
+    """The ``authorize_publish`` hook refused this link as a publisher of the stream."""
+
+
+class SubscriberLimitError(RelayError):
+    """The stream already has ``EngineConfig.max_subscribers_per_stream`` subscribers."""
+
+
+class InvalidMDUError(RelayError):
+    """A subscriber's link MDU leaves no room for a fragment header and one byte of payload."""

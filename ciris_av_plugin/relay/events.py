@@ -1,0 +1,48 @@
+"""Events the forwarding engine returns from :meth:`ForwardingEngine.tick` (aioquic style).
+
+The transport routes them: ``KeyframeRequested`` to the publisher's long-poll ``events`` queue,
+``SubscriberStalled``/``SubscriberResumed`` to the subscriber (and to logs and metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of the relay engine's events."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframeRequested(Event):
+    """Ask the publisher of a video track for a keyframe (coalesced and rate-limited per track)."""
+
+    stream_id: int
+    "The stream the track belongs to."
+    track_id: int
+    "The video track that needs a keyframe."
+    link_id: bytes
+    "The publisher (or upstream relay) link that feeds this track and should receive the request."
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStalled(Event):
+    """A subscriber sent no receiver report for ``stall_timeout``: sending to it has stopped."""
+
+    link_id: bytes
+    "The subscriber link."
+    since: float
+    "Relay-clock time of its last receiver report (or of its subscription, if it never sent one)."
+    dropped_packets: int
+    "Packets discarded from its queue when the stall began."
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberResumed(Event):
+    """A stalled subscriber reported again: sending restarts at the next keyframe of each video track."""
+
+    link_id: bytes
+    "The subscriber link."
+    stalled_for: float
+    "Seconds between the stall being declared and the report that ended it."
