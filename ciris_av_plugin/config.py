@@ -332,15 +332,28 @@ def parse_config(settings: Mapping[str, Any]) -> Config:
     )
 
 
-def parse_config_text(text: str, source: str = "<config>") -> Config:
-    """Parse TOML text; a syntax error becomes a :class:`ConfigError` naming ``source``."""
+def parse_toml(text: str, source: str = "<config>") -> dict[str, Any]:
+    """TOML text to a document; a syntax error or oversize text becomes a :class:`ConfigError`."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        document = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return parse_config(document)
+
+
+def parse_config_text(text: str, source: str = "<config>", overrides: Mapping[str, Any] | None = None) -> Config:
+    """Parse TOML text; a syntax error becomes a :class:`ConfigError` naming ``source``.
+
+    ``overrides`` are dotted keys (from a command line) laid over the file's settings.
+    """
+    document = parse_toml(text, source)
+    return parse_config(with_overrides(document, overrides) if overrides else document)
+
+
+def flatten(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A parsed document (nested tables) as dotted keys, the form overrides are written in."""
+    return _flatten(settings)
 
 
 def with_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

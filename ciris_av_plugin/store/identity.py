@@ -16,12 +16,14 @@ leaked and using it would hide that.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -213,6 +215,15 @@ class IdentityStore:
             if self.exists(name):  # another process created it between our check and create
                 return self.load(name)
             raise
+
+
+def write_json_file(path: Path | str, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temp file + rename), e.g. a node's ready/status file,
+    so a reader polling for it never sees half a document."""
+    path = Path(path).expanduser()
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def read_config_text(path: Path | str) -> str:
