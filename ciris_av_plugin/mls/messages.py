@@ -523,6 +523,40 @@ class KeyPackage(Struct):
     def ref(self, suite: CipherSuite) -> bytes:
         return suite.make_key_package_ref(self.to_bytes())
 
+    @classmethod
+    def create(
+        cls,
+        suite: CipherSuite,
+        credential: Credential,
+        sig_priv: bytes,
+        lifetime: Lifetime,
+        capabilities: Capabilities | None = None,
+        leaf_extensions: list[Extension] | None = None,
+        extensions: list[Extension] | None = None,
+    ) -> tuple[KeyPackage, bytes, bytes]:
+        """A fresh signed KeyPackage; returns ``(key_package, init_priv, encryption_priv)`` (§10).
+
+        The lifetime is passed in (no clock here); init and leaf encryption keys are distinct
+        fresh HPKE key pairs, as §10 requires.
+        """
+        init_priv, init_pub = suite.generate_hpke_key_pair()
+        enc_priv, enc_pub = suite.generate_hpke_key_pair()
+        if capabilities is None:
+            capabilities = Capabilities(cipher_suites=[suite.id])
+        leaf = LeafNode(
+            encryption_key=enc_pub,
+            signature_key=suite.signature_public_key(sig_priv),
+            credential=credential,
+            capabilities=capabilities,
+            leaf_node_source=LeafNodeSource.KEY_PACKAGE,
+            lifetime=lifetime,
+            extensions=list(leaf_extensions or []),
+        )
+        leaf.sign(suite, sig_priv)
+        kp = cls(suite.id, init_pub, leaf, list(extensions or []))
+        kp.sign(suite, sig_priv)
+        return kp, init_priv, enc_priv
+
 
 # --- Proposals and Commit (§12.1, §12.4) ------------------------------------------------------
 

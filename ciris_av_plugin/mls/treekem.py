@@ -69,6 +69,16 @@ class TreeKEMPrivate:
         self.path_keys[x] = priv
         return pub
 
+    def prune(self, tree: RatchetTree) -> None:
+        """Forget keys of nodes that are now blank or outside the tree (after Remove/truncation, §7.7).
+
+        Call after every proposal that blanks nodes; a key kept for a blank node would be stale
+        the moment another commit refills that node.
+        """
+        for x in list(self.path_keys):
+            if x >= len(tree.nodes) or tree.nodes[x] is None:
+                del self.path_keys[x]
+
     def check_against(self, tree: RatchetTree) -> None:
         """Every private key must match a non-blank node's public key (treekem vector, §7.4)."""
         leaf = tree.leaf(self.leaf_index)
@@ -270,10 +280,12 @@ def process_update_path(
     cts = path.nodes[k].encrypted_path_secret
     if len(cts) != len(resolution):
         raise TreeKEMError(f"{len(cts)} ciphertexts for a resolution of {len(resolution)} nodes (§7.6)")
-    pos = next((i for i, y in enumerate(resolution) if private.key_for(y) is not None), None)
+    new_private = TreeKEMPrivate(me, private.encryption_priv, dict(private.path_keys))
+    new_private.prune(tree)
+    pos = next((i for i, y in enumerate(resolution) if new_private.key_for(y) is not None), None)
     if pos is None:
         raise TreeKEMError(f"leaf {me} holds no key in the resolution of node {sib}")
-    priv_key = private.key_for(resolution[pos])
+    priv_key = new_private.key_for(resolution[pos])
     assert priv_key is not None
     try:
         secret = suite.decrypt_with_label(priv_key, UPDATE_PATH_LABEL, ctx, cts[pos].kem_output, cts[pos].ciphertext)
@@ -281,7 +293,6 @@ def process_update_path(
         raise TreeKEMError("cannot decrypt the path secret") from exc
     decrypted = secret
 
-    new_private = TreeKEMPrivate(me, private.encryption_priv, dict(private.path_keys))
     for x in tm.direct_path(2 * sender, new.n_leaves):
         new_private.path_keys.pop(x, None)
     learnt: dict[int, bytes] = {}
@@ -293,6 +304,7 @@ def process_update_path(
         if new_private.set_path_secret(suite, p, secret) != path.nodes[i].encryption_key:
             raise TreeKEMError(f"derived public key for node {p} differs from the UpdatePath (§7.5)")
     commit_secret = next_path_secret(suite, secret)
+    new_private.prune(new)
     return PathResult(new, new_private, commit_secret, gc, path, learnt, decrypted)
 
 
