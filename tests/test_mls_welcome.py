@@ -1,0 +1,118 @@
+"""Welcome (§12.4.3): a joiner opens what a committer built; every check refuses a forged part."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
+
+from ciris_av_plugin.mls import key_schedule as ks
+from ciris_av_plugin.mls.messages import (
+    Extension,
+    ExtensionType,
+    GroupContext,
+    GroupInfo,
+    GroupSecrets,
+    PathSecret,
+    PreSharedKeyID,
+    PSKType,
+    Welcome,
+)
+from ciris_av_plugin.mls.treekem import TreeKEMPrivate, create_update_path
+from ciris_av_plugin.mls.welcome import (
+    WelcomeError,
+    encrypt_group_info,
+    encrypt_group_secrets,
+    open_welcome,
+)
+
+CTH = b"\x11" * 32
+
+
+def _admit(with_tree: bool = True, psks=(), psk_values=(), signer: int = 0, bad_tag: bool = False):
+    group = grow(3)
+    joiner = new_member(b"joiner")
+    index = group.tree.add_leaf(joiner.key_package.leaf_node)
+    result = create_update_path(group.tree, 0, group.members[0].sig_priv, context(group.tree, 1), [index])
+    tree = result.tree
+    gc = GroupContext(SUITE.id, GROUP_ID, 1, tree.tree_hash(), CTH)
+    joiner_secret = ks.joiner_secret(SUITE, b"\x22" * 32, result.commit_secret, gc)
+    psk_secret = ks.psk_secret(SUITE, list(zip(psks, psk_values, strict=True))) if psks else None
+    secrets = ks.epoch_secrets_from_joiner(SUITE, joiner_secret, psk_secret, gc)
+    exts = [Extension(ExtensionType.RATCHET_TREE, tree.to_bytes())] if with_tree else []
+    tag = ks.confirmation_tag(SUITE, secrets.confirmation_key, CTH if not bad_tag else b"\x00" * 32)
+    gi = GroupInfo(gc, exts, tag, signer)
+    gi.sign(SUITE, group.members[0].sig_priv)
+    egi = encrypt_group_info(SUITE, joiner_secret, psk_secret, gi)
+    node, path_secret = result.path_secret_for_joiner(index)
+    gs = GroupSecrets(joiner_secret, PathSecret(path_secret), list(psks))
+    welcome = Welcome(SUITE.id, [encrypt_group_secrets(SUITE, joiner.key_package, egi, gs)], egi)
+    return group, joiner, index, welcome, secrets, tree
+
+
+def test_joiner_opens_welcome_and_reaches_the_same_epoch() -> None:
+    group, joiner, index, welcome, secrets, tree = _admit()
+    joined = open_welcome(SUITE, Welcome.from_bytes(welcome.to_bytes()), joiner.key_package, joiner.init_priv)
+    assert joined.epoch_secrets.epoch_secret == secrets.epoch_secret
+    assert joined.tree is not None and joined.tree.to_bytes() == tree.to_bytes()
+    priv = TreeKEMPrivate(index, joiner.enc_priv)
+    priv.implant_from(joined.tree, tree.direct_path(index)[1], joined.group_secrets.path_secret.path_secret)
+    priv.check_against(joined.tree)
+
+
+def test_tree_supplied_out_of_band_is_checked_against_the_tree_hash() -> None:
+    group, joiner, _, welcome, _, tree = _admit(with_tree=False)
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv)
+    joined = open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, tree=tree)
+    assert joined.tree is tree
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, tree=group.tree)
+
+
+def test_welcome_for_someone_else_or_wrong_init_key_is_refused() -> None:
+    _, joiner, _, welcome, _, _ = _admit()
+    other = new_member(b"other")
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, other.key_package, other.init_priv)
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, other.init_priv)
+
+
+def test_signature_by_a_different_leaf_is_refused() -> None:
+    _, joiner, _, welcome, _, _ = _admit(signer=1)
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv)
+
+
+def test_tampered_group_info_does_not_decrypt() -> None:
+    _, joiner, _, welcome, _, _ = _admit()
+    egi = bytearray(welcome.encrypted_group_info)
+    egi[-1] ^= 1
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, dataclasses.replace(welcome, encrypted_group_info=bytes(egi)), joiner.key_package,
+                     joiner.init_priv)
+
+
+def test_psks_need_a_lookup_and_the_right_value() -> None:
+    psk_id = PreSharedKeyID(PSKType.EXTERNAL, b"\x33" * 32, psk_id=b"ext")
+    _, joiner, _, welcome, secrets, _ = _admit(psks=[psk_id], psk_values=[b"secret psk"])
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv)
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, psk_lookup=lambda _: b"wrong")
+    joined = open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, psk_lookup=lambda _: b"secret psk")
+    assert joined.epoch_secrets.epoch_secret == secrets.epoch_secret
+
+
+def test_wrong_suite_is_refused() -> None:
+    _, joiner, _, welcome, _, _ = _admit()
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, dataclasses.replace(welcome, cipher_suite=3), joiner.key_package, joiner.init_priv)
+
+
+def test_signed_group_info_with_a_wrong_confirmation_tag_is_refused() -> None:
+    _, joiner, _, welcome, _, _ = _admit(bad_tag=True)
+    with pytest.raises(WelcomeError, match="confirmation tag"):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv)
