@@ -152,6 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---- parser -----------------------------------------------------------------------------------
 
 
+DELEGATED = ("publish", "watch", "demo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ciris-av", description="End-to-end encrypted group video over Reticulum.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -194,9 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_delegated(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Cut ``argv`` after a delegated subcommand: its arguments belong to the delegate, whatever
+    they look like (argparse's REMAINDER cannot take a first argument that starts with ``--``)."""
+    for index, token in enumerate(argv):
+        if not token.startswith("-"):
+            if token in DELEGATED:
+                return argv[: index + 1], argv[index + 1 :]
+            break
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    own, passed = _split_delegated(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(own)
+    if args.command in DELEGATED:
+        args.rest = passed
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

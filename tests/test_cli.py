@@ -1,0 +1,108 @@
+"""``ciris-av``: keys, node --check, overrides and delegation, called in-process through ``main``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from ciris_av_plugin import cli
+from ciris_av_plugin.config import ConfigError
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keys_create_show_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "d")
+    code, out, _ = run(capsys, "keys", "create", "alice", "--data-dir", data)
+    assert code == 0 and out.startswith("alice  <")
+    created_hash = out.split("<")[1].split(">")[0]
+    code, out, _ = run(capsys, "keys", "show", "alice", "--json", "--data-dir", data)
+    (row,) = json.loads(out)
+    assert code == 0 and row["name"] == "alice" and row["hash"] == created_hash and len(row["public_key"]) == 128
+    run(capsys, "keys", "create", "bob", "--data-dir", data)
+    code, out, _ = run(capsys, "keys", "show", "--data-dir", data)
+    assert [line.split()[0] for line in out.splitlines()] == ["alice", "bob"]
+
+
+def test_keys_errors_are_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "d")
+    run(capsys, "keys", "create", "alice", "--data-dir", data)
+    code, out, err = run(capsys, "keys", "create", "alice", "--data-dir", data)
+    assert code == 1 and out == "" and err.startswith("ciris-av: ") and "already exists" in err
+    (tmp_path / "d" / "identities" / "alice").chmod(0o644)
+    code, _, err = run(capsys, "keys", "show", "alice", "--data-dir", data)
+    assert code == 1 and "refusing to use it" in err
+
+
+def test_keys_use_node_data_dir_from_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'node.data_dir = "{tmp_path / "from-config"}"\n')
+    assert run(capsys, "keys", "create", "n1", "-c", str(config))[0] == 0
+    assert (tmp_path / "from-config" / "identities" / "n1").is_file()
+
+
+def test_node_check_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[realtime_av]\nmax_subscribers_per_stream = 0\n")
+    code, _, err = run(capsys, "node", "-c", str(bad), "--check")
+    assert code == 1
+    assert "realtime_av.max_subscribers_per_stream: 0 is out of range, expected 1 to 4096" in err
+    code, _, err = run(capsys, "node", "-c", str(tmp_path / "missing.toml"), "--check")
+    assert code == 1 and "configuration file not found" in err
+
+
+def test_node_defaults_enable_the_plugin_but_the_file_and_set_win(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "node", "--check")
+    assert code == 0 and "realtime_av enabled" in out
+    off = tmp_path / "off.toml"
+    off.write_text("realtime_av.enabled = false\n")
+    assert "realtime_av disabled" in run(capsys, "node", "-c", str(off), "--check")[1]
+    code, out, _ = run(
+        capsys, "node", "-c", str(off), "--check", "--set", "realtime_av.enabled=true",
+        "--set", 'net.listen_addr="127.0.0.1:5001"', "--set", 'realtime_av.roles=["relay","watch"]',
+    )
+    assert code == 0 and "realtime_av enabled roles=relay,watch listen=127.0.0.1:5001" in out
+
+
+def test_set_values_are_toml_with_string_fallback() -> None:
+    assert cli._parse_override("a.b=64") == ("a.b", 64)
+    assert cli._parse_override("a.b=true") == ("a.b", True)
+    assert cli._parse_override("node.data_dir=/tmp/x") == ("node.data_dir", "/tmp/x")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        cli._parse_override("novalue")
+
+
+def test_unknown_set_key_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "node", "--check", "--set", "net.listen_adr=x")
+    assert code == 1 and "did you mean 'net.listen_addr'" in err
+
+
+def test_demo_publish_watch_delegate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    demo = types.ModuleType("integration.demo")
+    demo.main = lambda argv: calls.append(("demo", argv)) or 3  # type: ignore[attr-defined]
+    clients = types.ModuleType("ciris_av_plugin.transport.media_clients")
+    clients.publish_main = lambda argv: calls.append(("publish", argv)) or 0  # type: ignore[attr-defined]
+    clients.watch_main = lambda argv: calls.append(("watch", argv))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "integration.demo", demo)
+    monkeypatch.setitem(sys.modules, "ciris_av_plugin.transport.media_clients", clients)
+    assert run(capsys, "demo", "--json", "out.json")[0] == 3
+    assert run(capsys, "publish", "--stream", "7")[0] == 0
+    assert run(capsys, "watch")[0] == 0
+    assert calls == [("demo", ["--json", "out.json"]), ("publish", ["--stream", "7"]), ("watch", [])]
+
+
+def test_missing_delegate_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ciris_av_plugin.transport.media_clients", None)
+    code, _, err = run(capsys, "publish")
+    assert code == 1 and "publish_main is not available" in err
