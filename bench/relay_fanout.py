@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""Relay fan-out benchmark: a naive RNS relay versus the dispatcher, over real RNS links.
+
+For MDU 431 (link MTU discovery off) with N = 1, 2, 4, 8, 16, 32 subscriber links and for the
+negotiated TCP MTU with N = 1, 8, 32, 64, a publisher offers a paced 2 Mbit/s of media-shaped
+frames (30 fps video, keyframe = 4 x delta every 30 frames, 100 B audio at 50 fps) and:
+
+* **raw**: a relay that forwards each packet from ``Link.set_packet_callback`` to every
+  subscriber with ``RNS.Packet(link, data, create_receipt=False).send()``, no plugin code;
+* **dispatcher**: ``transport.relay.RelayNode`` with ``relay.engine.ForwardingEngine``
+  (identified links, receiver reports, per-subscriber queues and sender threads).
+
+The relay process is pinned to CPU 0 and everything else to CPU 1 (taskset). Subscriber links
+are spread over at most 4 processes whose receivers only count packets. Each point measures a
+window of ``--seconds`` (>= 5) after a warm-up:
+
+* ``cpu_us_per_forward`` = relay process CPU time in the window / packets it sent in the window;
+* ``delivered_fraction`` = packets (identified by track, frame and offset) sent by the publisher in
+  the window that reached a subscriber link, over packets x links;
+* ``added_latency_ms_p50/p99`` (dispatcher) = relay ingress to egress on the relay's clock, for
+  a 1-in-4 sample of frames;
+* ``harness_limited`` = the publisher fell behind its pacing or the non-relay core was saturated,
+  so the figure says more about the harness than about the relay.
+
+``--json PATH`` writes ``{"machine", "runs": [...]}`` in the issue's schema; a table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+OFFERED_BPS = 2_000_000
+MDU_SMALL = 431
+POINTS_SMALL = (1, 2, 4, 8, 16, 32)
+POINTS_LARGE = (1, 8, 32, 64)
+MAX_SUB_PROCS = 4
+WARMUP_S = 1.5
+TAIL_S = 1.0
+STREAM_ID = 42
+LATENCY_SAMPLE_EVERY = 4  # frames
+# The non-relay core counts as saturated above this share of one CPU.
+HARNESS_CPU_LIMIT = 0.85
+# The publisher counts as behind when it sent less than this share of its planned packets.
+PUBLISHER_MIN_SHARE = 0.97
+
+_FRAG = struct.Struct(">BBQBBIIIIQ")  # media/wire.py fragment header
+
+
+def packet_id(data: bytes) -> int | None:
+    if len(data) < _FRAG.size or data[0] != 0x01:
+        return None
+    _, _, _, track, _, seq, _, off, _, _ = _FRAG.unpack_from(data, 0)
+    return (track << 56) | (seq << 24) | off
+
+
+# ---- child roles ------------------------------------------------------------------------------
+
+
+def _start_rns(spec: dict[str, Any]) -> Any:
+    from ciris_av_plugin.transport.config import NodeConfig, start_reticulum
+
+    node = NodeConfig(
+        listen_port=spec.get("listen_port"),
+        connect_port=spec.get("connect_port"),
+        link_mtu_discovery=spec["mtu_discovery"],
+    )
+    return start_reticulum(Path(spec["workdir"]) / "rns", node)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        d = t - time.time()
+        if d <= 0:
+            return
+        time.sleep(min(d, 0.05))
+
+
+def role_relay(spec: dict[str, Any]) -> None:
+    import RNS
+
+    workdir = Path(spec["workdir"])
+    _start_rns(spec)
+    identity = RNS.Identity()
+    latencies: list[float] = []
+    in_window = [False]
+    if spec["kind"] == "raw":
+        subs: list[Any] = []
+        sent = itertools.count()
+
+        def on_packet(data: bytes, packet: Any) -> None:
+            if data == b"SUB":
+                subs.append(packet.link)
+                return
+            for link in list(subs):
+                RNS.Packet(link, data, create_receipt=False).send()
+                next(sent)
+
+        def on_link(link: Any) -> None:
+            link.set_packet_callback(on_packet)
+
+        dest = RNS.Destination(identity, RNS.Destination.IN, RNS.Destination.SINGLE, "ciris_av", "relay")
+        dest.set_link_established_callback(on_link)
+        dest.announce()
+
+        def tx_count() -> int:
+            return next(sent)
+
+        dest_hash = dest.hash
+    else:
+        from ciris_av_plugin.transport.relay import RelayNode
+        from integration.node import make_engine
+
+        ingress: dict[int, float] = {}
+        clock = time.monotonic
+
+        def observer(direction: str, data: bytes) -> None:
+            if not in_window[0] or len(data) < _FRAG.size or data[0] != 0x01:
+                return
+            _, _, _, track, _, seq, _, off, _, _ = _FRAG.unpack_from(data, 0)
+            if seq % LATENCY_SAMPLE_EVERY:
+                return
+            key = (track << 56) | (seq << 24) | off
+            if direction == "in":
+                ingress[key] = clock()
+            elif direction == "out":
+                t_in = ingress.get(key)
+                if t_in is not None:
+                    latencies.append(clock() - t_in)
+
+        relay = RelayNode(identity, make_engine(spec.get("engine", "engine")), observer=observer, clock=clock)
+        relay.start()
+        dest_hash = relay.destination_hash
+
+        def tx_count() -> int:
+            return relay.counters().get("tx_packets", 0)
+
+    _write(workdir / "ready.json", {"dest": dest_hash.hex()})
+    _sleep_until(spec["t_start"])
+    cpu0, tx0, w0 = time.process_time(), tx_count(), time.time()
+    in_window[0] = True
+    _sleep_until(spec["t_end"])
+    in_window[0] = False
+    cpu1, tx1, w1 = time.process_time(), tx_count(), time.time()
+    lat = sorted(latencies)
+    result: dict[str, Any] = {"cpu_s": cpu1 - cpu0, "forwards": tx1 - tx0, "wall_s": w1 - w0}
+    if lat:
+        result["lat_p50_ms"] = lat[len(lat) // 2] * 1000
+        result["lat_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        result["lat_samples"] = len(lat)
+    if spec["kind"] != "raw":
+        result["counters"] = relay.counters()
+    _write(workdir / "result.json", result)
+    _sleep_until(spec["t_end"] + TAIL_S + 3)
+
+
+def role_publisher(spec: dict[str, Any]) -> None:
+    import RNS
+
+    from ciris_av_plugin.media.kid import encode_kid
+    from ciris_av_plugin.media.sframe import SFrameKey
+    from ciris_av_plugin.media.wire import FragmentHeader, fragment_flags, split
+    from integration.media_shape import schedule, shape_for_rate
+
+    workdir = Path(spec["workdir"])
+    _start_rns(spec)
+    relay_hash = bytes.fromhex(spec["relay"])
+    identity = RNS.Identity()
+    if spec["kind"] == "raw":
+        link = _raw_link(relay_hash)
+
+        def send(data: bytes) -> bool:
+            return RNS.Packet(link, data, create_receipt=False).send() is not False
+
+        mdu = link.mdu
+    else:
+        from ciris_av_plugin.transport.client import RelayClient
+
+        client = RelayClient(identity, relay_hash)
+        client.connect()
+        client.publish(STREAM_ID)
+        send = client.send
+        mdu = client.mdu
+
+    shape = shape_for_rate(OFFERED_BPS)
+    t_begin = spec["t_start"] - WARMUP_S
+    duration = spec["t_end"] + TAIL_S - t_begin
+    base_key = bytes(range(16))
+    keys = {t: SFrameKey.derive(1, base_key, encode_kid(t, 0, 1, 1)) for t in (0, 1)}
+    ctrs = dict.fromkeys(keys, 0)
+    # Build every packet first so pacing is not disturbed by encryption.
+    packets: list[tuple[float, bytes]] = []
+    for plan in schedule(shape, duration):
+        fh = plan.header(STREAM_ID, int(plan.due_s * 1e6))
+        meta = fh.encode()
+        key = keys[plan.track_id]
+        obj = meta + key.seal(ctrs[plan.track_id], meta, os.urandom(plan.size))
+        ctrs[plan.track_id] += 1
+        frag = FragmentHeader(STREAM_ID, plan.track_id, plan.seq, plan.gop_id, 0, len(obj), key.kid,
+                              fragment_flags(fh), fh.priority)
+        for p in split(frag, obj, mdu):
+            packets.append((plan.due_s, p))
+    # Pace by bytes at the offered rate (a token bucket with no burst): media leaves the sender as
+    # a smooth 2 Mbit/s, as a congestion-controlled sender would emit it.
+    paced: list[tuple[float, bytes]] = []
+    t_next = 0.0
+    for due, p in packets:
+        t_next = max(t_next, due)
+        paced.append((t_next, p))
+        t_next += len(p) * 8 / OFFERED_BPS
+    _write(workdir / "ready.json", {"packets": len(paced), "mdu": mdu})
+    window_ids: list[int] = []
+    planned_in_window = 0
+    sent_in_window = 0
+    late_max = 0.0
+    _sleep_until(t_begin)
+    for offset, data in paced:
+        at = t_begin + offset
+        now = time.time()
+        if at > now:
+            time.sleep(at - now)
+        else:
+            late_max = max(late_max, now - at)
+        in_window = spec["t_start"] <= at < spec["t_end"]
+        planned_in_window += in_window
+        if send(data) and in_window:
+            sent_in_window += 1
+            pid = packet_id(data)
+            if pid is not None:
+                window_ids.append(pid)
+    _write(
+        workdir / "result.json",
+        {
+            "ids": window_ids,
+            "planned": planned_in_window,
+            "sent": sent_in_window,
+            "late_max_s": late_max,
+            "cpu_s": time.process_time(),
+            "offered_pps": planned_in_window / (spec["t_end"] - spec["t_start"]),
+            "mdu": mdu,
+        },
+    )
+    time.sleep(1)
+
+
+def _raw_link(relay_hash: bytes) -> Any:
+    import RNS
+
+    RNS.Transport.request_path(relay_hash)
+    deadline = time.monotonic() + 15
+    while not RNS.Transport.has_path(relay_hash):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no path to relay")
+        time.sleep(0.02)
+    dest = RNS.Destination(RNS.Identity.recall(relay_hash), RNS.Destination.OUT, RNS.Destination.SINGLE,
+                           "ciris_av", "relay")
+    up = threading.Event()
+    link = RNS.Link(dest, established_callback=lambda _l: up.set())
+    if not up.wait(15):
+        raise RuntimeError("link not established")
+    return link
+
+
+def role_subscribers(spec: dict[str, Any]) -> None:
+    import RNS
+
+    from ciris_av_plugin.transport.hook import attach_receiver, resolve_mode
+
+    workdir = Path(spec["workdir"])
+    _start_rns(spec)
+    relay_hash = bytes.fromhex(spec["relay"])
+    n = spec["links"]
+    received: list[set[int]] = [set() for _ in range(n)]
+    mode = resolve_mode("auto")
+    clients: list[Any] = []
+    for i in range(n):
+        got = received[i]
+
+        def on_packet(data: bytes, got: set[int] = got) -> None:
+            pid = packet_id(data)
+            if pid is not None:
+                got.add(pid)
+
+        if spec["kind"] == "raw":
+            link = _raw_link(relay_hash)
+            attach_receiver(link, on_packet, mode)
+            RNS.Packet(link, b"SUB", create_receipt=False).send()
+            clients.append(link)
+        else:
+            from ciris_av_plugin.relay.reports import ReceiverReport, encode_receiver_report
+            from ciris_av_plugin.transport.client import RelayClient
+
+            def on_tick(now: float) -> list[bytes]:
+                # A liveness-only report: these receivers count packets, they do not reassemble.
+                return [encode_receiver_report(ReceiverReport(STREAM_ID, ()))]
+
+            client = RelayClient(RNS.Identity(), relay_hash, on_packet=on_packet, on_tick=on_tick)
+            client.connect()
+            client.subscribe(STREAM_ID)
+            clients.append(client)
+    _write(workdir / "ready.json", {"links": n})
+    _sleep_until(spec["t_end"] + TAIL_S + 0.5)
+    _write(
+        workdir / "result.json",
+        {"received": [sorted(s) for s in received], "cpu_s": time.process_time()},
+    )
+
+
+ROLES = {"relay": role_relay, "publisher": role_publisher, "subscribers": role_subscribers}
+
+
+def child_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    killer = threading.Timer(float(spec.get("timeout", 120)), lambda: os._exit(124))
+    killer.daemon = True
+    killer.start()
+    try:
+        ROLES[spec["role"]](spec)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def run_point(kind: str, small: bool, n: int, seconds: float, engine: str = "engine") -> dict[str, Any]:
+    from ciris_av_plugin.transport.config import free_port
+    from integration.harness import Cluster
+
+    entry = [str(Path(__file__).resolve()), "--child"]
+    cluster = Cluster()
+    try:
+        port = free_port()
+        common = {"mtu_discovery": not small, "kind": kind, "timeout": seconds + 60, "engine": engine}
+        # Start times are set once everyone is connected (below); the relay needs them first,
+        # so it gets a generous provisional window it is told about through its spec.
+        setup_s = 8.0 + n * 0.05
+        t_start = time.time() + setup_s + WARMUP_S
+        t_end = t_start + seconds
+        times = {"t_start": t_start, "t_end": t_end}
+        relay = cluster.spawn("relay", {**common, **times, "role": "relay", "listen_port": port}, cpus="0", entry=entry)
+        dest = relay.wait_ready(20)["dest"]
+        procs = min(MAX_SUB_PROCS, n)
+        per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        subs = [
+            cluster.spawn(f"subs{i}", {**common, **times, "role": "subscribers", "connect_port": port,
+                                        "relay": dest, "links": k}, cpus="1", entry=entry)
+            for i, k in enumerate(per)
+        ]
+        for s in subs:
+            s.wait_ready(setup_s)
+        pub = cluster.spawn("pub", {**common, **times, "role": "publisher", "connect_port": port, "relay": dest},
+                            cpus="1", entry=entry)
+        pub.wait_ready(max(1.0, t_start - WARMUP_S - time.time()))
+        if time.time() > t_start - WARMUP_S:
+            raise RuntimeError("set-up overran the warm-up; raise setup_s")
+        budget = t_end - time.time() + TAIL_S + 20
+        pub_res = pub.wait_result(budget)
+        sub_res = [s.wait_result(budget) for s in subs]
+        relay_res = relay.wait_result(budget)
+    finally:
+        cluster.close()
+    window = set(pub_res["ids"])
+    delivered = sum(len(window.intersection(got)) for r in sub_res for got in r["received"])
+    fraction = delivered / (len(window) * n) if window else 0.0
+    harness_cpu = (pub_res["cpu_s"] + sum(r["cpu_s"] for r in sub_res)) / (seconds + WARMUP_S + TAIL_S + 2)
+    behind = pub_res["sent"] < PUBLISHER_MIN_SHARE * pub_res["planned"] or pub_res["late_max_s"] > 0.25
+    out = {
+        "mdu": pub_res["mdu"],
+        "offered_pps": round(pub_res["offered_pps"], 1),
+        "cpu_us_per_forward": relay_res["cpu_s"] / relay_res["forwards"] * 1e6 if relay_res["forwards"] else None,
+        "delivered_fraction": round(fraction, 5),
+        "relay_cpu_share": relay_res["cpu_s"] / relay_res["wall_s"],
+        "harness_limited": bool(behind or harness_cpu > HARNESS_CPU_LIMIT),
+        "harness_cpu_share": round(harness_cpu, 3),
+    }
+    if "lat_p50_ms" in relay_res:
+        out["added_latency_ms_p50"] = round(relay_res["lat_p50_ms"], 3)
+        out["added_latency_ms_p99"] = round(relay_res["lat_p99_ms"], 3)
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import RNS._version
+
+    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, rns {RNS._version.__version__}")
+
+
+def main() -> int:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        child_main(sys.argv[2])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", metavar="PATH", help="write results as JSON")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured window per point (>= 5 for the record)")
+    ap.add_argument("--small", default=",".join(map(str, POINTS_SMALL)), help="N values at MDU 431 ('' for none)")
+    ap.add_argument("--large", default=",".join(map(str, POINTS_LARGE)), help="N values at the negotiated MTU")
+    ap.add_argument("--engine", default="engine", help="dispatcher engine: engine, or passthrough (plumbing only)")
+    ap.add_argument("--kinds", default="raw,dispatcher", help="relays to run (for debugging one side)")
+    args = ap.parse_args()
+    kinds = set(args.kinds.split(","))
+    empty = {"cpu_us_per_forward": None, "delivered_fraction": 0.0, "harness_limited": False,
+             "relay_cpu_share": 0.0, "mdu": 0, "offered_pps": 0.0}
+    points = [(True, int(n)) for n in args.small.split(",") if n] + [(False, int(n)) for n in args.large.split(",") if n]
+    runs = []
+    header = (f"{'MDU':>6} {'N':>3} {'pps':>6} | {'raw µs/fwd':>10} {'raw dlv':>8} | {'disp µs/fwd':>11} "
+              f"{'disp dlv':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} {'relay core':>10} {'harness':>7}")
+    print(header)
+    print("-" * len(header))
+    for small, n in points:
+        raw = run_point("raw", small, n, args.seconds) if "raw" in kinds else dict(empty)
+        disp = run_point("dispatcher", small, n, args.seconds, args.engine) if "dispatcher" in kinds else dict(empty, **{
+            k: raw[k] for k in ("mdu", "offered_pps")})
+        ratio = (raw["cpu_us_per_forward"] / disp["cpu_us_per_forward"]
+                 if raw["cpu_us_per_forward"] and disp["cpu_us_per_forward"] else None)
+        run = {
+            "mdu": disp["mdu"],
+            "subscribers": n,
+            "offered_pps": disp["offered_pps"],
+            "raw": {"cpu_us_per_forward": _r(raw["cpu_us_per_forward"]), "delivered_fraction": raw["delivered_fraction"]},
+            "dispatcher": {
+                "cpu_us_per_forward": _r(disp["cpu_us_per_forward"]),
+                "delivered_fraction": disp["delivered_fraction"],
+                "added_latency_ms_p50": disp.get("added_latency_ms_p50"),
+                "added_latency_ms_p99": disp.get("added_latency_ms_p99"),
+            },
+            "ratio": _r(ratio, 3),
+            "harness_limited": raw["harness_limited"] or disp["harness_limited"],
+        }
+        runs.append(run)
+        print(f"{run['mdu']:>6} {n:>3} {run['offered_pps']:>6.0f} | {_f(raw['cpu_us_per_forward']):>10} "
+              f"{raw['delivered_fraction']:>8.4f} | {_f(disp['cpu_us_per_forward']):>11} "
+              f"{disp['delivered_fraction']:>8.4f} {_f(disp.get('added_latency_ms_p50')):>7} "
+              f"{_f(disp.get('added_latency_ms_p99')):>7} | {_f(ratio, 2):>5} "
+              f"{disp['relay_cpu_share']:>10.2f} {'LIMITED' if run['harness_limited'] else 'ok':>7}",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _r(v: float | None, nd: int = 2) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+def _f(v: float | None, nd: int = 1) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
