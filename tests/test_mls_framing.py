@@ -183,3 +183,28 @@ def test_mlsmessage_rejects_unknown_version_and_wire_format() -> None:
         MLSMessage.from_bytes(wire[:2] + b"\x00\x09" + wire[4:])
     with pytest.raises(DecodeError):
         MLSMessage.from_bytes(wire + b"\x00")
+
+
+def test_sender_type_content_rules() -> None:
+    from ciris_av_plugin.mls.framing import check_sender_content
+    from ciris_av_plugin.mls.messages import ExternalInit
+
+    def content(sender: Sender, body) -> FramedContent:
+        return FramedContent(GC.group_id, GC.epoch, sender, b"", body)
+
+    check_sender_content(content(Sender(SenderType.EXTERNAL, 0), _proposal()))
+    check_sender_content(content(Sender(SenderType.NEW_MEMBER_COMMIT), Commit()))
+    for bad in (
+        content(Sender(SenderType.EXTERNAL, 0), Proposal(ExternalInit(b"x"))),
+        content(Sender(SenderType.EXTERNAL, 0), Commit()),
+        content(Sender(SenderType.NEW_MEMBER_PROPOSAL), _proposal()),
+        content(Sender(SenderType.NEW_MEMBER_COMMIT), _proposal()),
+    ):
+        with pytest.raises(ProtocolError):
+            check_sender_content(bad)
+    # enforced on receipt too: a relayed PublicMessage from an external sender with a commit
+    ac = sign_content(CS, WireFormat.PUBLIC_MESSAGE, content(Sender.member(LEAF), _proposal()), SIG_PRIV, GC)
+    msg = protect_public(CS, ac, MEMBERSHIP_KEY, GC)
+    msg.content.sender = Sender(SenderType.NEW_MEMBER_PROPOSAL)
+    with pytest.raises(ProtocolError):
+        unprotect_public(CS, msg, None, GC, SIG_PUB)

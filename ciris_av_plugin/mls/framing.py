@@ -24,11 +24,13 @@ from .codec import DecodeError, Reader, Writer, decode_all
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError
 from .messages import (
+    Add,
     Commit,
     GroupContext,
     GroupInfo,
     KeyPackage,
     Proposal,
+    ProposalType,
     ProtocolVersion,
     Struct,
     Welcome,
@@ -49,6 +51,7 @@ __all__ = [
     "PrivateMessage",
     "SenderData",
     "MLSMessage",
+    "check_sender_content",
     "sign_content",
     "protect_public",
     "unprotect_public",
@@ -198,6 +201,37 @@ class FramedContentAuthData:
         return cls(sig, tag)
 
 
+# §12.1.8: the only proposal types an external sender may send.
+EXTERNAL_SENDER_PROPOSAL_TYPES = frozenset(
+    {
+        ProposalType.ADD,
+        ProposalType.REMOVE,
+        ProposalType.PSK,
+        ProposalType.REINIT,
+        ProposalType.GROUP_CONTEXT_EXTENSIONS,
+    }
+)
+
+
+def check_sender_content(content: FramedContent) -> None:
+    """§6.1 and §12.1.8: which content each sender type may carry; ProtocolError otherwise.
+
+    external: a proposal of an externally-sendable type; new_member_proposal: an Add;
+    new_member_commit: a commit. Members may send anything (application data only privately).
+    """
+    st = content.sender.sender_type
+    body = content.body
+    if st == SenderType.EXTERNAL:
+        if not isinstance(body, Proposal) or body.proposal_type not in EXTERNAL_SENDER_PROPOSAL_TYPES:
+            raise ProtocolError("an external sender may only send add/remove/psk/reinit/gce proposals")
+    elif st == SenderType.NEW_MEMBER_PROPOSAL:
+        if not isinstance(body, Proposal) or not isinstance(body.body, Add):
+            raise ProtocolError("a new_member_proposal sender may only send an Add proposal")
+    elif st == SenderType.NEW_MEMBER_COMMIT:
+        if not isinstance(body, Commit):
+            raise ProtocolError("a new_member_commit sender may only send a commit")
+
+
 def framed_content_tbs(wire_format: int, content: FramedContent, group_context: GroupContext | None) -> bytes:
     """§6.1 FramedContentTBS: members and new-member commits also sign the GroupContext."""
     w = Writer().u16(ProtocolVersion.MLS10).u16(int(wire_format))
@@ -266,6 +300,7 @@ def sign_content(
     """
     if content.content_type == ContentType.APPLICATION and wire_format != WireFormat.PRIVATE_MESSAGE:
         raise ProtocolError("application data must be sent as a PrivateMessage (§6)")
+    check_sender_content(content)
     sig = suite.sign_with_label(sig_priv, FRAMED_CONTENT_TBS_LABEL, framed_content_tbs(wire_format, content, group_context))
     return AuthenticatedContent(wire_format, content, FramedContentAuthData(sig, confirmation_tag))
 
@@ -338,6 +373,7 @@ def unprotect_public(
         raise ProtocolError("application data in a PublicMessage (§6)")
     if content.group_id != group_context.group_id or content.epoch != group_context.epoch:
         raise ProtocolError("PublicMessage is for another group or epoch")
+    check_sender_content(content)
     ac = msg.authenticated_content()
     if content.sender.sender_type == SenderType.MEMBER and membership_key is not None:
         if msg.membership_tag is None or not _ct_eq(
