@@ -1,0 +1,110 @@
+"""Hypothesis fuzz: decoders and the opener meet random and mutated-valid bytes with MediaError only."""
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ciris_av_plugin.errors import MediaError
+from ciris_av_plugin.media import wire
+from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
+from ciris_av_plugin.media.reassembly import MAX_BUFFERED_BYTES
+from ciris_av_plugin.media.sframe import decode_header
+from ciris_av_plugin.media.wire import ForwardingHeader, decode_fragment
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+KEY = b"\x42" * 16
+
+
+def _valid_packets() -> list[bytes]:
+    sealer = FrameSealer()
+    sealer.set_epoch(1, KEY, 4, 1)
+    out = []
+    for seq in range(3):
+        fh = ForwardingHeader(
+            stream_id=5,
+            track_id=1,
+            kind=wire.KIND_VIDEO,
+            frame_seq=seq,
+            gop_id=0,
+            capture_ts_us=seq,
+            keyframe=seq == 0,
+        )
+        out += sealer.seal(fh, os.urandom(700)).packets(300)
+    return out
+
+
+VALID = _valid_packets()
+
+
+@st.composite
+def mutated(draw):
+    base = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "set", "cut", "extend"]))
+        if op == "flip" and base:
+            i = draw(st.integers(0, len(base) - 1))
+            base[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and base:
+            i = draw(st.integers(0, len(base) - 1))
+            base[i] = draw(st.integers(0, 255))
+        elif op == "cut":
+            base = base[: draw(st.integers(0, len(base)))]
+        else:
+            base += draw(st.binary(max_size=40))
+    return bytes(base)
+
+
+PACKETS = st.one_of(st.binary(max_size=120), mutated())
+
+
+def _only_media_errors(fn, data):
+    try:
+        fn(data)
+    except MediaError:
+        pass
+
+
+@FUZZ
+@given(PACKETS)
+def test_decode_fragment(data):
+    _only_media_errors(decode_fragment, data)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=64), mutated().map(lambda p: p[wire.FRAG_HEADER_LEN :])))
+def test_forwarding_header_decode(data):
+    _only_media_errors(ForwardingHeader.decode, data)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=24), mutated().map(lambda p: p[wire.FRAG_HEADER_LEN + wire.FH_LEN :])))
+def test_sframe_header_decode(data):
+    try:
+        h = decode_header(data)
+    except MediaError:
+        return
+    assert 1 <= h.length <= len(data)
+
+
+@FUZZ
+@given(st.lists(PACKETS, min_size=1, max_size=12), st.lists(st.floats(0, 0.3), min_size=12, max_size=12))
+def test_opener_receive_packet(packets, gaps):
+    opener = FrameOpener()
+    opener.install_epoch(1, KEY, 4, now=0.0)
+    now = 0.0
+    for packet, gap in zip(packets, gaps, strict=False):
+        now += gap
+        opener.receive_packet(packet, now)  # must not raise anything
+        assert opener.reassembler.buffered_bytes <= MAX_BUFFERED_BYTES
+    # Valid traffic still decrypts after the garbage (no state poisoned for other frames).
+    sealer = FrameSealer(ctr_floor=1 << 40)
+    sealer.set_epoch(1, KEY, 4, 1)
+    seq = (1 << 30) | 12345
+    fh = ForwardingHeader(
+        stream_id=5, track_id=1, kind=wire.KIND_VIDEO, frame_seq=seq, gop_id=9, capture_ts_us=0, keyframe=True
+    )
+    events = []
+    for packet in sealer.seal(fh, b"still fine").packets(300):
+        events += opener.receive_packet(packet, now)
+    assert [e.payload for e in events if isinstance(e, FrameDecrypted)] == [b"still fine"]
