@@ -104,7 +104,8 @@ def test_expired_one_time_is_not_handed_out(store: DirectoryStore) -> None:
 def test_spent_one_time_ref_is_never_stored_again(store: DirectoryStore) -> None:
     put(store, kp(1))
     store.take_one_time(ALICE, SUITE, T0, taken_by=MEMBER)
-    assert put(store, kp(1)) is PutOutcome.DUPLICATE  # still stored (taken)
+    assert put(store, kp(1)) is PutOutcome.SPENT  # still stored (taken), but a replay now
+    assert put(store, kp(1, last_resort=True, ts=T0 + 1)) is PutOutcome.SPENT  # not even as last resort
     store.sweep_expired(T0)  # not yet expired: nothing goes
     assert store.get_key_package(kp(1).ref) is not None
 

@@ -49,10 +49,10 @@ class MemoryStore:
 
     def put_key_package(self, entry: KeyPackageEntry, *, max_one_time: int, max_total: int) -> PutOutcome:
         with self._lock:
+            if entry.ref in self._spent:
+                return PutOutcome.SPENT
             if entry.ref in self._kps:
                 return PutOutcome.DUPLICATE
-            if not entry.last_resort and entry.ref in self._spent:
-                return PutOutcome.SPENT
             replaced: bytes | None = None
             if entry.last_resort:
                 old = self._last_resort_locked(entry.identity, entry.suite)

@@ -82,9 +82,9 @@ class PutOutcome(Enum):
     STORED = "stored"
     """Inserted (for a last-resort entry: inserted, replacing an older one of the same suite)."""
     DUPLICATE = "duplicate"
-    """The same ref is already stored and still live: nothing changed (a client retry)."""
+    """The same ref is already stored and not yet handed out: nothing changed (a client retry)."""
     SPENT = "spent"
-    """A one-time ref that was already handed out or used: refused, never accepted twice."""
+    """A ref once handed out or used as one-time: refused, never accepted twice."""
     STALE_LAST_RESORT = "stale_last_resort"
     """A last-resort entry whose envelope is not newer than the one stored: refused (replay)."""
     QUOTA = "quota"
@@ -100,7 +100,8 @@ class DirectoryStore(Protocol):
     def put_key_package(self, entry: KeyPackageEntry, *, max_one_time: int, max_total: int) -> PutOutcome:
         """Store ``entry`` unless a rule refuses it; check and insert atomically.
 
-        One-time: refused if its ref is spent, or if the owner already has ``max_one_time`` live
+        Refused if its ref is spent (once handed out as one-time, a ref cannot come back, not even
+        re-marked as last resort). One-time: refused if the owner already has ``max_one_time`` live
         one-time entries. Last resort: one per (owner, suite); a newer ``published_ts`` replaces the
         stored one, an older or equal one is refused. ``max_total`` caps all live entries.
         """

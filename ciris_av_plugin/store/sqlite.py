@@ -213,12 +213,10 @@ class SQLiteStore:
 
     def put_key_package(self, entry: KeyPackageEntry, *, max_one_time: int, max_total: int) -> PutOutcome:
         with self._write() as db:
+            if db.execute("SELECT 1 FROM spent_refs WHERE ref = ?", (entry.ref,)).fetchone():
+                return PutOutcome.SPENT
             if db.execute("SELECT 1 FROM key_packages WHERE ref = ?", (entry.ref,)).fetchone():
                 return PutOutcome.DUPLICATE
-            if not entry.last_resort and db.execute(
-                "SELECT 1 FROM spent_refs WHERE ref = ?", (entry.ref,)
-            ).fetchone():
-                return PutOutcome.SPENT
             replaced: bytes | None = None
             if entry.last_resort:
                 old = db.execute(
