@@ -9,7 +9,6 @@ that must stay unchanged on error (h11's rule) validate first or work on :meth:`
 
 from __future__ import annotations
 
-import copy as _copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -87,7 +86,18 @@ class RatchetTree:
         return self.nodes[:end]
 
     def copy(self) -> RatchetTree:
-        return RatchetTree(self.suite, _copy.deepcopy(self.nodes))
+        """An independent tree: parent nodes are copied (tree operations mutate their unmerged
+        lists and parent hashes); leaf nodes are shared, because tree operations replace leaves
+        and never change one in place."""
+        return RatchetTree(
+            self.suite,
+            [
+                ParentNode(n.encryption_key, n.parent_hash, list(n.unmerged_leaves))
+                if isinstance(n, ParentNode)
+                else n
+                for n in self.nodes
+            ],
+        )
 
     def _check_unmerged_leaves(self) -> None:
         """Each unmerged leaf must be a non-blank leaf below the parent that lists it (§7.1, §7.8)."""
