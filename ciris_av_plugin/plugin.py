@@ -40,12 +40,11 @@ _live: dict[int, RelayDispatcher] = {}
 
 
 def default_engine_factory(config: Config) -> Any:
-    """The relay's forwarding engine (``relay/engine.py``), imported when the relay starts."""
-    try:
-        from ciris_av_plugin.relay.engine import ForwardingEngine
-    except ImportError as exc:
-        raise RelayError(f"the forwarding engine (ciris_av_plugin.relay.engine) is not available: {exc}") from exc
-    return ForwardingEngine()
+    """The relay's forwarding engine (``relay/engine.py``) with the configured fan-out limit."""
+    from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine
+
+    limits = EngineConfig(max_subscribers_per_stream=config.realtime_av.max_subscribers_per_stream)
+    return ForwardingEngine(limits)
 
 
 @dataclass(eq=False)

@@ -229,3 +229,14 @@ def test_welcome_handler_is_pending_until_mls_group_lands() -> None:
             handler.process_welcome(b"", None)
     else:
         pytest.skip("mls.group exists: the welcome handler is exercised by the joiner tests")
+
+
+def test_default_engine_enforces_the_configured_fan_out() -> None:
+    from ciris_av_plugin.config import parse_config
+    from ciris_av_plugin.relay.errors import SubscriberLimitError
+
+    engine = plugin.default_engine_factory(parse_config({"realtime_av": {"max_subscribers_per_stream": 2}}))
+    engine.add_subscriber(b"a" * 16, 7, 500, 0.0)
+    engine.add_subscriber(b"b" * 16, 7, 500, 0.0)
+    with pytest.raises(SubscriberLimitError):
+        engine.add_subscriber(b"c" * 16, 7, 500, 0.0)
