@@ -43,7 +43,9 @@ dataclasses. Queues are bounded by age on the relay's clock, measured from arriv
 2. a non-discardable video fragment older than ``video_max_age`` drops the rest of its group of
    pictures (queued and still to come) and the subscriber resumes at the next keyframe of that
    track, which is requested upstream;
-3. when a keyframe of a newer group is sent, queued fragments of older groups of that track go;
+3. when a keyframe of a newer group is sent, queued fragments of older groups of that track that
+   have waited longer than ``discardable_max_age`` go (merely reordered ones stay: receivers
+   reorder by frame_seq);
 4. the byte/packet cap sheds in the same order (discardable frames, then the oldest group) and
    touches audio only when no video is left in the queue: audio is never dropped for video;
 5. a stalled subscriber (no receiver report for ``stall_timeout``) loses its whole queue and
@@ -627,11 +629,7 @@ class ForwardingEngine:
                         if sub.sent_gop.get(tkey) != gop:
                             sub.sent_gop[tkey] = gop
                             if sub.qpkts > 1:
-                                self._purge(
-                                    sub,
-                                    lambda it, k=tkey, g=gop: it[_I_TKEY] == k and _newer(g, it[_I_GOP]),
-                                    "stale_gop",
-                                )
+                                self._purge_stale(sub, tkey, gop, now - disc_age)
                 q.popleft()
                 pkt = item[_I_PKT]
                 out.append(pkt)
@@ -706,6 +704,15 @@ class ForwardingEngine:
             prev = sub.waiting.get(tkey, gop)
             sub.waiting[tkey] = gop if prev is None or not _newer(prev, gop) else prev
             self._request_keyframe(track, now)
+
+    def _purge_stale(self, sub: _Sub, tkey: int, gop: int, late: float) -> None:
+        """A keyframe of ``gop`` is going out: older groups of its track that arrived before
+        ``late`` are stale (the receiver restarts decoding here); merely reordered ones stay."""
+        self._purge(
+            sub,
+            lambda it: it[_I_TKEY] == tkey and it[_I_T] < late and _newer(gop, it[_I_GOP]),
+            "stale_gop",
+        )
 
     def _purge(self, sub: _Sub, pred: Callable[[tuple[Any, ...]], bool], reason: str) -> None:
         """Remove video items matching ``pred`` from ``sub``'s queue, counting them under ``reason``."""
