@@ -20,7 +20,7 @@ def test_suite_1_parameters() -> None:
 
 
 def test_unsupported_suite() -> None:
-    for sid in (0, 2, 0x4D, 0xFFFF):
+    for sid in (0, 4, 6, 0x4D, 0xFFFF):  # X448/Ed448 suites: no HPKE X448 in cryptography
         with pytest.raises(UnsupportedSuite):
             CipherSuite(sid)
     assert issubclass(UnsupportedSuite, MLSError) and issubclass(CryptoError, MLSError)
@@ -106,3 +106,28 @@ def test_refs_use_their_labels() -> None:
     assert cs.make_key_package_ref(b"x") == cs.ref_hash(b"MLS 1.0 KeyPackage Reference", b"x")
     assert cs.make_proposal_ref(b"x") == cs.ref_hash(b"MLS 1.0 Proposal Reference", b"x")
     assert cs.make_key_package_ref(b"x") != cs.make_proposal_ref(b"x")
+
+
+def test_nist_invalid_points_and_scalars() -> None:
+    cs = CipherSuite(2)
+    priv, pub = cs.generate_hpke_key_pair()
+    assert len(priv) == 32 and len(pub) == 65 and pub[0] == 4
+    bad_point = b"\x04" + b"\x01" * 64
+    with pytest.raises(CryptoError):
+        cs.hpke_seal(bad_point, b"", b"", b"pt")
+    enc, ct = cs.hpke_seal(pub, b"", b"", b"pt")
+    with pytest.raises(CryptoError):
+        cs.hpke_open(priv, bad_point, b"", b"", ct)
+    with pytest.raises(CryptoError):
+        cs.hpke_public_key(bytes(32))  # scalar 0
+    with pytest.raises(CryptoError):
+        cs.hpke_public_key(b"\xff" * 32)  # scalar above the group order
+    sig_priv, sig_pub = cs.generate_signature_key_pair()
+    assert not cs.verify_with_label(bad_point, b"l", b"c", cs.sign_with_label(sig_priv, b"l", b"c"))
+
+
+def test_derive_key_pair_p521_uses_bitmask() -> None:
+    cs = CipherSuite(5)
+    for i in range(8):
+        priv, pub = cs.derive_key_pair(bytes([i]) * 66)
+        assert len(priv) == 66 and priv[0] <= 1 and len(pub) == 133

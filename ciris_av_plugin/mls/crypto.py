@@ -5,7 +5,10 @@ KDF hash, an AEAD and a signature scheme; the KEM and the signature scheme are s
 a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if new, a KEM class with
 ``derive_key_pair``/``generate``/``public_key`` and the ``hpke`` enum to seal with — nothing else here
 changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
-raw encodings for suite 1.
+raw encodings for suite 1; big-endian scalars and uncompressed points for the NIST-curve suites.
+
+Implemented: suites 1 (required), 2, 3, 5 and 7. Suites 4 and 6 (X448/Ed448) are absent because
+``cryptography``'s HPKE has no X448 KEM.
 
 Every failure on bad input (wrong key length, failed AEAD or HPKE open) raises :class:`CryptoError`;
 an unknown suite id raises :class:`UnsupportedSuite`.
@@ -21,9 +24,10 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .codec import Writer
 from .errors import CryptoError, UnsupportedSuite
@@ -106,16 +110,11 @@ class SignatureScheme(Protocol):
     def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool: ...
 
 
-class DHKEMX25519:
-    """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
+class _LabeledKDF:
+    """RFC 9180 §4 LabeledExtract/LabeledExpand with the KEM's suite_id = "KEM" || I2OSP(kem_id, 2)."""
 
-    kem_id = 0x0020
-    hpke_kem = hpke.KEM.X25519
-    hash_name = "sha256"  # the KEM's own KDF, independent of the cipher suite's
-    n_secret = 32
-    n_sk = 32
-    n_pk = 32
-    n_enc = 32
+    kem_id: int
+    hash_name: str
 
     def _suite_id(self) -> bytes:
         return b"KEM" + struct.pack(">H", self.kem_id)
@@ -127,6 +126,18 @@ class DHKEMX25519:
     def _labeled_expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
         labeled_info = struct.pack(">H", length) + b"HPKE-v1" + self._suite_id() + label + info
         return _hkdf_expand(self.hash_name, prk, labeled_info, length)
+
+
+class DHKEMX25519(_LabeledKDF):
+    """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
+
+    kem_id = 0x0020
+    hpke_kem = hpke.KEM.X25519
+    hash_name = "sha256"  # the KEM's own KDF, independent of the cipher suite's
+    n_secret = 32
+    n_sk = 32
+    n_pk = 32
+    n_enc = 32
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
         """RFC 9180 §7.1.3 DeriveKeyPair for X25519: no rejection sampling (every 32 bytes is a key)."""
@@ -150,6 +161,81 @@ class DHKEMX25519:
 
     def public_key(self, priv: bytes) -> bytes:
         return self.private_key(priv).public_key().public_bytes_raw()
+
+
+# RFC 9180 §7.1.3: DeriveKeyPair for the NIST curves retries at most this many candidates.
+DKP_MAX_CANDIDATES = 256
+
+
+class DHKEMNist(_LabeledKDF):
+    """DHKEM(P-256/P-384/P-521, HKDF-SHA2), RFC 9180 §4.1. Private keys are big-endian scalars of
+    Nsk bytes, public keys (and enc) uncompressed SEC1 points."""
+
+    def __init__(
+        self, kem_id: int, curve: ec.EllipticCurve, hash_name: str, n_sk: int, bitmask: int, hpke_kem: object
+    ) -> None:
+        self.kem_id = kem_id
+        self.curve = curve
+        self.hash_name = hash_name
+        self.n_sk = n_sk
+        self.n_pk = 1 + 2 * n_sk
+        self.n_enc = self.n_pk
+        self.bitmask = bitmask
+        self.hpke_kem = hpke_kem
+        self.order = _CURVE_ORDERS[curve.name]
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """RFC 9180 §7.1.3 DeriveKeyPair with rejection sampling of the scalar."""
+        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
+        for counter in range(DKP_MAX_CANDIDATES):
+            cand = bytearray(self._labeled_expand(dkp_prk, b"candidate", bytes([counter]), self.n_sk))
+            cand[0] &= self.bitmask
+            sk = int.from_bytes(cand, "big")
+            if 0 < sk < self.order:
+                priv = bytes(cand)
+                return priv, self.public_key(priv)
+        raise CryptoError("DeriveKeyPair found no valid scalar")  # probability ~2^-(8*256)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(self.curve)
+        priv = key.private_numbers().private_value.to_bytes(self.n_sk, "big")
+        return priv, self._pub_bytes(key.public_key())
+
+    def private_key(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
+        if len(priv) != self.n_sk:
+            raise CryptoError(f"{self.curve.name} private key must be {self.n_sk} bytes, got {len(priv)}")
+        value = int.from_bytes(priv, "big")
+        if not 0 < value < self.order:
+            raise CryptoError("private scalar out of range")
+        return ec.derive_private_key(value, self.curve)
+
+    def public_key_obj(self, pub: bytes) -> ec.EllipticCurvePublicKey:
+        if len(pub) != self.n_pk:
+            raise CryptoError(f"{self.curve.name} public key must be {self.n_pk} bytes, got {len(pub)}")
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(self.curve, pub)
+        except ValueError as exc:
+            raise CryptoError("invalid curve point") from exc
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self._pub_bytes(self.private_key(priv).public_key())
+
+    @staticmethod
+    def _pub_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
+        return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+_CURVE_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+    ),
+    "secp521r1": int(
+        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+        "A51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+        16,
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,6 +269,52 @@ class Ed25519Scheme:
             return False
         try:
             ed25519.Ed25519PublicKey.from_public_bytes(pub).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class EcdsaScheme:
+    """ECDSA over a NIST curve (§5.1.1): big-endian scalar private key, uncompressed point public
+    key, DER-encoded signatures (the TLS 1.3 SignatureScheme encoding MLS inherits)."""
+
+    def __init__(self, curve: ec.EllipticCurve, hash_alg: hashes.HashAlgorithm, n_priv: int) -> None:
+        self.curve = curve
+        self.hash_alg = hash_alg
+        self.n_priv = n_priv
+        self.n_pub = 1 + 2 * n_priv
+        self.order = _CURVE_ORDERS[curve.name]
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(self.curve)
+        return key.private_numbers().private_value.to_bytes(self.n_priv, "big"), self._pub(key)
+
+    def _priv(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
+        # A shorter big-endian scalar is accepted: some implementations (and one mlswg vector, P-521)
+        # drop leading zero bytes; the integer is the same either way.
+        if not 0 < len(priv) <= self.n_priv:
+            raise CryptoError(f"{self.curve.name} private key must be {self.n_priv} bytes, got {len(priv)}")
+        value = int.from_bytes(priv, "big")
+        if not 0 < value < self.order:
+            raise CryptoError("private scalar out of range")
+        return ec.derive_private_key(value, self.curve)
+
+    @staticmethod
+    def _pub(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self._pub(self._priv(priv))
+
+    def sign(self, priv: bytes, message: bytes) -> bytes:
+        return self._priv(priv).sign(message, ec.ECDSA(self.hash_alg))
+
+    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
+        if len(pub) != self.n_pub:
+            return False
+        try:
+            key = ec.EllipticCurvePublicKey.from_encoded_point(self.curve, pub)
+            key.verify(signature, message, ec.ECDSA(self.hash_alg))
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -230,6 +362,15 @@ SUITES: dict[int, SuiteSpec] = {
         AES_128_GCM,
         Ed25519Scheme(),
     ),
+    0x0002: SuiteSpec(
+        0x0002,
+        "MLS_128_DHKEMP256_AES128GCM_SHA256_P256",
+        DHKEMNist(0x0010, ec.SECP256R1(), "sha256", 32, 0xFF, hpke.KEM.P256),
+        "sha256",
+        hpke.KDF.HKDF_SHA256,
+        AES_128_GCM,
+        EcdsaScheme(ec.SECP256R1(), hashes.SHA256(), 32),
+    ),
     0x0003: SuiteSpec(
         0x0003,
         "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
@@ -238,6 +379,24 @@ SUITES: dict[int, SuiteSpec] = {
         hpke.KDF.HKDF_SHA256,
         CHACHA20_POLY1305,
         Ed25519Scheme(),
+    ),
+    0x0005: SuiteSpec(
+        0x0005,
+        "MLS_256_DHKEMP521_AES256GCM_SHA512_P521",
+        DHKEMNist(0x0012, ec.SECP521R1(), "sha512", 66, 0x01, hpke.KEM.P521),
+        "sha512",
+        hpke.KDF.HKDF_SHA512,
+        AES_256_GCM,
+        EcdsaScheme(ec.SECP521R1(), hashes.SHA512(), 66),
+    ),
+    0x0007: SuiteSpec(
+        0x0007,
+        "MLS_256_DHKEMP384_AES256GCM_SHA384_P384",
+        DHKEMNist(0x0011, ec.SECP384R1(), "sha384", 48, 0xFF, hpke.KEM.P384),
+        "sha384",
+        hpke.KDF.HKDF_SHA384,
+        AES_256_GCM,
+        EcdsaScheme(ec.SECP384R1(), hashes.SHA384(), 48),
     ),
 }
 
