@@ -143,7 +143,7 @@ class Roster:
     def __init__(self) -> None:
         self.allowed: set[tuple[bytes, bytes]] = set()
 
-    def __call__(self, requester: bytes, target: bytes) -> bool:
+    def __call__(self, requester: bytes, target: bytes, now: float) -> bool:
         return (requester, target) in self.allowed
 
 
@@ -343,8 +343,8 @@ def test_replayed_one_time_key_package_is_refused_after_fetch_and_after_use(stor
     with pytest.raises(ReplayedKeyPackage):
         d.publish(alice.envelope(kp, last_resort=True, ts=NOW + 2), NOW + 2)
     # after an accepted commit used it, it is gone from the directory and still refused
-    store.create_stream(StreamRecord(b"s", MEMBER, 0, b"g"))
-    store.accept_commit(b"s", epoch=0, group_state=b"g1", commit=CommitRecord(b"s", 0, MEMBER, b"c", NOW),
+    store.create_stream(StreamRecord(1, b"g", MEMBER, 0, b"g"))
+    store.accept_commit(1, epoch=0, group_state=b"g1", commit=CommitRecord(1, 0, MEMBER, b"c", NOW),
                         welcomes=[], used_refs=[ref_a])
     with pytest.raises(ReplayedKeyPackage):
         d.publish(env_a, NOW + 3)
@@ -460,8 +460,8 @@ def test_admissible_only_for_its_own_identity_while_live(store, alice: Joiner, b
     assert d.is_admissible(ref, alice.hash, NOW + 600 + MAX_CLOCK_SKEW_S - 1)
     assert not d.is_admissible(ref, alice.hash, NOW + 600 + MAX_CLOCK_SKEW_S)
     # a last-resort KeyPackage stays admissible after being used
-    store.create_stream(StreamRecord(b"s", MEMBER, 0, b"g"))
-    store.accept_commit(b"s", epoch=0, group_state=b"g1", commit=CommitRecord(b"s", 0, MEMBER, b"c", NOW),
+    store.create_stream(StreamRecord(1, b"g", MEMBER, 0, b"g"))
+    store.accept_commit(1, epoch=0, group_state=b"g1", commit=CommitRecord(1, 0, MEMBER, b"c", NOW),
                         welcomes=[], used_refs=[ref, lr])
     assert not d.is_admissible(ref, alice.hash, NOW)
     assert d.is_admissible(lr, alice.hash, NOW)

@@ -155,7 +155,8 @@ def test_sweep_forgets_expired_entries_and_spent_refs(store: DirectoryStore) -> 
 
 # --- contract: group state --------------------------------------------------------------------------
 
-S1 = b"stream-1".ljust(16, b"\x00")
+S1 = 2**64 - 2  # stream ids are u64: the top of the range must survive SQLite's signed integers
+G1 = b"group-1"
 
 
 def commit(epoch: int, who: bytes = MEMBER, msg: bytes = b"commit") -> CommitRecord:
@@ -163,16 +164,17 @@ def commit(epoch: int, who: bytes = MEMBER, msg: bytes = b"commit") -> CommitRec
 
 
 def test_stream_create_once(store: GroupStateStore) -> None:
-    rec = StreamRecord(S1, ALICE, 0, b"state0")
+    rec = StreamRecord(S1, G1, ALICE, 0, b"state0")
     assert store.create_stream(rec)
-    assert not store.create_stream(StreamRecord(S1, BOB, 5, b"evil"))
+    assert not store.create_stream(StreamRecord(S1, b"other", BOB, 5, b"evil"))
+    assert not store.create_stream(StreamRecord(7, G1, BOB, 5, b"evil"))  # one stream per group
     assert store.get_stream(S1) == rec
     assert store.stream_ids() == [S1]
-    assert store.get_stream(b"nope") is None
+    assert store.get_stream(1) is None
 
 
 def test_accept_commit_first_wins_and_is_all_or_nothing(store: MemoryStore | SQLiteStore) -> None:
-    store.create_stream(StreamRecord(S1, ALICE, 0, b"state0"))
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"state0"))
     put(store, kp(1, BOB))
     taken = store.take_one_time(BOB, SUITE, T0, taken_by=ALICE)
     welcome = PendingWelcome(S1, BOB, 1, b"welcome", T0 + 60)
@@ -180,7 +182,7 @@ def test_accept_commit_first_wins_and_is_all_or_nothing(store: MemoryStore | SQL
     out = store.accept_commit(S1, epoch=0, group_state=b"state1", commit=commit(0), welcomes=[welcome],
                               used_refs=[taken.ref])
     assert out is CommitOutcome.ACCEPTED
-    assert store.get_stream(S1) == StreamRecord(S1, ALICE, 1, b"state1")
+    assert store.get_stream(S1) == StreamRecord(S1, G1, ALICE, 1, b"state1")
     assert store.welcome_for(S1, BOB, T0) == welcome
     assert store.join_request(S1, BOB, T0) is None  # satisfied
     assert store.is_used(taken.ref) and store.get_key_package(taken.ref) is None
@@ -196,12 +198,12 @@ def test_accept_commit_first_wins_and_is_all_or_nothing(store: MemoryStore | SQL
     assert out is CommitOutcome.KEY_PACKAGE_USED
     assert store.get_stream(S1).epoch == 1
     assert [c.epoch for c in store.commits_since(S1, 0)] == [0]
-    assert store.accept_commit(b"x", epoch=0, group_state=b"", commit=commit(0), welcomes=[],
+    assert store.accept_commit(12345, epoch=0, group_state=b"", commit=commit(0), welcomes=[],
                                used_refs=[]) is CommitOutcome.UNKNOWN_STREAM
 
 
 def test_last_resort_used_by_commit_stays_available(store: MemoryStore | SQLiteStore) -> None:
-    store.create_stream(StreamRecord(S1, ALICE, 0, b"s"))
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s"))
     put(store, kp(9, BOB, last_resort=True))
     ref = kp(9).ref
     for epoch in range(2):
@@ -211,7 +213,7 @@ def test_last_resort_used_by_commit_stays_available(store: MemoryStore | SQLiteS
 
 
 def test_commit_log_and_prune(store: GroupStateStore) -> None:
-    store.create_stream(StreamRecord(S1, ALICE, 0, b"s"))
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s"))
     for e in range(4):
         store.accept_commit(S1, epoch=e, group_state=b"s%d" % e, commit=commit(e), welcomes=[], used_refs=[])
     assert [c.epoch for c in store.commits_since(S1, 2)] == [2, 3]
@@ -221,7 +223,7 @@ def test_commit_log_and_prune(store: GroupStateStore) -> None:
 
 
 def test_welcomes_expire_and_are_swept(store: GroupStateStore) -> None:
-    store.create_stream(StreamRecord(S1, ALICE, 0, b"s"))
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s"))
     w_bob = PendingWelcome(S1, BOB, 1, b"wb", T0 + 10)
     w_c = PendingWelcome(S1, b"C" * 16, 1, b"wc", T0 + 100)
     store.accept_commit(S1, epoch=0, group_state=b"s", commit=commit(0), welcomes=[w_bob, w_c], used_refs=[])
@@ -284,7 +286,7 @@ def test_everything_survives_reopen(tmp_path: Path) -> None:
     put(s, kp(2, BOB))
     put(s, kp(3, BOB, last_resort=True))
     taken = s.take_one_time(BOB, SUITE, T0, taken_by=ALICE)
-    s.create_stream(StreamRecord(S1, ALICE, 0, b"state0"))
+    s.create_stream(StreamRecord(S1, G1, ALICE, 0, b"state0"))
     s.put_join_request(JoinRequest(S1, BOB, T0, T0 + 60), max_per_stream=4)
     s.accept_commit(S1, epoch=0, group_state=b"state1", commit=commit(0),
                     welcomes=[PendingWelcome(S1, BOB, 1, b"w", T0 + 60)], used_refs=[taken.ref])
@@ -292,7 +294,7 @@ def test_everything_survives_reopen(tmp_path: Path) -> None:
     s.close()
 
     with SQLiteStore(path) as again:
-        assert again.get_stream(S1) == StreamRecord(S1, ALICE, 1, b"state1")
+        assert again.get_stream(S1) == StreamRecord(S1, G1, ALICE, 1, b"state1")
         assert again.commits_since(S1, 0) == [commit(0)]
         assert again.welcome_for(S1, BOB, T0) == PendingWelcome(S1, BOB, 1, b"w", T0 + 60)
         assert [r.identity for r in again.join_requests(S1, T0)] == [b"C" * 16]
@@ -308,7 +310,7 @@ def test_everything_survives_reopen(tmp_path: Path) -> None:
 def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     """A constraint failure half-way through a method rolls the whole method back."""
     with SQLiteStore(tmp_path / "r.db") as s:
-        s.create_stream(StreamRecord(S1, ALICE, 0, b"state0"))
+        s.create_stream(StreamRecord(S1, G1, ALICE, 0, b"state0"))
         s.accept_commit(S1, epoch=0, group_state=b"state1", commit=commit(0), welcomes=[], used_refs=[])
         # force epoch back so the commit-log insert collides with the existing (S1, 0) row
         s._db.execute("UPDATE streams SET epoch = 0")
@@ -376,7 +378,7 @@ def test_exactly_once_take_across_two_connections_to_one_file(tmp_path: Path) ->
 
 
 def test_racing_commits_for_one_epoch_exactly_one_wins(store: MemoryStore | SQLiteStore) -> None:
-    store.create_stream(StreamRecord(S1, ALICE, 0, b"s0"))
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s0"))
     barrier = threading.Barrier(N_THREADS)
     outcomes: list[CommitOutcome] = []
 

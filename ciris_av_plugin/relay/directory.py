@@ -292,8 +292,9 @@ class FetchedKeyPackage:
     """Whether this was the last-resort KeyPackage (the target has no one-time one left)."""
 
 
-MayFetch = Callable[[bytes, bytes], bool]
-"""``may_fetch(requester, target)``: is ``requester`` a member of a stream ``target`` asked to join?"""
+MayFetch = Callable[[bytes, bytes, float], bool]
+"""``may_fetch(requester, target, now)``: is ``requester`` a member of a stream ``target`` has a live
+request to join at ``now``?"""
 
 Inspector = Callable[[bytes, frozenset[int]], KeyPackageInfo]
 
@@ -392,7 +393,7 @@ class KeyPackageDirectory:
         Only a member of a stream that ``target`` asked to join may fetch (``may_fetch``), so
         KeyPackages cannot be drained or harvested by anyone else (RFC 9420 §16.8).
         """
-        if not self._may_fetch(requester, target):
+        if not self._may_fetch(requester, target, now):
             self.counters["refused.not_authorised"] += 1
             raise FetchNotAuthorised("requester is not a member of a stream the target asked to join")
         entry = self._store.take_one_time(target, suite, now, taken_by=requester)

@@ -40,10 +40,10 @@ class MemoryStore:
         self._kps: dict[bytes, _Slot] = {}
         # ref -> (not_after, used by an accepted commit)
         self._spent: dict[bytes, tuple[int, bool]] = {}
-        self._streams: dict[bytes, StreamRecord] = {}
-        self._commits: dict[bytes, dict[int, CommitRecord]] = {}
-        self._welcomes: dict[tuple[bytes, bytes], PendingWelcome] = {}
-        self._joins: dict[tuple[bytes, bytes], JoinRequest] = {}
+        self._streams: dict[int, StreamRecord] = {}
+        self._commits: dict[int, dict[int, CommitRecord]] = {}
+        self._welcomes: dict[tuple[int, bytes], PendingWelcome] = {}
+        self._joins: dict[tuple[int, bytes], JoinRequest] = {}
 
     # --- DirectoryStore ---------------------------------------------------------------------
 
@@ -139,23 +139,25 @@ class MemoryStore:
 
     def create_stream(self, record: StreamRecord) -> bool:
         with self._lock:
-            if record.stream_id in self._streams:
+            if record.stream_id in self._streams or any(
+                r.group_id == record.group_id for r in self._streams.values()
+            ):
                 return False
             self._streams[record.stream_id] = record
             self._commits[record.stream_id] = {}
             return True
 
-    def get_stream(self, stream_id: bytes) -> StreamRecord | None:
+    def get_stream(self, stream_id: int) -> StreamRecord | None:
         with self._lock:
             return self._streams.get(stream_id)
 
-    def stream_ids(self) -> list[bytes]:
+    def stream_ids(self) -> list[int]:
         with self._lock:
             return sorted(self._streams)
 
     def accept_commit(
         self,
-        stream_id: bytes,
+        stream_id: int,
         *,
         epoch: int,
         group_state: bytes,
@@ -186,12 +188,12 @@ class MemoryStore:
                 self._kps.pop(ref, None)
             return CommitOutcome.ACCEPTED
 
-    def commits_since(self, stream_id: bytes, epoch: int) -> list[CommitRecord]:
+    def commits_since(self, stream_id: int, epoch: int) -> list[CommitRecord]:
         with self._lock:
             log = self._commits.get(stream_id, {})
             return [log[e] for e in sorted(log) if e >= epoch]
 
-    def prune_commits(self, stream_id: bytes, before_epoch: int) -> int:
+    def prune_commits(self, stream_id: int, before_epoch: int) -> int:
         with self._lock:
             log = self._commits.get(stream_id, {})
             old = [e for e in log if e < before_epoch]
@@ -199,12 +201,12 @@ class MemoryStore:
                 del log[e]
             return len(old)
 
-    def welcome_for(self, stream_id: bytes, joiner: bytes, now: float) -> PendingWelcome | None:
+    def welcome_for(self, stream_id: int, joiner: bytes, now: float) -> PendingWelcome | None:
         with self._lock:
             w = self._welcomes.get((stream_id, joiner))
             return w if w is not None and w.expires_at > now else None
 
-    def delete_welcome(self, stream_id: bytes, joiner: bytes) -> bool:
+    def delete_welcome(self, stream_id: int, joiner: bytes) -> bool:
         with self._lock:
             return self._welcomes.pop((stream_id, joiner), None) is not None
 
@@ -236,19 +238,19 @@ class MemoryStore:
             self._joins[key] = request
             return True
 
-    def join_request(self, stream_id: bytes, identity: bytes, now: float) -> JoinRequest | None:
+    def join_request(self, stream_id: int, identity: bytes, now: float) -> JoinRequest | None:
         with self._lock:
             r = self._joins.get((stream_id, identity))
             return r if r is not None and r.expires_at > now else None
 
-    def join_requests(self, stream_id: bytes, now: float) -> list[JoinRequest]:
+    def join_requests(self, stream_id: int, now: float) -> list[JoinRequest]:
         with self._lock:
             return sorted(
                 (r for (sid, _), r in self._joins.items() if sid == stream_id and r.expires_at > now),
                 key=lambda r: (r.requested_at, r.identity),
             )
 
-    def delete_join_request(self, stream_id: bytes, identity: bytes) -> bool:
+    def delete_join_request(self, stream_id: int, identity: bytes) -> bool:
         with self._lock:
             return self._joins.pop((stream_id, identity), None) is not None
 

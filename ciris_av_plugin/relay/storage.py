@@ -156,8 +156,10 @@ class DirectoryStore(Protocol):
 class StreamRecord:
     """A registered stream's public state as the delivery service last persisted it."""
 
-    stream_id: bytes
-    """The stream (and MLS group) identifier."""
+    stream_id: int
+    """The stream id (u64, as in the forwarding header)."""
+    group_id: bytes
+    """The MLS group id of the stream's group (unique: one group per stream)."""
     creator: bytes
     """RNS identity hash of the registering GroupInfo signer (trusted on first use)."""
     epoch: int
@@ -170,7 +172,7 @@ class StreamRecord:
 class CommitRecord:
     """One accepted commit, kept so lagging members can catch up in order."""
 
-    stream_id: bytes
+    stream_id: int
     """Stream the commit belongs to."""
     epoch: int
     """Epoch the commit was made in (it moves the stream to ``epoch + 1``)."""
@@ -186,7 +188,7 @@ class CommitRecord:
 class PendingWelcome:
     """A Welcome waiting for its joiner to fetch it."""
 
-    stream_id: bytes
+    stream_id: int
     """Stream the joiner was added to."""
     joiner: bytes
     """RNS identity hash of the joiner: the only identity it is handed to."""
@@ -202,7 +204,7 @@ class PendingWelcome:
 class JoinRequest:
     """An identity's standing request to join a stream; it is what lets members fetch its KeyPackages."""
 
-    stream_id: bytes
+    stream_id: int
     """Stream asked for."""
     identity: bytes
     """RNS identity hash of the requester."""
@@ -228,20 +230,20 @@ class GroupStateStore(Protocol):
     """Per-stream public group state, its commit log, pending Welcomes and join requests."""
 
     def create_stream(self, record: StreamRecord) -> bool:
-        """Register a new stream; ``False`` (and no change) if ``stream_id`` already exists."""
+        """Register a new stream; ``False`` (and no change) if its stream id or group id already exists."""
         ...
 
-    def get_stream(self, stream_id: bytes) -> StreamRecord | None:
+    def get_stream(self, stream_id: int) -> StreamRecord | None:
         """The stream's current record, if registered."""
         ...
 
-    def stream_ids(self) -> list[bytes]:
+    def stream_ids(self) -> list[int]:
         """Every registered stream (for restoring the delivery service after a restart)."""
         ...
 
     def accept_commit(
         self,
-        stream_id: bytes,
+        stream_id: int,
         *,
         epoch: int,
         group_state: bytes,
@@ -258,19 +260,19 @@ class GroupStateStore(Protocol):
         """
         ...
 
-    def commits_since(self, stream_id: bytes, epoch: int) -> list[CommitRecord]:
+    def commits_since(self, stream_id: int, epoch: int) -> list[CommitRecord]:
         """Accepted commits made in ``epoch`` or later, oldest first."""
         ...
 
-    def prune_commits(self, stream_id: bytes, before_epoch: int) -> int:
+    def prune_commits(self, stream_id: int, before_epoch: int) -> int:
         """Forget commits made before ``before_epoch``; return how many."""
         ...
 
-    def welcome_for(self, stream_id: bytes, joiner: bytes, now: float) -> PendingWelcome | None:
+    def welcome_for(self, stream_id: int, joiner: bytes, now: float) -> PendingWelcome | None:
         """The unexpired pending Welcome of ``joiner`` in ``stream_id``, if any."""
         ...
 
-    def delete_welcome(self, stream_id: bytes, joiner: bytes) -> bool:
+    def delete_welcome(self, stream_id: int, joiner: bytes) -> bool:
         """Drop a Welcome (fetched and acknowledged, or superseded); whether one existed."""
         ...
 
@@ -287,15 +289,15 @@ class GroupStateStore(Protocol):
         ``max_per_stream`` other live requests. Refreshing an existing one always succeeds."""
         ...
 
-    def join_request(self, stream_id: bytes, identity: bytes, now: float) -> JoinRequest | None:
+    def join_request(self, stream_id: int, identity: bytes, now: float) -> JoinRequest | None:
         """The live join request of ``identity`` for ``stream_id``, if any."""
         ...
 
-    def join_requests(self, stream_id: bytes, now: float) -> list[JoinRequest]:
+    def join_requests(self, stream_id: int, now: float) -> list[JoinRequest]:
         """Live join requests of a stream, oldest first."""
         ...
 
-    def delete_join_request(self, stream_id: bytes, identity: bytes) -> bool:
+    def delete_join_request(self, stream_id: int, identity: bytes) -> bool:
         """Withdraw a join request; whether one existed."""
         ...
 

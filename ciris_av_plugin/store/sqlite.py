@@ -76,6 +76,7 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX spent_refs_expiry ON spent_refs (not_after);
     CREATE TABLE streams (
         stream_id   BLOB PRIMARY KEY,
+        group_id    BLOB NOT NULL UNIQUE,
         creator     BLOB NOT NULL,
         epoch       INTEGER NOT NULL,
         group_state BLOB NOT NULL
@@ -109,6 +110,17 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _KP_COLUMNS = "ref, identity, suite, last_resort, not_after, key_package, envelope, published_ts"
+
+
+def _sid(stream_id: int) -> bytes:
+    """A u64 stream id as 8 big-endian bytes: SQLite integers are signed, and blobs sort like the number."""
+    if not 0 <= stream_id < 1 << 64:
+        raise ValueError(f"stream id {stream_id} is not a u64")
+    return stream_id.to_bytes(8, "big")
+
+
+def _uid(blob: bytes) -> int:
+    return int.from_bytes(blob, "big")
 
 
 def _kp(row: tuple) -> KeyPackageEntry:
@@ -321,27 +333,29 @@ class SQLiteStore:
     def create_stream(self, record: StreamRecord) -> bool:
         with self._write() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO streams (stream_id, creator, epoch, group_state) VALUES (?, ?, ?, ?)",
-                (record.stream_id, record.creator, record.epoch, record.group_state),
+                "INSERT OR IGNORE INTO streams (stream_id, group_id, creator, epoch, group_state)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (_sid(record.stream_id), record.group_id, record.creator, record.epoch, record.group_state),
             )
             return cur.rowcount == 1
 
-    def get_stream(self, stream_id: bytes) -> StreamRecord | None:
+    def get_stream(self, stream_id: int) -> StreamRecord | None:
         with self._read() as db:
             row = db.execute(
-                "SELECT stream_id, creator, epoch, group_state FROM streams WHERE stream_id = ?", (stream_id,)
+                "SELECT stream_id, group_id, creator, epoch, group_state FROM streams WHERE stream_id = ?",
+                (_sid(stream_id),),
             ).fetchone()
             if row is None:
                 return None
-            return StreamRecord(bytes(row[0]), bytes(row[1]), row[2], bytes(row[3]))
+            return StreamRecord(_uid(row[0]), bytes(row[1]), bytes(row[2]), row[3], bytes(row[4]))
 
-    def stream_ids(self) -> list[bytes]:
+    def stream_ids(self) -> list[int]:
         with self._read() as db:
-            return [bytes(r[0]) for r in db.execute("SELECT stream_id FROM streams ORDER BY stream_id")]
+            return [_uid(r[0]) for r in db.execute("SELECT stream_id FROM streams ORDER BY stream_id")]
 
     def accept_commit(
         self,
-        stream_id: bytes,
+        stream_id: int,
         *,
         epoch: int,
         group_state: bytes,
@@ -350,7 +364,7 @@ class SQLiteStore:
         used_refs: Sequence[bytes],
     ) -> CommitOutcome:
         with self._write() as db:
-            row = db.execute("SELECT epoch FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+            row = db.execute("SELECT epoch FROM streams WHERE stream_id = ?", (_sid(stream_id),)).fetchone()
             if row is None:
                 return CommitOutcome.UNKNOWN_STREAM
             if row[0] != epoch:
@@ -360,19 +374,19 @@ class SQLiteStore:
                     return CommitOutcome.KEY_PACKAGE_USED
             db.execute(
                 "UPDATE streams SET epoch = ?, group_state = ? WHERE stream_id = ?",
-                (epoch + 1, group_state, stream_id),
+                (epoch + 1, group_state, _sid(stream_id)),
             )
             db.execute(
                 "INSERT INTO commits (stream_id, epoch, committer, message, accepted_at) VALUES (?, ?, ?, ?, ?)",
-                (stream_id, epoch, commit.committer, commit.message, commit.accepted_at),
+                (_sid(stream_id), epoch, commit.committer, commit.message, commit.accepted_at),
             )
             for w in welcomes:
                 db.execute(
                     "INSERT OR REPLACE INTO welcomes (stream_id, joiner, epoch, message, expires_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (stream_id, w.joiner, w.epoch, w.message, w.expires_at),
+                    (_sid(stream_id), w.joiner, w.epoch, w.message, w.expires_at),
                 )
-                db.execute("DELETE FROM join_requests WHERE stream_id = ? AND identity = ?", (stream_id, w.joiner))
+                db.execute("DELETE FROM join_requests WHERE stream_id = ? AND identity = ?", (_sid(stream_id), w.joiner))
             for ref in used_refs:
                 kp = db.execute("SELECT last_resort, not_after FROM key_packages WHERE ref = ?", (ref,)).fetchone()
                 if kp is not None and kp[0]:
@@ -392,43 +406,43 @@ class SQLiteStore:
                     )
             return CommitOutcome.ACCEPTED
 
-    def commits_since(self, stream_id: bytes, epoch: int) -> list[CommitRecord]:
+    def commits_since(self, stream_id: int, epoch: int) -> list[CommitRecord]:
         with self._read() as db:
             return [
-                CommitRecord(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), r[4])
+                CommitRecord(_uid(r[0]), r[1], bytes(r[2]), bytes(r[3]), r[4])
                 for r in db.execute(
                     "SELECT stream_id, epoch, committer, message, accepted_at FROM commits"
                     " WHERE stream_id = ? AND epoch >= ? ORDER BY epoch",
-                    (stream_id, epoch),
+                    (_sid(stream_id), epoch),
                 )
             ]
 
-    def prune_commits(self, stream_id: bytes, before_epoch: int) -> int:
+    def prune_commits(self, stream_id: int, before_epoch: int) -> int:
         with self._write() as db:
             return db.execute(
-                "DELETE FROM commits WHERE stream_id = ? AND epoch < ?", (stream_id, before_epoch)
+                "DELETE FROM commits WHERE stream_id = ? AND epoch < ?", (_sid(stream_id), before_epoch)
             ).rowcount
 
-    def welcome_for(self, stream_id: bytes, joiner: bytes, now: float) -> PendingWelcome | None:
+    def welcome_for(self, stream_id: int, joiner: bytes, now: float) -> PendingWelcome | None:
         with self._read() as db:
             row = db.execute(
                 "SELECT stream_id, joiner, epoch, message, expires_at FROM welcomes"
                 " WHERE stream_id = ? AND joiner = ? AND expires_at > ?",
-                (stream_id, joiner, now),
+                (_sid(stream_id), joiner, now),
             ).fetchone()
-            return PendingWelcome(bytes(row[0]), bytes(row[1]), row[2], bytes(row[3]), row[4]) if row else None
+            return PendingWelcome(_uid(row[0]), bytes(row[1]), row[2], bytes(row[3]), row[4]) if row else None
 
-    def delete_welcome(self, stream_id: bytes, joiner: bytes) -> bool:
+    def delete_welcome(self, stream_id: int, joiner: bytes) -> bool:
         with self._write() as db:
             return (
-                db.execute("DELETE FROM welcomes WHERE stream_id = ? AND joiner = ?", (stream_id, joiner)).rowcount
+                db.execute("DELETE FROM welcomes WHERE stream_id = ? AND joiner = ?", (_sid(stream_id), joiner)).rowcount
                 == 1
             )
 
     def expired_welcomes(self, now: float) -> list[PendingWelcome]:
         with self._read() as db:
             return [
-                PendingWelcome(bytes(r[0]), bytes(r[1]), r[2], bytes(r[3]), r[4])
+                PendingWelcome(_uid(r[0]), bytes(r[1]), r[2], bytes(r[3]), r[4])
                 for r in db.execute(
                     "SELECT stream_id, joiner, epoch, message, expires_at FROM welcomes"
                     " WHERE expires_at <= ? ORDER BY expires_at, stream_id, joiner",
@@ -444,47 +458,47 @@ class SQLiteStore:
         with self._write() as db:
             exists = db.execute(
                 "SELECT 1 FROM join_requests WHERE stream_id = ? AND identity = ?",
-                (request.stream_id, request.identity),
+                (_sid(request.stream_id), request.identity),
             ).fetchone()
             if not exists:
                 (live,) = db.execute(
                     "SELECT count(*) FROM join_requests WHERE stream_id = ? AND expires_at > ?",
-                    (request.stream_id, request.requested_at),
+                    (_sid(request.stream_id), request.requested_at),
                 ).fetchone()
                 if live >= max_per_stream:
                     return False
             db.execute(
                 "INSERT OR REPLACE INTO join_requests (stream_id, identity, requested_at, expires_at)"
                 " VALUES (?, ?, ?, ?)",
-                (request.stream_id, request.identity, request.requested_at, request.expires_at),
+                (_sid(request.stream_id), request.identity, request.requested_at, request.expires_at),
             )
             return True
 
-    def join_request(self, stream_id: bytes, identity: bytes, now: float) -> JoinRequest | None:
+    def join_request(self, stream_id: int, identity: bytes, now: float) -> JoinRequest | None:
         with self._read() as db:
             row = db.execute(
                 "SELECT stream_id, identity, requested_at, expires_at FROM join_requests"
                 " WHERE stream_id = ? AND identity = ? AND expires_at > ?",
-                (stream_id, identity, now),
+                (_sid(stream_id), identity, now),
             ).fetchone()
-            return JoinRequest(bytes(row[0]), bytes(row[1]), row[2], row[3]) if row else None
+            return JoinRequest(_uid(row[0]), bytes(row[1]), row[2], row[3]) if row else None
 
-    def join_requests(self, stream_id: bytes, now: float) -> list[JoinRequest]:
+    def join_requests(self, stream_id: int, now: float) -> list[JoinRequest]:
         with self._read() as db:
             return [
-                JoinRequest(bytes(r[0]), bytes(r[1]), r[2], r[3])
+                JoinRequest(_uid(r[0]), bytes(r[1]), r[2], r[3])
                 for r in db.execute(
                     "SELECT stream_id, identity, requested_at, expires_at FROM join_requests"
                     " WHERE stream_id = ? AND expires_at > ? ORDER BY requested_at, identity",
-                    (stream_id, now),
+                    (_sid(stream_id), now),
                 )
             ]
 
-    def delete_join_request(self, stream_id: bytes, identity: bytes) -> bool:
+    def delete_join_request(self, stream_id: int, identity: bytes) -> bool:
         with self._write() as db:
             return (
                 db.execute(
-                    "DELETE FROM join_requests WHERE stream_id = ? AND identity = ?", (stream_id, identity)
+                    "DELETE FROM join_requests WHERE stream_id = ? AND identity = ?", (_sid(stream_id), identity)
                 ).rowcount
                 == 1
             )
