@@ -80,6 +80,7 @@ class RelayClient:
         self.on_reconnect = on_reconnect
         self.clock = clock
         self._link: RNS.Link | None = None
+        self._claim_response: Callable[[bytes], None] = lambda _rid: None
         self._roles: list[tuple[str, dict[str, Any]]] = []
         self._closing = threading.Event()
         self._lost = threading.Event()
@@ -142,6 +143,7 @@ class RelayClient:
             link.teardown()
             raise RelayUnreachable("link to relay not established in time")
         attach_receiver(link, self._on_data, self.receive_mode)
+        self._claim_response = _guard_early_responses(link)
         self._link = link
         self._lost.clear()
         link.identify(self.identity)
@@ -220,6 +222,7 @@ class RelayClient:
         )
         if receipt is False:
             raise LinkDown(f"request {path} could not be sent")
+        self._claim_response(receipt.request_id)
         if not done.wait(timeout + 1.0) or "response" not in box:
             raise LinkDown(f"request {path} got no response")
         return control.check_reply(control.unpack_body(box["response"]))
@@ -305,3 +308,41 @@ class RelayClient:
                 continue
             for data in packets:
                 self.send(data)
+
+
+# Responses that arrived before their request was registered, kept per link at most this many.
+# Only the race below parks anything, and each parked response is claimed microseconds later.
+MAX_PARKED_RESPONSES = 16
+
+
+def _guard_early_responses(link: RNS.Link) -> Callable[[bytes], None]:
+    """Work around a race in rns 1.5.7's ``Link.request``.
+
+    ``Link.request`` sends the request packet and only then appends the ``RequestReceipt`` to
+    ``link.pending_requests``; a response handled (on its own thread) in between matches nothing
+    and is dropped, so the request times out. On loopback that hit about one request in five.
+    We wrap this link's ``handle_response``: a response for an unknown request id is parked, and
+    :meth:`RelayClient.request` claims it right after ``link.request`` returns.
+    """
+    original = link.handle_response
+    parked: dict[bytes, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+    lock = threading.Lock()
+
+    def handle_response(request_id: bytes, *args: Any, **kwargs: Any) -> None:
+        with lock:
+            known = any(r.request_id == request_id for r in list(link.pending_requests))
+            if not known:
+                parked[request_id] = (args, kwargs)
+                while len(parked) > MAX_PARKED_RESPONSES:
+                    parked.pop(next(iter(parked)))
+                return
+        original(request_id, *args, **kwargs)
+
+    def claim(request_id: bytes) -> None:
+        with lock:
+            item = parked.pop(request_id, None)
+        if item is not None:
+            original(request_id, *item[0], **item[1])
+
+    link.handle_response = handle_response
+    return claim

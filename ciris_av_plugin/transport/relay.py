@@ -99,6 +99,7 @@ class _Sender:
         self._state = state
         self.wake = threading.Event()
         self._stop = False
+        self.sent = 0  # only this sender's thread writes it: no lock on the hot path
         self._thread = threading.Thread(
             target=self._run, name=f"relay-send-{state.link_id.hex()[:8]}", daemon=True
         )
@@ -138,7 +139,7 @@ class _Sender:
                         relay.count("tx_errors")
                         log.debug("send on %s failed", link_id.hex(), exc_info=True)
                         continue
-                    relay.count("tx_packets")
+                    self.sent += 1
 
 
 class RelayNode:
@@ -147,7 +148,7 @@ class RelayNode:
     def __init__(
         self,
         identity: RNS.Identity,
-        engine: Forwarder,
+        engine: Forwarder | Callable[[Callable[[bytes], None]], Forwarder],
         *,
         receive_mode: str = MODE_AUTO,
         observer: PacketObserver | None = None,
@@ -157,7 +158,14 @@ class RelayNode:
         sender_min_interval: float = SENDER_MIN_INTERVAL_S,
     ) -> None:
         self.identity = identity
-        self.engine = engine
+        if not hasattr(engine, "receive_packet"):
+            # A factory: give the engine our wake-up hook, so a sender is woken exactly when its
+            # queue goes from empty to non-empty (ForwardingEngine's ``on_pending``).
+            engine = engine(self._on_pending)
+            self._precise_wake = True
+        else:
+            self._precise_wake = False
+        self.engine: Forwarder = engine
         self.engine_lock = threading.Lock()
         self.clock = clock
         self.observer = observer
@@ -174,6 +182,8 @@ class RelayNode:
         self._announce_app_data = announce_app_data
         self.destination: RNS.Destination | None = None
         self.engine_events: Counter[str] = Counter()
+        self._rx_packets = 0
+        self._tx_closed = 0  # packets sent by senders of links that have gone
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -227,7 +237,9 @@ class RelayNode:
     def counters(self) -> dict[str, int]:
         with self._counter_lock:
             out = dict(self._counters)
+        out["rx_packets"] = self._rx_packets
         with self._links_lock:
+            out["tx_packets"] = self._tx_closed + sum(s.sender.sent for s in self._links.values() if s.sender)
             out["links"] = len(self._links)
             out["links_confirmed"] = sum(1 for s in self._links.values() if s.confirmed)
         return out
@@ -260,6 +272,7 @@ class RelayNode:
                 self._by_stream.get(state.stream_id, set()).discard(state)
         if state.sender is not None:
             state.sender.stop()
+            self._tx_closed += state.sender.sent
         state.events.close()
         self._limiter.forget(state.link_id)
         with self.engine_lock:
@@ -287,12 +300,18 @@ class RelayNode:
             self.count("rx_engine_errors")
             log.exception("engine.receive_packet failed")
             return
-        self.count("rx_packets")
-        if data and data[0] == _PT_FRAGMENT and len(data) >= 10:
+        self._rx_packets += 1  # the inbound worker is one thread; no lock on the hot path
+        if not self._precise_wake and data and data[0] == _PT_FRAGMENT and len(data) >= 10:
             (stream_id,) = _STREAM_ID.unpack_from(data, 2)
             for sub in self._by_stream.get(stream_id, ()):
                 if sub.sender is not None:
                     sub.sender.wake.set()
+
+    def _on_pending(self, link_id: bytes) -> None:
+        """Engine hook, called under ``engine_lock`` inside ``receive_packet``: wake one sender."""
+        state = self._links.get(link_id)  # a dict read is atomic; no second lock under the engine's
+        if state is not None and state.sender is not None:
+            state.sender.wake.set()
 
     # ---- time ------------------------------------------------------------------------------
 

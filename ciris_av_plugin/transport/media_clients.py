@@ -1,0 +1,180 @@
+"""Publisher and subscriber clients: the media layer's sealer/opener on top of a :class:`RelayClient`.
+
+* :class:`PublisherClient` seals frames (``media.frames.FrameSealer``), cuts them to the link's
+  MDU and sends them as unreliable link packets; keyframe requests arriving through the long-poll
+  events are remembered per track until the application takes them
+  (:meth:`PublisherClient.take_keyframe_request`) or handled by a callback.
+* :class:`SubscriberClient` feeds every media packet to ``media.frames.FrameOpener`` and hands
+  decrypted frames to a callback; every ~100 ms it sends a receiver report
+  (``relay.reports``) with the highest frame completed and the frames lost per track, which is
+  what keeps the relay from marking it stalled.
+
+Both run the opener/sealer under one lock: with the inline receive path packets arrive on one
+RNS thread, with the callback path on many.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import RNS
+
+from ..media.frames import FrameDecrypted, FrameDropped, FrameOpener, FrameSealer
+from ..media.wire import ForwardingHeader
+from ..relay.reports import MAX_REPORT_TRACKS, ReceiverReport, TrackReport, encode_receiver_report
+from .client import RelayClient
+from .control import Event
+from .hook import MODE_AUTO
+
+log = logging.getLogger(__name__)
+
+KEYFRAME_REQUESTED = "KeyframeRequested"
+
+
+class PublisherClient:
+    """Publishes one stream through a relay."""
+
+    def __init__(
+        self,
+        identity: RNS.Identity,
+        relay_hash: bytes,
+        stream_id: int,
+        sealer: FrameSealer,
+        *,
+        receive_mode: str = MODE_AUTO,
+        on_keyframe_request: Callable[[int], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.sealer = sealer
+        self.on_keyframe_request = on_keyframe_request
+        self._on_event_extra = on_event
+        self._lock = threading.Lock()
+        self._keyframe_wanted: set[int] = set()
+        self.keyframe_requests = 0
+        self.frames_sent = 0
+        self.packets_failed = 0
+        self.client = RelayClient(identity, relay_hash, receive_mode=receive_mode, on_event=self._on_event)
+
+    def connect(self) -> None:
+        self.client.connect()
+        self.client.publish(self.stream_id)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == KEYFRAME_REQUESTED and event.data.get("stream_id") == self.stream_id:
+            track = event.data.get("track_id")
+            if isinstance(track, int):
+                with self._lock:
+                    self._keyframe_wanted.add(track)
+                    self.keyframe_requests += 1
+                if self.on_keyframe_request is not None:
+                    self.on_keyframe_request(track)
+        if self._on_event_extra is not None:
+            self._on_event_extra(event)
+
+    def take_keyframe_request(self, track_id: int) -> bool:
+        """True (once) if a keyframe was requested for ``track_id`` since the last call."""
+        with self._lock:
+            if track_id in self._keyframe_wanted:
+                self._keyframe_wanted.discard(track_id)
+                return True
+            return False
+
+    def send_frame(self, fh: ForwardingHeader, payload: bytes) -> int:
+        """Seal and send one frame; returns the number of packets that left (0 if the link is down)."""
+        with self._lock:
+            sealed = self.sealer.seal(fh, payload)
+        try:
+            packets = sealed.packets(self.client.mdu)
+        except Exception:
+            # No link right now (reconnecting): the frame is lost, as it would be on the wire.
+            self.packets_failed += 1
+            return 0
+        sent = sum(1 for p in packets if self.client.send(p))
+        self.packets_failed += len(packets) - sent
+        self.frames_sent += 1
+        return sent
+
+
+class SubscriberClient:
+    """Subscribes to one stream through a relay and decrypts what arrives."""
+
+    def __init__(
+        self,
+        identity: RNS.Identity,
+        relay_hash: bytes,
+        stream_id: int,
+        opener: FrameOpener,
+        on_frame: Callable[[FrameDecrypted], None],
+        *,
+        receive_mode: str = MODE_AUTO,
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream_id = stream_id
+        self.opener = opener
+        self.on_frame = on_frame
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._lost_reported: dict[int, int] = {}
+        self.drops: dict[str, int] = {}
+        self.events: list[Event] = []
+        self._on_event_extra = on_event
+        self.client = RelayClient(
+            identity,
+            relay_hash,
+            receive_mode=receive_mode,
+            on_packet=self._on_packet,
+            on_tick=self._on_tick,
+            on_event=self._on_event,
+            clock=clock,
+        )
+
+    def connect(self) -> None:
+        self.client.connect()
+        self.client.subscribe(self.stream_id)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _on_event(self, event: Event) -> None:
+        self.events.append(event)
+        if self._on_event_extra is not None:
+            self._on_event_extra(event)
+
+    def _on_packet(self, data: bytes) -> None:
+        with self._lock:
+            events = self.opener.receive_packet(data, self.clock())
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[Any]) -> None:
+        for ev in events:
+            if isinstance(ev, FrameDecrypted):
+                try:
+                    self.on_frame(ev)
+                except Exception:
+                    log.exception("on_frame failed")
+            elif isinstance(ev, FrameDropped):
+                self.drops[ev.reason] = self.drops.get(ev.reason, 0) + 1
+
+    def _on_tick(self, now: float) -> list[bytes]:
+        """Expire partial frames and build this interval's receiver report."""
+        with self._lock:
+            expired = self.opener.expire(now)
+            tracks = self.opener.tracks()
+        self._dispatch(expired)
+        entries: list[TrackReport] = []
+        for (stream_id, track_id), st in sorted(tracks.items()):
+            if stream_id != self.stream_id or len(entries) >= MAX_REPORT_TRACKS:
+                continue
+            lost = max(0, st.frames_lost - self._lost_reported.get(track_id, 0))
+            self._lost_reported[track_id] = max(st.frames_lost, self._lost_reported.get(track_id, 0))
+            entries.append(TrackReport(track_id, st.highest_seq, lost))
+        return [encode_receiver_report(ReceiverReport(self.stream_id, tuple(entries)))]
