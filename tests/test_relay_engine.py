@@ -739,3 +739,79 @@ def test_queue_age_stats_follow_the_relay_clock() -> None:
     assert age["samples"] == 11
     assert age["p50"] == pytest.approx(50.0)
     assert age["max"] == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------- random operations keep the books straight
+
+
+def _check_books(eng: ForwardingEngine) -> None:
+    """Queue counters equal the queues' contents and stay inside the caps."""
+    cfg = eng.config
+    assert "internal_error" not in eng.stats()["drops"]
+    for sub in eng._subs.values():
+        items = [it for q in sub.queues for it in q]
+        assert sub.qpkts == len(items)
+        assert sub.qbytes == sum(len(it[1]) for it in items)
+        assert sub.qbytes <= cfg.max_queued_bytes and sub.qpkts <= cfg.max_queued_packets
+        assert all(len(it[1]) <= sub.mdu for it in items)
+        if sub.stalled:
+            assert not items
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["frame", "audio", "drain", "report", "loss", "tick", "join", "leave", "garbage", "wait"]
+        ),
+        st.integers(0, 3),  # subscriber index
+        st.integers(0, 2**16),  # free parameter
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_random_operations_never_raise_and_keep_queues_consistent(script) -> None:
+    cfg = EngineConfig(max_queued_bytes=12_000, max_queued_packets=40, max_subscribers_per_stream=3)
+    eng = ForwardingEngine(cfg)
+    eng.add_publisher(PUB, SID, 0.0)
+    mdus = [SMALL_MDU, BIG_MDU, 100, 431]
+    now = 0.0
+    seq = 0
+    for op, idx, arg in script:
+        link = b"sub-%d" % idx
+        if op == "frame":
+            seq += 1
+            feed(
+                eng, frame(seq, arg % 7, 50 + arg % 3000, key=arg % 5 == 0, disc=arg % 3 == 0, mdu=1000), now
+            )
+        elif op == "audio":
+            seq += 1
+            feed(eng, audio_frame(seq, 20 + arg % 200), now)
+        elif op == "drain":
+            out = eng.next_packets(link, now, 1 + arg % 20)
+            sub = eng._subs.get(link)
+            assert all(len(p) <= sub.mdu for p in out) if sub else out == []
+        elif op == "report":
+            eng.receive_packet(link, report(), now)
+        elif op == "loss":
+            eng.receive_packet(link, report(SID, TrackReport(VIDEO, seq, arg % 4)), now)
+        elif op == "tick":
+            for ev in eng.tick(now):
+                assert isinstance(ev, KeyframeRequested | SubscriberStalled | SubscriberResumed)
+        elif op == "join":
+            try:
+                eng.add_subscriber(link, SID, mdus[idx], now)
+            except SubscriberLimitError:
+                pass
+        elif op == "leave":
+            eng.remove_link(link if arg % 4 else PUB, now)
+            if not arg % 4:
+                eng.add_publisher(PUB, SID, now)
+        elif op == "garbage":
+            eng.receive_packet(link if arg % 2 else PUB, bytes([arg % 5]) + bytes(arg % 64), now)
+        else:
+            now += (arg % 400) / 1000
+        _check_books(eng)
+    eng.stats()
