@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from support_mls_tree import GROUP_ID, SUITE, grow, new_member
 
 from ciris_av_plugin.errors import MLSError
-from ciris_av_plugin.mls.messages import ParentNode, decode_ratchet_tree, encode_ratchet_tree
-from ciris_av_plugin.mls.tree import RatchetTree, TreeError
+from ciris_av_plugin.mls.crypto import CipherSuite
+from ciris_av_plugin.mls.messages import (
+    Capabilities,
+    Credential,
+    KeyPackage,
+    Lifetime,
+    ParentNode,
+    RequiredCapabilities,
+    decode_ratchet_tree,
+    encode_ratchet_tree,
+)
+from ciris_av_plugin.mls.tree import RatchetTree, TreeError, validate_key_package
 
 
 def _leaf():
@@ -144,3 +156,30 @@ def test_update_replaces_leaf_and_blanks_its_path() -> None:
     tree.update_leaf(1, new_leaf)
     assert tree.leaf(1) is new_leaf
     assert all(tree.nodes[x] is None for x in tree.direct_path(1))
+
+
+def test_key_package_validation_rules() -> None:
+    member = new_member(b"kp")
+    validate_key_package(SUITE, member.key_package, now=1_700_000_000)
+    with pytest.raises(TreeError):
+        validate_key_package(CipherSuite(3), member.key_package)
+    sig_priv, _ = SUITE.generate_signature_key_pair()
+    expired, _, _ = KeyPackage.create(SUITE, Credential.basic(b"old"), sig_priv, Lifetime(10, 20))
+    validate_key_package(SUITE, expired)  # no clock given: lifetime not checked
+    with pytest.raises(TreeError):
+        validate_key_package(SUITE, expired, now=21)
+    with pytest.raises(TreeError):
+        validate_key_package(SUITE, member.key_package, required=RequiredCapabilities([0x0A0A], [], []))
+    validate_key_package(SUITE, member.key_package, required=RequiredCapabilities([2], [1], [1]))
+
+
+def test_leaf_must_fit_the_group() -> None:
+    group = grow(3)
+    group.tree.check_leaf_fits(_leaf())
+    with pytest.raises(TreeError):
+        group.tree.check_leaf_fits(group.tree.leaf(1))  # repeats member 1's keys
+    with pytest.raises(TreeError):
+        group.tree.check_leaf_fits(group.tree.leaf(1), replacing=1)  # Update must change the HPKE key
+    no_basic = dataclasses.replace(_leaf(), capabilities=Capabilities(credentials=[2]))
+    with pytest.raises(TreeError):
+        group.tree.check_leaf_fits(no_basic)

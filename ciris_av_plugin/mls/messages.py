@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, TypeVar
 
 from .codec import DecodeError, Reader, Writer, decode_all
+from .errors import ProtocolError
 
 if TYPE_CHECKING:
     from .crypto import CipherSuite
@@ -219,7 +220,7 @@ class Credential(Struct):
         elif self.credential_type == CredentialType.X509:
             w.vector(self.certificates, Writer.opaque)
         else:
-            raise DecodeError(f"cannot encode credential type {self.credential_type}")
+            raise ProtocolError(f"cannot encode credential type {self.credential_type}")
 
     @classmethod
     def decode(cls, r: Reader) -> Credential:
@@ -356,7 +357,7 @@ class LeafNode(Struct):
         w.u8(int(self.leaf_node_source))
         if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
             if self.lifetime is None:
-                raise DecodeError("key_package leaf node without lifetime")
+                raise ProtocolError("key_package leaf node without lifetime")
             self.lifetime.encode(w)
         elif self.leaf_node_source == LeafNodeSource.COMMIT:
             w.opaque(self.parent_hash)
@@ -390,7 +391,7 @@ class LeafNode(Struct):
         self._encode_content(w)
         if self.leaf_node_source in (LeafNodeSource.UPDATE, LeafNodeSource.COMMIT):
             if group_id is None or leaf_index is None:
-                raise DecodeError("update/commit leaf node needs group_id and leaf_index to sign")
+                raise ProtocolError("update/commit leaf node needs group_id and leaf_index to sign")
             w.opaque(group_id).u32(leaf_index)
         return w.bytes()
 
@@ -401,7 +402,7 @@ class LeafNode(Struct):
     def verify(self, suite: CipherSuite, group_id: bytes | None = None, leaf_index: int | None = None) -> bool:
         try:
             tbs = self.tbs(group_id, leaf_index)
-        except DecodeError:
+        except ProtocolError:
             return False
         return suite.verify_with_label(self.signature_key, b"LeafNodeTBS", tbs, self.signature)
 
@@ -745,7 +746,7 @@ class ProposalOrRef(Struct):
         elif self.reference is not None:
             w.u8(ProposalOrRefType.REFERENCE).opaque(self.reference)
         else:
-            raise DecodeError("ProposalOrRef with neither proposal nor reference")
+            raise ProtocolError("ProposalOrRef with neither proposal nor reference")
 
     @classmethod
     def decode(cls, r: Reader) -> ProposalOrRef:

@@ -19,9 +19,13 @@ from .crypto import CipherSuite
 from .errors import ProtocolError
 from .messages import (
     ExtensionType,
+    KeyPackage,
     LeafNode,
     LeafNodeSource,
     ParentNode,
+    ProposalType,
+    ProtocolVersion,
+    RequiredCapabilities,
     decode_ratchet_tree,
     encode_node,
     encode_ratchet_tree,
@@ -360,6 +364,31 @@ class RatchetTree:
                     raise TreeError(f"parent {x} repeats an encryption key")
                 enc_keys.add(node.encryption_key)
 
+    def check_leaf_fits(self, leaf: LeafNode, replacing: int | None = None) -> None:
+        """Group-wide part of §7.3 for a leaf about to enter at ``replacing`` (None for an Add).
+
+        Its credential type must be supported by every member and it must support every
+        credential type in use; its signature and encryption keys must be new to the tree (the
+        leaf it replaces excepted for the signature key, which an Update may keep).
+        """
+        ctype = int(leaf.credential.credential_type)
+        own = {int(c) for c in leaf.capabilities.credentials}
+        for i, other in self.leaves():
+            if i == replacing:
+                if other.encryption_key == leaf.encryption_key:
+                    raise TreeError("an Update must change the encryption key (§7.3)")
+                continue
+            if ctype not in {int(c) for c in other.capabilities.credentials}:
+                raise TreeError(f"member {i} does not support credential type {ctype}")
+            if int(other.credential.credential_type) not in own:
+                raise TreeError(f"leaf does not support member {i}'s credential type")
+            if other.signature_key == leaf.signature_key or other.encryption_key == leaf.encryption_key:
+                raise TreeError(f"leaf repeats member {i}'s key")
+        for x in range(1, len(self.nodes), 2):
+            node = self.nodes[x]
+            if isinstance(node, ParentNode) and node.encryption_key == leaf.encryption_key:
+                raise TreeError(f"leaf repeats parent {x}'s encryption key")
+
     def verify(self, group_id: bytes) -> None:
         """What a joiner checks on a received tree (§12.4.3.1): leaves and parent hashes."""
         self.verify_leaves(group_id)
@@ -379,6 +408,69 @@ def check_leaf_capabilities(leaf: LeafNode, where: object) -> None:
             raise TreeError(f"leaf {where} uses extension {t} it does not list")
     if int(leaf.credential.credential_type) not in {int(c) for c in leaf.capabilities.credentials}:
         raise TreeError(f"leaf {where} credential type is not in its capabilities")
+
+
+DEFAULT_PROPOSAL_TYPES = frozenset(int(p) for p in ProposalType if p != ProposalType.RESERVED)
+"""§7.2: the seven RFC proposal types are "default" and are never listed in capabilities."""
+
+
+def validate_leaf_node(
+    suite: CipherSuite,
+    leaf: LeafNode,
+    source: LeafNodeSource,
+    *,
+    group_id: bytes | None = None,
+    leaf_index: int | None = None,
+    now: int | None = None,
+    required: RequiredCapabilities | None = None,
+) -> None:
+    """The per-leaf checks of §7.3; raises :class:`TreeError`.
+
+    ``source`` is what the context demands (key_package in a KeyPackage, update in an Update,
+    commit in an UpdatePath). ``now`` (seconds, passed in: no clock here) enables the lifetime
+    check; callers allow their own clock skew by moving ``now``. Group-wide checks (credential
+    types in use, key uniqueness) are :meth:`RatchetTree.check_leaf_fits`.
+    """
+    if leaf.leaf_node_source != source:
+        raise TreeError(f"leaf_node_source is {leaf.leaf_node_source!r}, expected {source!r}")
+    check_leaf_capabilities(leaf, leaf_index if leaf_index is not None else "new")
+    if not leaf.verify(suite, group_id, leaf_index):
+        raise TreeError("leaf node signature does not verify")
+    if now is not None and leaf.lifetime is not None and not leaf.lifetime.contains(now):
+        raise TreeError("leaf node lifetime does not cover the current time")
+    if required is not None:
+        check_required_capabilities(leaf, required)
+
+
+def check_required_capabilities(leaf: LeafNode, required: RequiredCapabilities) -> None:
+    """§11.1: every required extension, proposal and credential type is listed (defaults implied)."""
+    caps = leaf.capabilities
+    for t in required.extension_types:
+        if int(t) not in DEFAULT_EXTENSION_TYPES and int(t) not in {int(e) for e in caps.extensions}:
+            raise TreeError(f"leaf lacks required extension type {t}")
+    for t in required.proposal_types:
+        if int(t) not in DEFAULT_PROPOSAL_TYPES and int(t) not in {int(p) for p in caps.proposals}:
+            raise TreeError(f"leaf lacks required proposal type {t}")
+    for t in required.credential_types:
+        if int(t) not in {int(c) for c in caps.credentials}:
+            raise TreeError(f"leaf lacks required credential type {t}")
+
+
+def validate_key_package(
+    suite: CipherSuite,
+    kp: KeyPackage,
+    *,
+    now: int | None = None,
+    required: RequiredCapabilities | None = None,
+) -> None:
+    """§10.1: version and suite match, leaf valid as a key_package leaf, signature, init_key fresh."""
+    if kp.version != ProtocolVersion.MLS10 or kp.cipher_suite != suite.id:
+        raise TreeError("KeyPackage version or cipher suite does not match the group")
+    validate_leaf_node(suite, kp.leaf_node, LeafNodeSource.KEY_PACKAGE, now=now, required=required)
+    if not kp.verify(suite):
+        raise TreeError("KeyPackage signature does not verify")
+    if kp.init_key == kp.leaf_node.encryption_key:
+        raise TreeError("KeyPackage init_key equals its leaf encryption_key (§10.1)")
 
 
 def node_bytes(node: Node) -> bytes:

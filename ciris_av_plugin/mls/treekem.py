@@ -27,7 +27,7 @@ from .messages import (
     UpdatePath,
     UpdatePathNode,
 )
-from .tree import RatchetTree, TreeError, check_leaf_capabilities
+from .tree import RatchetTree, TreeError, validate_leaf_node
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,10 @@ def merge_update_path(tree: RatchetTree, sender: int, path: UpdatePath, group_id
     if tree.leaf(sender) is None:
         raise TreeKEMError(f"UpdatePath from blank leaf {sender}")
     leaf = path.leaf_node
-    if leaf.leaf_node_source != LeafNodeSource.COMMIT:
-        raise TreeKEMError("UpdatePath leaf node source is not commit (§7.3)")
-    check_leaf_capabilities(leaf, sender)
-    if not leaf.verify(suite, group_id, sender):
-        raise TreeKEMError("UpdatePath leaf node signature does not verify")
+    try:
+        validate_leaf_node(suite, leaf, LeafNodeSource.COMMIT, group_id=group_id, leaf_index=sender)
+    except TreeError as exc:
+        raise TreeKEMError(f"UpdatePath leaf node: {exc}") from exc
     new = tree.copy()
     new.blank_path(sender)
     pairs = new.filtered_direct_path_with_copath(sender)
@@ -247,6 +246,10 @@ def merge_update_path(tree: RatchetTree, sender: int, path: UpdatePath, group_id
     expected = new.set_path_parent_hashes(sender)
     if leaf.parent_hash != expected:
         raise TreeKEMError("UpdatePath leaf parent_hash does not match the path (§7.9.2)")
+    try:
+        new.check_leaf_fits(leaf, replacing=sender)
+    except TreeError as exc:
+        raise TreeKEMError(f"UpdatePath leaf node: {exc}") from exc
     new.nodes[2 * sender] = leaf
     return new
 
