@@ -20,7 +20,7 @@ def test_suite_1_parameters() -> None:
 
 
 def test_unsupported_suite() -> None:
-    for sid in (0, 4, 6, 0x4D, 0xFFFF):  # X448/Ed448 suites: no HPKE X448 in cryptography
+    for sid in (0, 8, 0x4D, 0xFFFF):
         with pytest.raises(UnsupportedSuite):
             CipherSuite(sid)
     assert issubclass(UnsupportedSuite, MLSError) and issubclass(CryptoError, MLSError)
@@ -131,3 +131,41 @@ def test_derive_key_pair_p521_uses_bitmask() -> None:
     for i in range(8):
         priv, pub = cs.derive_key_pair(bytes([i]) * 66)
         assert len(priv) == 66 and priv[0] <= 1 and len(pub) == 133
+
+
+@pytest.mark.parametrize("suite_id", [sid for sid, spec in sorted(SUITES.items()) if spec.kem.hpke_kem is not None])
+def test_soft_hpke_interoperates_with_cryptography(suite_id: int) -> None:
+    """Our RFC 9180 code and cryptography's Rust HPKE open each other's ciphertexts."""
+    cs = CipherSuite(suite_id)
+    priv, pub = cs.generate_hpke_key_pair()
+    enc, ct = cs.soft_hpke.seal(pub, b"info", b"aad", b"soft")
+    assert cs.hpke_open(priv, enc, b"info", b"aad", ct) == b"soft"
+    enc, ct = cs.hpke_seal(pub, b"info", b"aad", b"rust")
+    assert cs.soft_hpke.open(priv, enc, b"info", b"aad", ct) == b"rust"
+
+
+def test_hpke_export_rfc9180_a7() -> None:
+    """RFC 9180 A.7.1 (DHKEM(X25519), HKDF-SHA256, export-only AEAD 0xFFFF), receiver side."""
+    from ciris_av_plugin.mls.crypto import AES_128_GCM, DHKEMX25519, AeadSpec, SoftHPKE
+
+    export_only = AeadSpec(AES_128_GCM.cls, 16, 12, None, 0xFFFF)
+    soft = SoftHPKE(DHKEMX25519(), "sha256", export_only)
+    sk_r = bytes.fromhex("33d196c830a12f9ac65d6e565a590d80f04ee9b19c83c87f2c170d972a812848")
+    enc = bytes.fromhex("e5e8f9bfff6c2f29791fc351d2c25ce1299aa5eaca78a757c0b4fb4bcd830918")
+    info = bytes.fromhex("4f6465206f6e2061204772656369616e2055726e")
+    for ctx, want in (
+        ("", "7a36221bd56d50fb51ee65edfd98d06a23c4dc87085aa5866cb7087244bd2a36"),
+        ("00", "d5535b87099c6c3ce80dc112a2671c6ec8e811a2f284f948cec6dd1708ee33f0"),
+        ("54657374436f6e74657874", "ffaabc85a776136ca0c378e5d084c9140ab552b78f039d2e8775f26efff4c70e"),
+    ):
+        assert soft.export_receiver(sk_r, enc, info, bytes.fromhex(ctx), 32).hex() == want
+
+
+def test_external_init_export_roundtrip(cs: CipherSuite) -> None:
+    """§8.3: the joiner's exported init_secret equals what members derive from kem_output."""
+    priv, pub = cs.derive_key_pair(b"\x07" * cs.Nh)
+    label = b"MLS 1.0 external init secret"
+    kem_output, secret = cs.hpke_export_sender(pub, b"", label, cs.Nh)
+    assert cs.hpke_export_receiver(priv, kem_output, b"", label, cs.Nh) == secret
+    with pytest.raises(CryptoError):
+        cs.hpke_export_receiver(priv, kem_output[:-1], b"", label, cs.Nh)

@@ -7,8 +7,9 @@ a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if
 changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
 raw encodings for suite 1; big-endian scalars and uncompressed points for the NIST-curve suites.
 
-Implemented: suites 1 (required), 2, 3, 5 and 7. Suites 4 and 6 (X448/Ed448) are absent because
-``cryptography``'s HPKE has no X448 KEM.
+Implemented: all seven RFC 9420 suites. HPKE goes through ``cryptography``'s Rust HPKE where it
+has the KEM and through :class:`SoftHPKE` (RFC 9180 in Python over the same primitives) for X448
+(suites 4 and 6) and for the secret export that external init (§8.3) needs.
 
 Every failure on bad input (wrong key length, failed AEAD or HPKE open) raises :class:`CryptoError`;
 an unknown suite id raises :class:`UnsupportedSuite`.
@@ -25,7 +26,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
 from cryptography.hazmat.primitives import hashes, hpke
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -91,7 +92,8 @@ class KEM(Protocol):
     """What a cipher suite needs from its KEM; one class per KEM implements it."""
 
     kem_id: int
-    hpke_kem: object
+    hpke_kem: object | None
+    """cryptography's HPKE enum for this KEM, or None to run HPKE in Python (:class:`SoftHPKE`)."""
     n_enc: int
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]: ...
@@ -99,6 +101,8 @@ class KEM(Protocol):
     def private_key(self, priv: bytes) -> object: ...
     def public_key_obj(self, pub: bytes) -> object: ...
     def public_key(self, priv: bytes) -> bytes: ...
+    def encap(self, pub: bytes) -> tuple[bytes, bytes]: ...
+    def decap(self, enc: bytes, priv: bytes) -> bytes: ...
 
 
 class SignatureScheme(Protocol):
@@ -110,11 +114,45 @@ class SignatureScheme(Protocol):
     def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool: ...
 
 
-class _LabeledKDF:
-    """RFC 9180 §4 LabeledExtract/LabeledExpand with the KEM's suite_id = "KEM" || I2OSP(kem_id, 2)."""
+class _DHKEM:
+    """RFC 9180 §4.1 DHKEM over a subclass's Diffie-Hellman; LabeledExtract/LabeledExpand use the
+    KEM's own suite_id = "KEM" || I2OSP(kem_id, 2) and hash."""
 
     kem_id: int
     hash_name: str
+    n_secret: int
+
+    def generate(self) -> tuple[bytes, bytes]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def public_key(self, priv: bytes) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _exchange(self, priv: bytes, pub: bytes) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _dh(self, priv: bytes, pub: bytes) -> bytes:
+        """DH(sk, pk); a failed exchange or an all-zero result (small-order point) is refused."""
+        try:
+            out = self._exchange(priv, pub)
+        except ValueError as exc:
+            raise CryptoError("Diffie-Hellman failed") from exc
+        if not any(out):
+            raise CryptoError("Diffie-Hellman output is all zero")
+        return out
+
+    def _extract_and_expand(self, dh: bytes, kem_context: bytes) -> bytes:
+        eae_prk = self._labeled_extract(b"", b"eae_prk", dh)
+        return self._labeled_expand(eae_prk, b"shared_secret", kem_context, self.n_secret)
+
+    def encap(self, pub: bytes) -> tuple[bytes, bytes]:
+        """RFC 9180 §4.1 Encap: (shared_secret, enc) with a fresh ephemeral key."""
+        sk_e, pk_e = self.generate()
+        return self._extract_and_expand(self._dh(sk_e, pub), pk_e + pub), pk_e
+
+    def decap(self, enc: bytes, priv: bytes) -> bytes:
+        """RFC 9180 §4.1 Decap."""
+        return self._extract_and_expand(self._dh(priv, enc), enc + self.public_key(priv))
 
     def _suite_id(self) -> bytes:
         return b"KEM" + struct.pack(">H", self.kem_id)
@@ -128,7 +166,7 @@ class _LabeledKDF:
         return _hkdf_expand(self.hash_name, prk, labeled_info, length)
 
 
-class DHKEMX25519(_LabeledKDF):
+class DHKEMX25519(_DHKEM):
     """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
 
     kem_id = 0x0020
@@ -162,12 +200,53 @@ class DHKEMX25519(_LabeledKDF):
     def public_key(self, priv: bytes) -> bytes:
         return self.private_key(priv).public_key().public_bytes_raw()
 
+    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
+        return self.private_key(priv).exchange(self.public_key_obj(pub))
+
+
+class DHKEMX448(_DHKEM):
+    """DHKEM(X448, HKDF-SHA512), RFC 9180 §4.1 / §7.1.3; 56-byte raw keys. cryptography's HPKE has
+    no X448 KEM, so suites using it run HPKE through :class:`SoftHPKE`."""
+
+    kem_id = 0x0021
+    hpke_kem = None
+    hash_name = "sha512"
+    n_secret = 64
+    n_sk = 56
+    n_pk = 56
+    n_enc = 56
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
+        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
+        return sk, self.public_key(sk)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = x448.X448PrivateKey.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def private_key(self, priv: bytes) -> x448.X448PrivateKey:
+        if len(priv) != self.n_sk:
+            raise CryptoError(f"X448 private key must be {self.n_sk} bytes, got {len(priv)}")
+        return x448.X448PrivateKey.from_private_bytes(priv)
+
+    def public_key_obj(self, pub: bytes) -> x448.X448PublicKey:
+        if len(pub) != self.n_pk:
+            raise CryptoError(f"X448 public key must be {self.n_pk} bytes, got {len(pub)}")
+        return x448.X448PublicKey.from_public_bytes(pub)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self.private_key(priv).public_key().public_bytes_raw()
+
+    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
+        return self.private_key(priv).exchange(self.public_key_obj(pub))
+
 
 # RFC 9180 §7.1.3: DeriveKeyPair for the NIST curves retries at most this many candidates.
 DKP_MAX_CANDIDATES = 256
 
 
-class DHKEMNist(_LabeledKDF):
+class DHKEMNist(_DHKEM):
     """DHKEM(P-256/P-384/P-521, HKDF-SHA2), RFC 9180 §4.1. Private keys are big-endian scalars of
     Nsk bytes, public keys (and enc) uncompressed SEC1 points."""
 
@@ -178,6 +257,7 @@ class DHKEMNist(_LabeledKDF):
         self.curve = curve
         self.hash_name = hash_name
         self.n_sk = n_sk
+        self.n_secret = hashlib.new(hash_name).digest_size
         self.n_pk = 1 + 2 * n_sk
         self.n_enc = self.n_pk
         self.bitmask = bitmask
@@ -224,6 +304,9 @@ class DHKEMNist(_LabeledKDF):
     def _pub_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
         return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
+    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
+        return self.private_key(priv).exchange(ec.ECDH(), self.public_key_obj(pub))
+
 
 _CURVE_ORDERS = {
     "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
@@ -269,6 +352,37 @@ class Ed25519Scheme:
             return False
         try:
             ed25519.Ed25519PublicKey.from_public_bytes(pub).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class Ed448Scheme:
+    """Ed448 (RFC 8032, empty context); raw 57-byte keys, 114-byte signatures."""
+
+    n_priv = 57
+    n_pub = 57
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = ed448.Ed448PrivateKey.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def _priv(self, priv: bytes) -> ed448.Ed448PrivateKey:
+        if len(priv) != self.n_priv:
+            raise CryptoError(f"Ed448 private key must be {self.n_priv} bytes, got {len(priv)}")
+        return ed448.Ed448PrivateKey.from_private_bytes(priv)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self._priv(priv).public_key().public_bytes_raw()
+
+    def sign(self, priv: bytes, message: bytes) -> bytes:
+        return self._priv(priv).sign(message)
+
+    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
+        if len(pub) != self.n_pub:
+            return False
+        try:
+            ed448.Ed448PublicKey.from_public_bytes(pub).verify(signature, message)
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -332,11 +446,16 @@ class AeadSpec:
     nk: int
     nn: int
     hpke_aead: object
+    aead_id: int
+    """RFC 9180 §7.3 AEAD id (for the HPKE suite_id when HPKE runs in Python)."""
 
 
-AES_128_GCM = AeadSpec(AESGCM, 16, 12, hpke.AEAD.AES_128_GCM)
-AES_256_GCM = AeadSpec(AESGCM, 32, 12, hpke.AEAD.AES_256_GCM)
-CHACHA20_POLY1305 = AeadSpec(ChaCha20Poly1305, 32, 12, hpke.AEAD.CHACHA20_POLY1305)
+AES_128_GCM = AeadSpec(AESGCM, 16, 12, hpke.AEAD.AES_128_GCM, 0x0001)
+AES_256_GCM = AeadSpec(AESGCM, 32, 12, hpke.AEAD.AES_256_GCM, 0x0002)
+CHACHA20_POLY1305 = AeadSpec(ChaCha20Poly1305, 32, 12, hpke.AEAD.CHACHA20_POLY1305, 0x0003)
+
+# RFC 9180 §7.2 KDF ids by hash.
+HPKE_KDF_IDS = {"sha256": 0x0001, "sha384": 0x0002, "sha512": 0x0003}
 
 
 @dataclass(frozen=True)
@@ -380,6 +499,15 @@ SUITES: dict[int, SuiteSpec] = {
         CHACHA20_POLY1305,
         Ed25519Scheme(),
     ),
+    0x0004: SuiteSpec(
+        0x0004,
+        "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448",
+        DHKEMX448(),
+        "sha512",
+        hpke.KDF.HKDF_SHA512,
+        AES_256_GCM,
+        Ed448Scheme(),
+    ),
     0x0005: SuiteSpec(
         0x0005,
         "MLS_256_DHKEMP521_AES256GCM_SHA512_P521",
@@ -388,6 +516,15 @@ SUITES: dict[int, SuiteSpec] = {
         hpke.KDF.HKDF_SHA512,
         AES_256_GCM,
         EcdsaScheme(ec.SECP521R1(), hashes.SHA512(), 66),
+    ),
+    0x0006: SuiteSpec(
+        0x0006,
+        "MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448",
+        DHKEMX448(),
+        "sha512",
+        hpke.KDF.HKDF_SHA512,
+        CHACHA20_POLY1305,
+        Ed448Scheme(),
     ),
     0x0007: SuiteSpec(
         0x0007,
@@ -401,6 +538,69 @@ SUITES: dict[int, SuiteSpec] = {
 }
 
 
+class SoftHPKE:
+    """RFC 9180 base-mode HPKE (single-shot seal/open and the secret export) written over a
+    :class:`KEM`'s ``encap``/``decap``, the suite's HKDF and its AEAD.
+
+    Used for KEMs ``cryptography``'s HPKE does not offer (X448), and in tests as an independent
+    implementation to check the library path against. It also exposes the exporter secret, which
+    ``cryptography``'s single-shot API does not (§8.3 external init needs it).
+    """
+
+    MODE_BASE = 0x00
+
+    def __init__(self, kem: KEM, hash_name: str, aead: AeadSpec) -> None:
+        self.kem = kem
+        self.hash_name = hash_name
+        self.aead = aead
+        self.nh = hashlib.new(hash_name).digest_size
+        self.suite_id = b"HPKE" + struct.pack(">HHH", kem.kem_id, HPKE_KDF_IDS[hash_name], aead.aead_id)
+
+    def _extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        return _hkdf_extract(self.hash_name, salt, b"HPKE-v1" + self.suite_id + label + ikm)
+
+    def _expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        labeled = struct.pack(">H", length) + b"HPKE-v1" + self.suite_id + label + info
+        return _hkdf_expand(self.hash_name, prk, labeled, length)
+
+    def key_schedule(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes, bytes]:
+        """RFC 9180 §5.1 KeySchedule (mode_base, no PSK): (key, base_nonce, exporter_secret)."""
+        context = (
+            bytes([self.MODE_BASE])
+            + self._extract(b"", b"psk_id_hash", b"")
+            + self._extract(b"", b"info_hash", info)
+        )
+        secret = self._extract(shared_secret, b"secret", b"")
+        return (
+            self._expand(secret, b"key", context, self.aead.nk),
+            self._expand(secret, b"base_nonce", context, self.aead.nn),
+            self._expand(secret, b"exp", context, self.nh),
+        )
+
+    def seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
+        shared, enc = self.kem.encap(pub)
+        key, nonce, _ = self.key_schedule(shared, info)
+        return enc, self.aead.cls(key).encrypt(nonce, pt, aad)  # sequence 0: nonce = base_nonce
+
+    def open(self, priv: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
+        key, nonce, _ = self.key_schedule(self.kem.decap(enc, priv), info)
+        try:
+            return self.aead.cls(key).decrypt(nonce, ct, aad)
+        except (InvalidTag, ValueError) as exc:
+            raise CryptoError("HPKE open failed") from exc
+
+    def export_sender(self, pub: bytes, info: bytes, exporter_context: bytes, length: int) -> tuple[bytes, bytes]:
+        """SetupBaseS then Export: (enc, exported secret), RFC 9180 §5.3."""
+        shared, enc = self.kem.encap(pub)
+        _, _, exporter_secret = self.key_schedule(shared, info)
+        return enc, self._expand(exporter_secret, b"sec", exporter_context, length)
+
+    def export_receiver(self, priv: bytes, enc: bytes, info: bytes, exporter_context: bytes, length: int) -> bytes:
+        """SetupBaseR then Export, RFC 9180 §5.3."""
+        _, _, exporter_secret = self.key_schedule(self.kem.decap(enc, priv), info)
+        return self._expand(exporter_secret, b"sec", exporter_context, length)
+
+
 def _labeled(label: bytes) -> bytes:
     return MLS_LABEL_PREFIX + label
 
@@ -408,7 +608,7 @@ def _labeled(label: bytes) -> bytes:
 class CipherSuite:
     """The MLS operations of one cipher suite (RFC 9420 §5.1, §5.2, §8)."""
 
-    __slots__ = ("id", "spec", "Nh", "Nk", "Nn", "_hpke_suite")
+    __slots__ = ("id", "spec", "Nh", "Nk", "Nn", "_hpke_suite", "soft_hpke")
 
     def __init__(self, suite_id: int) -> None:
         spec = SUITES.get(suite_id)
@@ -419,7 +619,12 @@ class CipherSuite:
         self.Nh = hashlib.new(spec.hash_name).digest_size
         self.Nk = spec.aead.nk
         self.Nn = spec.aead.nn
-        self._hpke_suite = hpke.Suite(spec.kem.hpke_kem, spec.hpke_kdf, spec.aead.hpke_aead)
+        self.soft_hpke = SoftHPKE(spec.kem, spec.hash_name, spec.aead)
+        self._hpke_suite = (
+            None
+            if spec.kem.hpke_kem is None
+            else hpke.Suite(spec.kem.hpke_kem, spec.hpke_kdf, spec.aead.hpke_aead)
+        )
 
     def __repr__(self) -> str:
         return f"CipherSuite(0x{self.id:04x} {self.spec.name})"
@@ -514,6 +719,8 @@ class CipherSuite:
 
     def hpke_seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
         """SealBase; returns (enc, ciphertext)."""
+        if self._hpke_suite is None:
+            return self.soft_hpke.seal(pub, info, aad, pt)
         try:
             out = _hpke_encrypt_with_aad(
                 self._hpke_suite, pt, self.spec.kem.public_key_obj(pub), info=info, aad=aad
@@ -527,12 +734,25 @@ class CipherSuite:
         """OpenBase; any failure (bad enc, wrong key, tag) raises CryptoError."""
         if len(enc) != self.spec.kem.n_enc:
             raise CryptoError(f"HPKE enc must be {self.spec.kem.n_enc} bytes, got {len(enc)}")
+        if self._hpke_suite is None:
+            return self.soft_hpke.open(priv, enc, info, aad, ct)
         try:
             return _hpke_decrypt_with_aad(
                 self._hpke_suite, enc + ct, self.spec.kem.private_key(priv), info=info, aad=aad
             )
         except (InvalidTag, ValueError) as exc:
             raise CryptoError("HPKE open failed") from exc
+
+    def hpke_export_sender(self, pub: bytes, info: bytes, exporter_context: bytes, length: int) -> tuple[bytes, bytes]:
+        """SetupBaseS + Export (RFC 9180 §5.3): (kem_output, secret). §8.3 external init uses
+        info "" and context "MLS 1.0 external init secret"."""
+        return self.soft_hpke.export_sender(pub, info, exporter_context, length)
+
+    def hpke_export_receiver(self, priv: bytes, enc: bytes, info: bytes, exporter_context: bytes, length: int) -> bytes:
+        """SetupBaseR + Export (RFC 9180 §5.3)."""
+        if len(enc) != self.spec.kem.n_enc:
+            raise CryptoError(f"HPKE enc must be {self.spec.kem.n_enc} bytes, got {len(enc)}")
+        return self.soft_hpke.export_receiver(priv, enc, info, exporter_context, length)
 
     def encrypt_with_label(
         self, hpke_pub: bytes, label: bytes, context: bytes, plaintext: bytes
