@@ -97,6 +97,20 @@ def test_ciphertext_count_must_match_resolution() -> None:
         process_update_path(group.tree, group.privates[3], 0, UpdatePath(path.leaf_node, nodes), gc)
 
 
+def test_keyless_merge_checks_ciphertext_counts_when_told_the_new_leaves() -> None:
+    group = grow(4)
+    gc, result = _path(group)
+    path = result.update_path
+    nodes = [dataclasses.replace(n, encrypted_path_secret=list(n.encrypted_path_secret)) for n in path.nodes]
+    nodes[0].encrypted_path_secret.clear()
+    bad = UpdatePath(path.leaf_node, nodes)
+    merge_update_path(group.tree, 0, bad, GROUP_ID)  # structure and parent hash alone are fine
+    with pytest.raises(TreeKEMError, match="ciphertexts"):
+        merge_update_path(group.tree, 0, bad, GROUP_ID, excluded_leaves=())
+    merged = merge_update_path(group.tree, 0, path, GROUP_ID, excluded_leaves=())
+    assert merged.to_bytes() == result.tree.to_bytes()
+
+
 def test_wrong_context_does_not_decrypt() -> None:
     group = grow(4)
     gc, result = _path(group)

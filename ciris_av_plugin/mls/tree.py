@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import tree_math as tm
-from .codec import DecodeError, Writer
+from .codec import Writer
 from .crypto import CipherSuite
 from .errors import ProtocolError
 from .messages import (
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 Node = LeafNode | ParentNode
 
-# LeafIndex is a uint32 (§7.8), and a tree is full, so this many leaves is the hard ceiling; a
-# ratchet_tree extension claiming more nodes is refused before any allocation.
+# LeafIndex is a uint32 (§7.8), but no group here comes near that: a million members is far beyond
+# a video call, and the cap keeps add_leaf's doubling and any decoded tree's padding bounded. (A
+# decoded ratchet_tree is smaller still: codec.MAX_VECTOR_ITEMS caps its node count.)
 MAX_TREE_LEAVES = 1 << 20
-"""A million members: far beyond a video call, low enough that a hostile node count is cheap to refuse."""
 
 
 class TreeError(ProtocolError):
@@ -480,4 +480,14 @@ def node_bytes(node: Node) -> bytes:
     return w.bytes()
 
 
-__all__ = ["RatchetTree", "TreeError", "Node", "MAX_TREE_LEAVES", "DecodeError", "node_bytes"]
+__all__ = [
+    "RatchetTree",
+    "TreeError",
+    "Node",
+    "MAX_TREE_LEAVES",
+    "node_bytes",
+    "validate_leaf_node",
+    "validate_key_package",
+    "check_leaf_capabilities",
+    "check_required_capabilities",
+]

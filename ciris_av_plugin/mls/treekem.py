@@ -223,10 +223,20 @@ def create_update_path(
     return PathResult(new, private, commit_secret, gc, path, secrets)
 
 
-def merge_update_path(tree: RatchetTree, sender: int, path: UpdatePath, group_id: bytes) -> RatchetTree:
-    """Apply a received UpdatePath's public part and check the sender's parent hash (§7.5, §7.9.2).
+def merge_update_path(
+    tree: RatchetTree,
+    sender: int,
+    path: UpdatePath,
+    group_id: bytes,
+    excluded_leaves: Collection[int] | None = None,
+) -> RatchetTree:
+    """Apply a received UpdatePath's public part and check what needs no private key (§7.5, §7.9.2).
 
-    Returns a new tree; ``tree`` is unchanged.
+    Checks the new leaf (§7.3, source commit, signed for ``group_id`` and ``sender``), the node
+    count against the filtered direct path and the leaf's parent hash. With ``excluded_leaves``
+    (the leaves added by the same commit; pass ``()`` if none) it also checks that every node
+    carries one ciphertext per resolution node (§7.6), which is all a keyless relay can verify of
+    the encryption. Returns a new tree; ``tree`` is unchanged.
     """
     suite = tree.suite
     if tree.leaf(sender) is None:
@@ -241,6 +251,13 @@ def merge_update_path(tree: RatchetTree, sender: int, path: UpdatePath, group_id
     pairs = new.filtered_direct_path_with_copath(sender)
     if len(pairs) != len(path.nodes):
         raise TreeKEMError(f"UpdatePath has {len(path.nodes)} nodes, filtered direct path {len(pairs)}")
+    if excluded_leaves is not None:
+        for (_, sib), upn in zip(pairs, path.nodes, strict=True):
+            want = len(_resolution_excluding(new, sib, excluded_leaves))
+            if len(upn.encrypted_path_secret) != want:
+                raise TreeKEMError(
+                    f"{len(upn.encrypted_path_secret)} ciphertexts for a resolution of {want} nodes (§7.6)"
+                )
     for (p, _), upn in zip(pairs, path.nodes, strict=True):
         new.nodes[p] = ParentNode(upn.encryption_key, b"", [])
     expected = new.set_path_parent_hashes(sender)
@@ -271,7 +288,7 @@ def process_update_path(
     me = private.leaf_index
     if me == sender:
         raise TreeKEMError("a member does not process its own UpdatePath")
-    new = merge_update_path(tree, sender, path, group_context.group_id)
+    new = merge_update_path(tree, sender, path, group_context.group_id, excluded_leaves)
     pairs = new.filtered_direct_path_with_copath(sender)
     gc, ctx = _context_bytes(group_context, new)
 
