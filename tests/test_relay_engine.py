@@ -815,3 +815,53 @@ def test_random_operations_never_raise_and_keep_queues_consistent(script) -> Non
             now += (arg % 400) / 1000
         _check_books(eng)
     eng.stats()
+
+
+# ---------------------------------------------------------------- in-flight age from receiver reports
+
+
+def test_media_stuck_in_the_path_skips_the_subscriber_to_the_next_keyframe() -> None:
+    cfg = EngineConfig()
+    eng = engine_with(2, config=cfg)
+    fast, backed_up = b"sub-0", b"sub-1"
+    t = 0.0
+    seq = 0
+    completed = {fast: -1, backed_up: -1}
+    reset_at = None
+    while t < 3.0:
+        feed(eng, frame(seq, seq // 30, 1200, key=seq % 30 == 0), t)
+        for link in (fast, backed_up):
+            for h in headers(drain(eng, link, t)):
+                # The backed-up subscriber's path delivers nothing after 0.5 s.
+                if link == fast or t < 0.5:
+                    completed[link] = max(completed[link], h.frame_seq)
+        if round(t * 30) % 3 == 0:
+            for link in (fast, backed_up):
+                eng.receive_packet(link, report(SID, TrackReport(VIDEO, max(completed[link], 0))), t)
+        eng.tick(t)
+        if reset_at is None and eng.stats()["inflight_resets"]:
+            reset_at = t
+        seq += 1
+        t = round(t + 1 / 30, 6)
+    # Judged only once a frame has been unreported for max_inflight_age.
+    assert (
+        reset_at is not None and 0.5 + cfg.max_inflight_age <= reset_at <= 0.5 + cfg.max_inflight_age + 0.15
+    )
+    fast_stats = eng.stats()["subscribers"][fast.hex()]
+    slow_stats = eng.stats()["subscribers"][backed_up.hex()]
+    assert fast_stats["drops"] == {} and fast_stats["inflight_ms"] < 150
+    assert slow_stats["drops"].get("await_keyframe", 0) > 0
+    assert completed[fast] == seq - 1
+
+
+def test_bare_liveness_reports_are_not_judged_for_in_flight_age() -> None:
+    eng = engine_with(1)
+    t = 0.0
+    for seq in range(90):
+        feed(eng, frame(seq, seq // 30, 500, key=seq % 30 == 0), t)
+        drain(eng, b"sub-0", t)
+        keep_alive(eng, [b"sub-0"], t)
+        eng.tick(t)
+        t += 1 / 30
+    assert eng.stats()["inflight_resets"] == 0
+    assert eng.stats()["drops"] == {}

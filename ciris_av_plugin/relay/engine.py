@@ -123,6 +123,9 @@ _HALF = 0x80000000
 # Queue-age samples kept for the p50/max figures in stats(): ~4 s of egress at 1,000 packets/s,
 # enough for a stable median, small enough to sort on demand.
 AGE_SAMPLES = 4096
+# Frames remembered per subscriber track for the in-flight age: 17 s of 30 fps video, far past
+# max_inflight_age, so the log is never what limits the measurement.
+INFLIGHT_LOG = 512
 # Events buffered between two tick() calls; a transport that stops ticking cannot grow memory.
 MAX_PENDING_EVENTS = 1024
 
@@ -152,6 +155,7 @@ DROP_REASONS = {
     "cap_gop": "byte/packet cap: oldest group of pictures shed",
     "cap_audio": "byte/packet cap with no video left: oldest audio shed",
     "cap_control": "control queue full",
+    "inflight_gop": "too much media in flight unreported: rest of the group of pictures dropped",
     "link_removed": "queued when the subscriber link went away",
     "internal_error": "a bug in the engine (logged); the packet was dropped",
 }
@@ -200,6 +204,10 @@ class EngineConfig:
     " fragments (0.5 s of 2 Mbit/s at the 431-byte MDU is ~290 packets)."
     max_control_packets: int = 64
     "Control packets queued per subscriber; control is small and never aged out, so it is capped."
+    max_inflight_age: float = 1.0
+    "Seconds a sent frame may go unreported as complete before the subscriber skips to the next"
+    " keyframe: twice the queue's video bound, so a healthy link (one-way latency plus the 100 ms"
+    " report interval) is far below it while a backlog in RNS or socket buffers is caught."
     min_mdu: int = FRAG_HEADER_LEN + 1
     "Smallest subscriber MDU accepted: a fragment header plus one byte of payload."
 
@@ -265,7 +273,9 @@ class _Sub:
         "waiting",
         "skip_frame",
         "sent_gop",
-        "highest",
+        "inflight",
+        "inflight_age",
+        "reported",
         "lost",
         "pkts_out",
         "bytes_out",
@@ -290,7 +300,13 @@ class _Sub:
         self.skip_frame: dict[int, int] = {}
         # track key -> gop of the last keyframe fragment sent (older groups still queued are stale).
         self.sent_gop: dict[int, int] = {}
-        self.highest: dict[int, int | None] = {}
+        # track key -> (frame_seq, relay time its first packet was sent) of frames not yet reported
+        # complete: how long the path (RNS and socket buffers) has been holding media for it.
+        self.inflight: dict[int, deque[tuple[int, float]]] = {}
+        self.inflight_age = 0.0
+        # Track keys this subscriber reports progress on; only those are judged for in-flight age
+        # (a bare liveness report says nothing about a track).
+        self.reported: set[int] = set()
         self.lost = 0
         self.pkts_out = 0
         self.bytes_out = 0
@@ -339,6 +355,7 @@ class ForwardingEngine:
         self._kf_no_publisher = 0
         self._events_dropped = 0
         self._stalls = 0
+        self._inflight_resets = 0
         self._resumes = 0
 
     # ------------------------------------------------------------------ membership
@@ -579,15 +596,47 @@ class ForwardingEngine:
         if sub.stalled:
             self._resume(sub, now)
         sid8 = report.stream_id << 8
+        inflight = sub.inflight
         for tr in report.tracks:
             tkey = sid8 | tr.track_id
-            if tr.highest_seq is not None:
-                sub.highest[tkey] = tr.highest_seq
+            if tkey not in sub.reported and tr.track_id in stream.tracks:
+                sub.reported.add(tkey)
+            log_ = inflight.get(tkey)
+            if log_ and tr.highest_seq is not None:
+                high = tr.highest_seq
+                while log_ and not _newer(log_[0][0], high):
+                    log_.popleft()
             if tr.lost:
                 sub.lost += tr.lost
                 track = stream.tracks.get(tr.track_id)
                 if track is not None and not track.audio:
                     self._request_keyframe(track, now)
+        self._check_inflight(sub, now)
+
+    def _check_inflight(self, sub: _Sub, now: float) -> None:
+        """Bound the age of media the path holds for ``sub`` (ARCHITECTURE.md, receiver reports).
+
+        RNS gives no backpressure, so a frame sent long ago and still not reported complete means
+        the link's buffers hold a backlog the relay can no longer drop from. Past
+        ``max_inflight_age`` the subscriber skips to the next keyframe of each video track (drop
+        policy step 2 applied early) so the backlog drains instead of growing; the log is reset so
+        the next decision rests on frames sent after this one.
+        """
+        oldest = now
+        reported = sub.reported
+        for tkey, log_ in sub.inflight.items():
+            if log_ and log_[0][1] < oldest and tkey in reported:
+                oldest = log_[0][1]
+        sub.inflight_age = age = now - oldest
+        if age <= self.config.max_inflight_age:
+            return
+        self._inflight_resets += 1
+        for tkey, log_ in sub.inflight.items():
+            track = self._tracks.get(tkey)
+            if track is not None and not track.audio and track.last_gop is not None:
+                self._drop_gop(sub, tkey, track.last_gop, "inflight_gop", now)
+            log_.clear()
+        sub.inflight_age = 0.0
 
     # ------------------------------------------------------------------ egress
 
@@ -607,6 +656,7 @@ class ForwardingEngine:
         frames = 0
         disc_age = self.config.discardable_max_age
         queues = sub.queues
+        inflight = sub.inflight
         for cls in range(_N_CLASSES):
             q = queues[cls]
             if not q:
@@ -639,6 +689,12 @@ class ForwardingEngine:
                     age_max = age
                 if item[_I_FIRST]:
                     frames += 1
+                    tkey = item[_I_TKEY]
+                    if tkey >= 0:
+                        log_ = inflight.get(tkey)
+                        if log_ is None:
+                            log_ = inflight[tkey] = deque(maxlen=INFLIGHT_LOG)
+                        log_.append((item[_I_SEQ], now))
                 if len(out) >= max_packets:
                     break
             if len(out) >= max_packets:
@@ -691,10 +747,21 @@ class ForwardingEngine:
         """Drop one whole video frame: queued fragments now, later ones on arrival."""
         sub.skip_frame[tkey] = seq
         self._purge(sub, lambda it: it[_I_TKEY] == tkey and it[_I_SEQ] == seq, reason)
+        log_ = sub.inflight.get(tkey)
+        if log_:
+            # A frame whose head was sent will now never complete: stop counting it as in flight.
+            kept = [e for e in log_ if e[0] != seq]
+            if len(kept) != len(log_):
+                log_.clear()
+                log_.extend(kept)
 
     def _drop_gop(self, sub: _Sub, tkey: int, gop: int, reason: str, now: float) -> None:
         """Drop the rest of group ``gop`` (and older) of one track; resume at a newer keyframe."""
         self._purge(sub, lambda it: it[_I_TKEY] == tkey and not _newer(it[_I_GOP], gop), reason)
+        log_ = sub.inflight.get(tkey)
+        if log_:
+            # Frames of the dropped group will not complete; the track restarts at a keyframe.
+            log_.clear()
         track = self._tracks.get(tkey)
         if track is None:
             return
@@ -784,6 +851,8 @@ class ForwardingEngine:
         sub.stalled_at = now
         sub.skip_frame.clear()
         sub.sent_gop.clear()
+        sub.inflight.clear()
+        sub.inflight_age = 0.0
         self._stalls += 1
         self._push_event(SubscriberStalled(sub.link_id, sub.last_report, dropped))
         log.debug("subscriber %s stalled (%d packets dropped)", sub.link_id.hex(), dropped)
@@ -883,6 +952,7 @@ class ForwardingEngine:
                 "queued_packets": sub.qpkts,
                 "queued_bytes": sub.qbytes,
                 "waiting_keyframe": len(sub.waiting),
+                "inflight_ms": sub.inflight_age * 1000.0,
                 "packets_out": sub.pkts_out,
                 "bytes_out": sub.bytes_out,
                 "reports": sub.reports,
@@ -915,6 +985,7 @@ class ForwardingEngine:
                 "pending": len(self._kf_pending),
             },
             "stalls": self._stalls,
+            "inflight_resets": self._inflight_resets,
             "resumes": self._resumes,
             "events_dropped": self._events_dropped,
             "streams": len(self._streams),
