@@ -51,3 +51,13 @@ def test_exporter_binds_label_and_context() -> None:
 def test_welcome_key_nonce_lengths() -> None:
     key, nonce = welcome_key_nonce(CS, b"\x0e" * 32)
     assert (len(key), len(nonce)) == (CS.Nk, CS.Nn)
+
+
+def test_external_init_members_recover_joiner_init_secret() -> None:
+    from ciris_av_plugin.mls.key_schedule import external_init_receiver, external_init_sender
+
+    secrets = derive_epoch_secrets(CS, b"\x0a" * 32, b"\x0b" * 32, None, GC)
+    priv, pub = secrets.external_key_pair(CS)
+    kem_output, init_secret = external_init_sender(CS, pub)
+    assert len(init_secret) == CS.Nh
+    assert external_init_receiver(CS, priv, kem_output) == init_secret

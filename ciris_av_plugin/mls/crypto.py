@@ -2,9 +2,9 @@
 
 A :class:`CipherSuite` is built from a table of :class:`SuiteSpec` entries. Each entry names a KEM, a
 KDF hash, an AEAD and a signature scheme; the KEM and the signature scheme are small classes, so adding
-a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if new, a KEM class with
-``derive_key_pair``/``generate``/``public_key`` and the ``hpke`` enum to seal with — nothing else here
-changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
+a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if new, a KEM class
+(the :class:`KEM` protocol: ``derive_key_pair``, ``generate``, key decoding, ``encap``/``decap``, and
+the ``cryptography`` HPKE enum when that library has the KEM) — nothing else here changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
 raw encodings for suite 1; big-endian scalars and uncompressed points for the NIST-curve suites.
 
 Implemented: all seven RFC 9420 suites. HPKE goes through ``cryptography``'s Rust HPKE where it
@@ -62,16 +62,25 @@ _hpke_decrypt_with_aad = _rust_openssl.hpke._decrypt_with_aad
 # HKDF over a named hash (stdlib hmac: small inputs, so avoiding object setup matters for the ratchets)
 
 
+_DIGEST_SIZES: dict[str, int] = {}
+
+
+def _digest_size(hash_name: str) -> int:
+    """Output length of a named hash, cached: ``hashlib.new`` per ratchet step costs more than the HMAC."""
+    size = _DIGEST_SIZES.get(hash_name)
+    if size is None:
+        size = _DIGEST_SIZES[hash_name] = hashlib.new(hash_name).digest_size
+    return size
+
+
 def _hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
-    """RFC 5869 Extract; an empty salt means a block of zeros of the hash length (HMAC pads it)."""
-    if not salt:
-        salt = bytes(hashlib.new(hash_name).digest_size)
-    return hmac.digest(salt, ikm, hash_name)
+    """RFC 5869 Extract; an empty salt means a block of zeros of the hash length."""
+    return hmac.digest(salt or bytes(_digest_size(hash_name)), ikm, hash_name)
 
 
 def _hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     """RFC 5869 Expand."""
-    nh = hashlib.new(hash_name).digest_size
+    nh = _digest_size(hash_name)
     if length < 0 or length > HKDF_MAX_BLOCKS * nh:
         raise CryptoError(f"HKDF-Expand length {length} out of range")
     out = b""

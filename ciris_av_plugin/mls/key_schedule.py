@@ -29,10 +29,14 @@ __all__ = [
     "confirmation_tag",
     "confirmed_transcript_hash",
     "interim_transcript_hash",
+    "external_init_sender",
+    "external_init_receiver",
 ]
 
 # PSKLabel carries index and count as uint16 (§8.4), so no commit can inject more PSKs than this.
 MAX_PSKS = 0xFFFF
+# §8.3: the HPKE exporter context of an external init (the full label, no prefix added).
+EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
 
 
 @dataclass(frozen=True)
@@ -185,3 +189,13 @@ def interim_transcript_hash(suite: CipherSuite, confirmed: bytes, tag: bytes) ->
     return suite.hash(confirmed + Writer().opaque(tag).bytes())
 
 
+
+
+def external_init_sender(suite: CipherSuite, external_pub: bytes) -> tuple[bytes, bytes]:
+    """§8.3 joiner side: (kem_output for the ExternalInit proposal, init_secret for the new epoch)."""
+    return suite.hpke_export_sender(external_pub, b"", EXTERNAL_INIT_LABEL, suite.Nh)
+
+
+def external_init_receiver(suite: CipherSuite, external_priv: bytes, kem_output: bytes) -> bytes:
+    """§8.3 member side: the init_secret a joiner sent in an ExternalInit proposal."""
+    return suite.hpke_export_receiver(external_priv, kem_output, b"", EXTERNAL_INIT_LABEL, suite.Nh)
