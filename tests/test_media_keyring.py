@@ -114,8 +114,9 @@ def test_hold_release_by_epoch_and_expiry():
     hold.hold(encode_kid(1, 0, 6, 1), "c6", 100, now=1.2)
     assert [f.item for f in hold.release(6, now=1.3)] == ["a6", "c6"]
     assert len(hold) == 1 and hold.held_bytes == 100
-    assert hold.expire(1.1 + FUTURE_HOLD_S) == []
-    assert [f.item for f in hold.expire(1.1 + FUTURE_HOLD_S + 0.001)] == ["b7"]
+    assert hold.expire(1.1 + FUTURE_HOLD_S - 0.001) == []
+    assert hold.next_expiry() == 1.1 + FUTURE_HOLD_S
+    assert [f.item for f in hold.expire(hold.next_expiry())] == ["b7"]
     assert hold.held_bytes == 0
     assert hold.counters == {"held": 3, "released": 2, "expired": 1, "overflow": 0}
 

@@ -7,14 +7,14 @@ reads it in clear but cannot change it. The frame object travels as fragments (:
 The opener is a sans-I/O state machine: ``receive_packet(packet, now) -> events``. Its pipeline
 for each packet is: fragment header -> :class:`~.reassembly.Reassembler` -> forwarding header
 checks -> SFrame header -> KID checks -> :class:`~.keyring.EpochKeyRing` (or the future-frame
-hold) -> :class:`~.replay.ReplayWindow` check -> decrypt -> replay commit -> per-track state.
+hold) -> :class:`~.replay.ReplayWindow` check -> decrypt -> replay commit ->
+:class:`~.ordering.FrameOrderer` (in-order release per track, loss and keyframe gating).
 Every refusal is a :class:`FrameDropped` event and a counter; no :class:`MediaError` escapes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import MediaError
@@ -28,18 +28,16 @@ from .errors import (
     SFrameError,
     UnknownKeyError,
 )
+from .events import FrameDecrypted, FrameDropped, FrameEvent, FrameHeld
 from .keyring import EpochKeyRing, EpochKeys, FutureFrameHold, HeldFrame
 from .kid import encode_kid
+from .ordering import FrameOrderer, TrackStats
 from .reassembly import FrameAbandoned, FrameComplete, Reassembler
 from .replay import ReplayWindow
 from .sframe import MAX_CTR, MEDIA_SUITE, SFrameKey, encode_header, parse_ciphertext, suite_params
 from .wire import FH_LEN, ForwardingHeader, FragmentHeader
 
 log = logging.getLogger(__name__)
-
-# Per-track receive state kept at once. Tracks are created only by authenticated frames, so
-# this counts real (stream, track) pairs: a conference of 64 senders x a few tracks is ~256.
-MAX_TRACKS = 1024
 
 # Drop reasons (FrameDropped.reason and FrameOpener.counters keys).
 DROP_MALFORMED = "malformed_fragment"
@@ -193,65 +191,6 @@ class FrameSealer:
         return SealedFrame(header=fh, frame_object=metadata + ct, kid=kid, ctr=ctr, epoch=self._epoch)
 
 
-# --- receiver events --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FrameDecrypted:
-    """A frame authenticated and decrypted."""
-
-    header: ForwardingHeader
-    """Its forwarding header (authenticated as AAD)."""
-    payload: bytes
-    """The plaintext media frame."""
-    kid: int
-    epoch: int
-    """MLS epoch whose key opened it."""
-    ctr: int
-    sender_leaf: int
-    """MLS leaf index from the KID (not an authenticated sender: RFC 9605 §9.2)."""
-    decodable: bool = True
-    """False for video that follows a gap or a late start before a keyframe came."""
-
-
-@dataclass(frozen=True, slots=True)
-class FrameDropped:
-    """A packet or frame was refused; ``reason`` is one of the ``DROP_*`` constants."""
-
-    reason: str
-    stream_id: int | None = None
-    track_id: int | None = None
-    frame_seq: int | None = None
-    kid: int | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FrameHeld:
-    """A whole frame whose KID names a future epoch was parked until its key is installed."""
-
-    stream_id: int
-    track_id: int
-    frame_seq: int
-    kid: int
-
-
-FrameEvent = FrameDecrypted | FrameDropped | FrameHeld
-
-
-@dataclass(slots=True)
-class TrackStats:
-    """Receive state of one (stream, track): what receiver reports carry."""
-
-    kind: int
-    highest_seq: int | None = None
-    """Highest frame sequence decrypted on this track."""
-    frames_completed: int = 0
-    frames_lost: int = 0
-    """Sequence numbers skipped over and not (yet) received late."""
-    waiting_for_keyframe: bool = True
-
-
 @dataclass(slots=True)
 class _Pending:
     """A reassembled frame whose headers checked out, waiting for (or given to) its key."""
@@ -278,14 +217,13 @@ class FrameOpener:
         reassembler: Reassembler | None = None,
         replay: ReplayWindow | None = None,
         hold: FutureFrameHold[_Pending] | None = None,
-        max_tracks: int = MAX_TRACKS,
+        orderer: FrameOrderer | None = None,
     ) -> None:
         self.keyring = keyring if keyring is not None else EpochKeyRing()
         self.reassembler = reassembler if reassembler is not None else Reassembler()
         self.replay = replay if replay is not None else ReplayWindow()
         self.hold: FutureFrameHold[_Pending] = hold if hold is not None else FutureFrameHold()
-        self.max_tracks = max_tracks
-        self._tracks: OrderedDict[tuple[int, int], TrackStats] = OrderedDict()
+        self.orderer = orderer if orderer is not None else FrameOrderer()
         self.counters: dict[str, int] = {"packets": 0, "frames_decrypted": 0, "frames_held": 0}
 
     # -- public verbs ---------------------------------------------------------------------
@@ -306,20 +244,35 @@ class FrameOpener:
         return self.install_epoch(keys.epoch, keys.base_key, keys.leaf_count, now)
 
     def expire(self, now: float) -> list[FrameEvent]:
-        """Drop what ran out of time: partial frames, held frames, superseded epochs."""
+        """Act on time: drop late partial and held frames, wipe superseded epochs, and release
+        frames whose reorder wait ran out."""
         events: list[FrameEvent] = [self._abandoned(a) for a in self.reassembler.expire(now)]
         for held in self.hold.expire(now):
             events.append(self._held_drop(held, DROP_HOLD_EXPIRED))
         self._forget_epochs(self.keyring.expire(now))
+        events += self.orderer.expire(now)
         return events
 
     def next_expiry(self) -> float | None:
+        """When :meth:`expire` next has work to do, for the caller's timer (None: nothing pending)."""
         times = [
             t
-            for t in (self.reassembler.next_expiry(), self.hold.next_expiry(), self.keyring.next_expiry())
+            for t in (
+                self.reassembler.next_expiry(),
+                self.hold.next_expiry(),
+                self.keyring.next_expiry(),
+                self.orderer.next_expiry(),
+            )
             if t is not None
         ]
         return min(times) if times else None
+
+    def abandon_stream(self, stream_id: int, now: float) -> list[FrameEvent]:
+        """The link carrying ``stream_id`` went away mid-frame: drop its partial frames and
+        release what waits in order, so nothing of it lingers until a deadline."""
+        events: list[FrameEvent] = [self._abandoned(a) for a in self.reassembler.abandon_stream(stream_id)]
+        events += self.orderer.flush_stream(stream_id, now)
+        return events
 
     def receive_packet(self, packet: bytes | memoryview, now: float) -> list[FrameEvent]:
         """Take one media link packet (fragment header + chunk)."""
@@ -353,18 +306,15 @@ class FrameOpener:
 
         An unseen track is waiting (a late joiner starts at a keyframe); audio never waits.
         """
-        st = self._tracks.get((stream_id, track_id))
-        return True if st is None else st.waiting_for_keyframe
+        return self.orderer.waiting_for_keyframe(stream_id, track_id)
 
     def track_stats(self, stream_id: int, track_id: int) -> TrackStats | None:
-        st = self._tracks.get((stream_id, track_id))
-        return None if st is None else TrackStats(**{f: getattr(st, f) for f in TrackStats.__slots__})
+        """A copy of one track's receive state, or None for a track never seen."""
+        return self.orderer.stats(stream_id, track_id)
 
     def tracks(self) -> dict[tuple[int, int], TrackStats]:
         """A copy of every track's receive state (for receiver reports)."""
-        return {
-            k: TrackStats(**{f: getattr(v, f) for f in TrackStats.__slots__}) for k, v in self._tracks.items()
-        }
+        return self.orderer.all_stats()
 
     # -- pipeline -------------------------------------------------------------------------
 
@@ -419,58 +369,15 @@ class FrameOpener:
             return [self._drop(FrameDropped(DROP_AUTH, *ids, detail=str(exc)))]
         self.replay.commit(sh.kid, sh.ctr)
         self.counters["frames_decrypted"] += 1
-        decodable = self._track_update(fh)
-        return [
-            FrameDecrypted(
-                header=fh,
-                payload=plaintext,
-                kid=sh.kid,
-                epoch=resolved.epoch,
-                ctr=sh.ctr,
-                sender_leaf=resolved.parts.sender_leaf,
-                decodable=decodable,
-            )
-        ]
-
-    def _track_update(self, fh: ForwardingHeader) -> bool:
-        """Update loss and keyframe state; returns whether the frame may be decoded now.
-
-        Video frames depend on earlier ones, so after a late start or a gap in frame_seq
-        decoding waits for a keyframe (RFC 9605 §10.2). A frame older than one already
-        delivered is late: the decoder has moved past it, so it is not decodable (unless it
-        is audio, where every frame stands alone).
-        """
-        key = (fh.stream_id, fh.track_id)
-        st = self._tracks.get(key)
-        if st is None:
-            st = TrackStats(kind=fh.kind, waiting_for_keyframe=fh.kind != wire.KIND_AUDIO)
-            self._tracks[key] = st
-            while len(self._tracks) > self.max_tracks:
-                self._tracks.popitem(last=False)
-        else:
-            self._tracks.move_to_end(key)
-        st.frames_completed += 1
-        audio = fh.kind == wire.KIND_AUDIO
-        late = st.highest_seq is not None and fh.frame_seq <= st.highest_seq
-        if late:
-            if fh.frame_seq < st.highest_seq and st.frames_lost:  # type: ignore[operator]
-                st.frames_lost -= 1  # counted lost when skipped over; it came after all
-            return audio
-        if st.highest_seq is not None and fh.frame_seq > st.highest_seq + 1:
-            st.frames_lost += fh.frame_seq - st.highest_seq - 1
-            if not audio:
-                st.waiting_for_keyframe = True
-        st.highest_seq = fh.frame_seq
-        if audio:
-            st.waiting_for_keyframe = False
-            return True
-        if fh.keyframe:
-            st.waiting_for_keyframe = False
-        decodable = not st.waiting_for_keyframe
-        if fh.end_of_stream:
-            # Whatever comes after an end of stream starts a new sequence: wait for its keyframe.
-            st.waiting_for_keyframe = True
-        return decodable
+        ev = FrameDecrypted(
+            header=fh,
+            payload=plaintext,
+            kid=sh.kid,
+            epoch=resolved.epoch,
+            ctr=sh.ctr,
+            sender_leaf=resolved.parts.sender_leaf,
+        )
+        return list(self.orderer.push(ev, now))
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -311,7 +311,7 @@ class FutureFrameHold(Generic[T]):
         out: list[HeldFrame[T]] = []
         keep: deque[HeldFrame[T]] = deque()
         for f in self._frames:
-            if f.epoch_low == low and now - f.held_at <= self.hold_time:
+            if f.epoch_low == low and now < f.held_at + self.hold_time:
                 out.append(f)
             else:
                 keep.append(f)
@@ -323,7 +323,7 @@ class FutureFrameHold(Generic[T]):
     def expire(self, now: float) -> list[HeldFrame[T]]:
         """Drop frames held longer than ``hold_time``; returns them (counted as expired)."""
         out: list[HeldFrame[T]] = []
-        while self._frames and now - self._frames[0].held_at > self.hold_time:
+        while self._frames and now >= self._frames[0].held_at + self.hold_time:
             out.append(self._pop_oldest())
         self.counters["expired"] += len(out)
         return out

@@ -235,7 +235,7 @@ class Reassembler:
         out: list[FrameAbandoned] = []
         while self._partials:
             key, partial = next(iter(self._partials.items()))
-            if now - partial.first_at < self.deadline:
+            if now < partial.first_at + self.deadline:
                 break
             out.append(self._abandon(key, "deadline"))
         return out
