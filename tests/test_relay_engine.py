@@ -865,3 +865,16 @@ def test_bare_liveness_reports_are_not_judged_for_in_flight_age() -> None:
         t += 1 / 30
     assert eng.stats()["inflight_resets"] == 0
     assert eng.stats()["drops"] == {}
+
+
+def test_a_waiting_subscriber_does_not_spin_requests_for_a_track_nobody_feeds() -> None:
+    eng = engine_with(1)
+    feed(eng, frame(0, 0, 100), 0.0)  # delta first: sub-0 waits for a keyframe
+    eng.remove_link(PUB, 0.0)
+    t = 0.0
+    while t < 1.0:
+        keep_alive(eng, [b"sub-0"], t)
+        assert eng.tick(t) == []
+        t += 0.02
+    kf = eng.stats()["keyframe_requests"]
+    assert kf["sent"] == 0 and kf["no_publisher"] <= 1 and kf["pending"] == 0

@@ -49,7 +49,11 @@ dataclasses. Queues are bounded by age on the relay's clock, measured from arriv
 4. the byte/packet cap sheds in the same order (discardable frames, then the oldest group) and
    touches audio only when no video is left in the queue: audio is never dropped for video;
 5. a stalled subscriber (no receiver report for ``stall_timeout``) loses its whole queue and
-   everything that arrives while it is stalled; when it reports again it restarts at a keyframe.
+   everything that arrives while it is stalled; when it reports again it restarts at a keyframe;
+6. a subscriber whose reports show a frame sent more than ``max_inflight_age`` ago still not
+   complete has a backlog inside RNS or socket buffers, where the relay cannot drop: it skips to
+   the next keyframe of each video track so the backlog drains (only tracks the subscriber reports
+   progress on are judged; a bare liveness report says nothing about a track).
 
 **Keyframe requests** are raised when a subscriber joins (for every video track it must start
 on), stalls and resumes, reports a loss, or loses a group of pictures. They are coalesced (at most
@@ -902,7 +906,7 @@ class ForwardingEngine:
                 # A subscriber still waiting re-asks once an earlier request has timed out.
                 for tkey in sub.waiting:
                     track = self._tracks.get(tkey)
-                    if track is not None:
+                    if track is not None and track.publisher is not None:
                         self._request_keyframe(track, now, count=False)
         if self._kf_pending:
             for tkey, track in list(self._kf_pending.items()):

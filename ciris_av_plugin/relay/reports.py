@@ -21,7 +21,11 @@ Fixed layout, version 1, big-endian, ``11 + 8 * n`` bytes::
          6 u16 lost                 frames lost since the previous report, saturating at 65535
 
 "Lost" is the receiver's judgement (a gap in frame_seq, or a frame whose reassembly deadline
-expired); the relay only compares it with zero.
+expired); the relay only compares it with zero. ``highest_seq`` must be the highest frame_seq the
+receiver has fully reassembled on that track (serial order, u32 wrap): the relay compares it with
+the frames it sent to bound how much media sits in flight on the link (``max_inflight_age`` in
+``engine.py``), so a receiver that cannot tell should leave the track out of the report rather than
+send a stale value. A report with no entries is a pure liveness signal.
 """
 
 from __future__ import annotations
