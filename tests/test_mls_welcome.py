@@ -17,14 +17,16 @@ from ciris_av_plugin.mls.messages import (
     PathSecret,
     PreSharedKeyID,
     PSKType,
+    ResumptionPSKUsage,
     Welcome,
 )
-from ciris_av_plugin.mls.treekem import TreeKEMPrivate, create_update_path
+from ciris_av_plugin.mls.treekem import create_update_path
 from ciris_av_plugin.mls.welcome import (
     WelcomeError,
     encrypt_group_info,
     encrypt_group_secrets,
     open_welcome,
+    psk_secret_for,
 )
 
 CTH = b"\x11" * 32
@@ -56,9 +58,12 @@ def test_joiner_opens_welcome_and_reaches_the_same_epoch() -> None:
     joined = open_welcome(SUITE, Welcome.from_bytes(welcome.to_bytes()), joiner.key_package, joiner.init_priv)
     assert joined.epoch_secrets.epoch_secret == secrets.epoch_secret
     assert joined.tree is not None and joined.tree.to_bytes() == tree.to_bytes()
-    priv = TreeKEMPrivate(index, joiner.enc_priv)
-    priv.implant_from(joined.tree, tree.direct_path(index)[1], joined.group_secrets.path_secret.path_secret)
-    priv.check_against(joined.tree)
+    assert joined.my_leaf == index and joined.private is None
+    with_keys = open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, encryption_priv=joiner.enc_priv)
+    assert with_keys.private is not None and with_keys.private.leaf_index == index
+    assert set(with_keys.private.path_keys) == {3}  # common ancestor of leaves 0 and 3, the root
+    with pytest.raises(WelcomeError):
+        open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv, encryption_priv=joiner.init_priv)
 
 
 def test_tree_supplied_out_of_band_is_checked_against_the_tree_hash() -> None:
@@ -116,3 +121,11 @@ def test_signed_group_info_with_a_wrong_confirmation_tag_is_refused() -> None:
     _, joiner, _, welcome, _, _ = _admit(bad_tag=True)
     with pytest.raises(WelcomeError, match="confirmation tag"):
         open_welcome(SUITE, welcome, joiner.key_package, joiner.init_priv)
+
+
+def test_reinit_psk_must_be_alone() -> None:
+    reinit = PreSharedKeyID(PSKType.RESUMPTION, b"n" * 32, usage=ResumptionPSKUsage.REINIT, psk_group_id=b"g")
+    ext = PreSharedKeyID(PSKType.EXTERNAL, b"m" * 32, psk_id=b"e")
+    with pytest.raises(WelcomeError):
+        psk_secret_for(SUITE, [reinit, ext], lambda _: b"k")
+    assert psk_secret_for(SUITE, [reinit], lambda _: b"k") is not None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import key_schedule as ks
+from . import tree_math as tm
 from .codec import DecodeError
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError
@@ -26,10 +27,13 @@ from .messages import (
     HPKECiphertext,
     KeyPackage,
     PreSharedKeyID,
+    PSKType,
+    ResumptionPSKUsage,
     Welcome,
     find_extension,
 )
 from .tree import RatchetTree
+from .treekem import TreeKEMError, TreeKEMPrivate
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,12 @@ def psk_secret_for(suite: CipherSuite, psks: Sequence[PreSharedKeyID], lookup: P
     """psk_secret from the GroupSecrets' PSK ids (§8.4); ``None`` (all-zero) when there are none."""
     if not psks:
         return None
+    special = [
+        p for p in psks
+        if p.psktype == PSKType.RESUMPTION and p.usage in (ResumptionPSKUsage.REINIT, ResumptionPSKUsage.BRANCH)
+    ]
+    if special and len(psks) > 1:
+        raise WelcomeError("a reinit or branch resumption PSK must be the only PSK (§12.4.3.1)")
     if lookup is None:
         raise WelcomeError("Welcome requires PSKs and no PSK lookup was given")
     return ks.psk_secret(suite, [(psk_id, lookup(psk_id)) for psk_id in psks])
@@ -142,6 +152,39 @@ class JoinedWelcome:
     psk_secret: bytes | None
     tree: RatchetTree | None
     """The verified tree: from the ratchet_tree extension, or the one the caller supplied."""
+    my_leaf: int | None = None
+    """The joiner's leaf: the one identical to its KeyPackage's LeafNode (needs a tree)."""
+    private: TreeKEMPrivate | None = None
+    """The joiner's TreeKEM keys (leaf key plus path secrets from the committer), if asked for."""
+
+
+def find_my_leaf(tree: RatchetTree, key_package: KeyPackage) -> int:
+    """The leaf whose LeafNode is byte-identical to the KeyPackage's (§12.4.3.1)."""
+    want = key_package.leaf_node.to_bytes()
+    for i, leaf in tree.leaves():
+        if leaf.to_bytes() == want:
+            return i
+    raise WelcomeError("the tree has no leaf matching our KeyPackage")
+
+
+def joiner_private(
+    tree: RatchetTree, my_leaf: int, encryption_priv: bytes, signer: int, secrets: GroupSecrets
+) -> TreeKEMPrivate:
+    """Leaf key plus, if a path secret came, keys from the joiner/signer common ancestor up (§12.4.3.1)."""
+    private = TreeKEMPrivate(my_leaf, encryption_priv)
+    if secrets.path_secret is not None:
+        if signer == my_leaf or signer >= tree.n_leaves:
+            raise WelcomeError("path secret present but the signer's leaf gives no common ancestor")
+        ancestor = tm.common_ancestor(2 * my_leaf, 2 * signer)
+        try:
+            private.implant_from(tree, ancestor, secrets.path_secret.path_secret)
+        except TreeKEMError as exc:
+            raise WelcomeError(f"path secret does not match the tree: {exc}") from exc
+    try:
+        private.check_against(tree)
+    except TreeKEMError as exc:
+        raise WelcomeError(f"our keys do not match the tree: {exc}") from exc
+    return private
 
 
 def open_welcome(
@@ -154,13 +197,16 @@ def open_welcome(
     tree: RatchetTree | None = None,
     psk_lookup: PskLookup | None = None,
     verify_tree: bool = True,
+    encryption_priv: bytes | None = None,
 ) -> JoinedWelcome:
     """All joiner checks of §12.4.3.1 that need no group state, in order.
 
     The GroupInfo signer's key is taken from ``signer_pub`` if given, else from the signer's leaf
     in the tree (the extension's, or ``tree`` supplied out of band, e.g. by the relay). A tree is
     checked against the GroupInfo's tree hash and, with ``verify_tree``, for leaf signatures and
-    parent hashes (§7.9.2).
+    parent hashes (§7.9.2). With a tree, the joiner's own leaf is located; with
+    ``encryption_priv`` (its KeyPackage leaf's HPKE key) the joiner's TreeKEM keys are derived
+    from the GroupSecrets' path secret and checked against the tree.
     """
     if welcome.cipher_suite != suite.id or key_package.cipher_suite != suite.id:
         raise WelcomeError("Welcome, KeyPackage and cipher suite disagree")
@@ -193,7 +239,13 @@ def open_welcome(
     if not group_info.verify(suite, signer_pub):
         raise WelcomeError("GroupInfo signature does not verify")
     epoch_secrets = verify_confirmation_tag(suite, group_info, secrets.joiner_secret, psk)
-    return JoinedWelcome(group_info, secrets, epoch_secrets, psk, tree)
+    my_leaf = find_my_leaf(tree, key_package) if tree is not None else None
+    private = None
+    if encryption_priv is not None:
+        if tree is None or my_leaf is None:
+            raise WelcomeError("TreeKEM keys need the ratchet tree")
+        private = joiner_private(tree, my_leaf, encryption_priv, group_info.signer, secrets)
+    return JoinedWelcome(group_info, secrets, epoch_secrets, psk, tree, my_leaf, private)
 
 
 __all__ = [
@@ -208,4 +260,6 @@ __all__ = [
     "encrypt_group_secrets",
     "ratchet_tree_of",
     "psk_secret_for",
+    "find_my_leaf",
+    "joiner_private",
 ]
