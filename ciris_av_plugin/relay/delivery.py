@@ -1,0 +1,667 @@
+"""The relay's MLS delivery service, per stream (sans-I/O skeleton).
+
+What is here: the per-stream sequencing that needs no group secrets and no ``PublicGroup`` internals —
+stream registration bound to the GroupInfo signer, join requests (bounded per stream, rate-limited
+per identity, persisted so they survive a restart and gate KeyPackage fetches), the Welcome mailbox
+(fetchable only by its joiner, until it expires), and commit sequencing: the first commit of the
+current epoch that passes the checks wins, atomically with its Welcome, its KeyPackages marked used.
+
+What is behind seams, to be filled by the keyless ``PublicGroup`` (issue 4):
+
+* :class:`GroupView` — epoch and roster of a stream's public group state, serialisable;
+* :class:`CommitChecker` — the public validity of a commit (signature over the GroupContext,
+  §12.2 proposal rules, UpdatePath, parent and tree hashes) and its effect (Adds with their
+  KeyPackageRefs, Removes, the group after it). It must not mutate the view it is given.
+
+The service's own checks come first and are cheap: framing (a PublicMessage commit from a member —
+PrivateMessage handshakes and external commits are refused, ARCHITECTURE "MLS"), group id, epoch
+(stale and future get their own errors), sender leaf = submitting identity; after the checker: each
+Add's KeyPackage admissible in the directory for the identity it adds, at most one leaf per identity,
+and the Welcome's ``new_member`` refs exactly the Adds.
+
+Methods return :class:`Notify` items (recipient identity + event dataclass); the transport puts them
+on the recipients' long-poll event queues, which own sequence numbers and acknowledgements. Every
+refusal is a :class:`DeliveryError` with a stable ``code`` and leaves stored state unchanged. Times
+are wall-clock seconds passed in (persisted deadlines must survive a restart).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import MLSError, RelayError
+from ..mls.framing import ContentType, MLSMessage, PublicMessage, SenderType
+from ..mls.messages import Commit, GroupInfo, Welcome
+from .directory import KeyPackageDirectory, NotAdmissible
+from .storage import (
+    CommitOutcome,
+    CommitRecord,
+    GroupStateStore,
+    JoinRequest,
+    PendingWelcome,
+    StreamRecord,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "JOIN_REQUEST_TTL_S",
+    "MAX_PENDING_JOINS_PER_STREAM",
+    "JOIN_REQUEST_BURST",
+    "JOIN_REQUEST_REFILL_S",
+    "WELCOME_TTL_S",
+    "COMMIT_LOG_KEEP",
+    "DeliveryError",
+    "UnknownStream",
+    "StreamExists",
+    "BadGroupInfo",
+    "NotAMember",
+    "AlreadyMember",
+    "JoinQueueFull",
+    "RateLimited",
+    "NotACommit",
+    "PrivateHandshake",
+    "ExternalCommit",
+    "InvalidCommit",
+    "StaleCommit",
+    "FutureCommit",
+    "SenderMismatch",
+    "DuplicateIdentity",
+    "WelcomeMismatch",
+    "NoWelcome",
+    "GroupView",
+    "CommitEffect",
+    "CommitChecker",
+    "JoinRequested",
+    "WelcomeReady",
+    "CommitAccepted",
+    "WelcomeExpired",
+    "Notify",
+    "Accepted",
+    "DeliveryService",
+]
+
+# A join request lapses after two minutes: the admitting member is notified at once through its
+# long poll (held ~3 s), so a request still unanswered after 120 s has no one acting on it; the
+# joiner simply asks again. It also bounds how long members may fetch the joiner's KeyPackages.
+JOIN_REQUEST_TTL_S = 120.0
+
+# Pending join requests per stream. A call of 16 members admits joiners one commit at a time; 64
+# queued is far beyond any real join burst and caps what a flood of identities can make us store.
+MAX_PENDING_JOINS_PER_STREAM = 64
+
+# Per-identity join-request token bucket: 3 at once (a joiner retrying on a lossy mesh link), then
+# one per 10 s. A client following the protocol asks once and waits for its Welcome.
+JOIN_REQUEST_BURST = 3
+JOIN_REQUEST_REFILL_S = 10.0
+
+# Identities whose join-request buckets are remembered; beyond it the fullest (least recently
+# limited) ones are forgotten first, which only forgives them. Bounds memory under a Sybil flood.
+MAX_RATE_TRACKED_IDENTITIES = 10_000
+
+# How long a Welcome waits for its joiner. The joiner is told at once (WelcomeReady on its long poll);
+# five minutes covers a joiner reconnecting over a slow multi-hop RNS path. After it the joiner's leaf
+# is a ghost and the admitting member is told to remove it.
+WELCOME_TTL_S = 300.0
+
+# Accepted commits kept per stream for members catching up after a missed event. A member further
+# behind than this re-joins (remove and re-add) instead of replaying history.
+COMMIT_LOG_KEEP = 64
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class DeliveryError(RelayError):
+    """A delivery-service refusal; ``code`` is stable for the typed error reply."""
+
+    code = "delivery"
+
+
+class UnknownStream(DeliveryError):
+    code = "unknown_stream"
+
+
+class StreamExists(DeliveryError):
+    """``register_stream`` for a stream id or MLS group that is already registered."""
+
+    code = "stream_exists"
+
+
+class BadGroupInfo(DeliveryError):
+    """The GroupInfo does not decode, or its signer is not the registering identity."""
+
+    code = "bad_group_info"
+
+
+class NotAMember(DeliveryError):
+    """The operation needs a leaf in the stream's current tree."""
+
+    code = "not_member"
+
+
+class AlreadyMember(DeliveryError):
+    """A join request from an identity that already has a leaf."""
+
+    code = "already_member"
+
+
+class JoinQueueFull(DeliveryError):
+    code = "join_queue_full"
+
+
+class RateLimited(DeliveryError):
+    """Too many requests from this identity; ``retry_after`` seconds until the next is allowed."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotACommit(DeliveryError):
+    """The submitted message is not an MLSMessage carrying a commit."""
+
+    code = "not_a_commit"
+
+
+class PrivateHandshake(DeliveryError):
+    """Handshakes in relayed groups must be PublicMessage so the relay can follow them."""
+
+    code = "private_handshake"
+
+
+class ExternalCommit(DeliveryError):
+    """External commits (and non-member senders) are refused in relayed groups."""
+
+    code = "external_commit"
+
+
+class InvalidCommit(DeliveryError):
+    """The commit is not publicly valid (or is for another group)."""
+
+    code = "invalid_commit"
+
+
+class StaleCommit(DeliveryError):
+    """The commit is for an epoch that has already been committed (another commit won)."""
+
+    code = "stale_epoch"
+
+
+class FutureCommit(DeliveryError):
+    """The commit is for an epoch the stream has not reached."""
+
+    code = "future_epoch"
+
+
+class SenderMismatch(DeliveryError):
+    """The commit's sender leaf is not the submitting identity's leaf."""
+
+    code = "sender_mismatch"
+
+
+class DuplicateIdentity(DeliveryError):
+    """The commit would give an identity a second leaf (§12.2; a rejoin is Remove + Add in one commit)."""
+
+    code = "duplicate_identity"
+
+
+class WelcomeMismatch(DeliveryError):
+    """The Welcome's ``new_member`` refs are not exactly the commit's Adds (or a Welcome is missing/extra)."""
+
+    code = "welcome_mismatch"
+
+
+class NoWelcome(DeliveryError):
+    """No unexpired Welcome waits for this identity in this stream."""
+
+    code = "no_welcome"
+
+
+# --- seams to the keyless PublicGroup -------------------------------------------------------------
+
+
+@runtime_checkable
+class GroupView(Protocol):
+    """The public group state of one stream, as ``mls.PublicGroup`` will provide it."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def members(self) -> Mapping[int, bytes]:
+        """Leaf index -> credential identity (RNS identity hash) of every non-blank leaf."""
+        ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class CommitEffect:
+    """What a publicly valid commit does, as the checker found it."""
+
+    added: tuple[tuple[bytes, bytes], ...]
+    """(KeyPackageRef, credential identity) of each Add, in commit order."""
+    removed: tuple[bytes, ...]
+    """Identities whose leaves the commit removes."""
+    group_after: GroupView
+    """The public group state after the commit (epoch + 1); the input view is left untouched."""
+
+
+class CommitChecker(Protocol):
+    def __call__(self, group: GroupView, commit: bytes) -> CommitEffect:
+        """Check ``commit`` against ``group`` with every public check; raise ``MLSError`` if invalid."""
+        ...
+
+
+GroupLoader = Callable[[bytes], GroupView]
+"""Rebuild a :class:`GroupView` from :meth:`GroupView.to_bytes` (``PublicGroup.from_bytes``)."""
+
+GroupInfoLoader = Callable[[bytes], GroupView]
+"""Build a :class:`GroupView` from an MLSMessage GroupInfo with its ratchet tree
+(``PublicGroup.from_group_info``)."""
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinRequested:
+    """To the admitting member: an identity asks to join; fetch its KeyPackage and commit an Add."""
+
+    stream_id: int
+    """Stream asked for."""
+    identity: bytes
+    """RNS identity hash of the joiner."""
+
+
+@dataclass(frozen=True)
+class WelcomeReady:
+    """To a joiner: its Welcome is waiting (fetch it with ``fetch_welcome``)."""
+
+    stream_id: int
+    """Stream it was added to."""
+    epoch: int
+    """Epoch the Welcome admits into."""
+
+
+@dataclass(frozen=True)
+class CommitAccepted:
+    """To members: the accepted commit of ``epoch``, to process in order."""
+
+    stream_id: int
+    """Stream of the commit."""
+    epoch: int
+    """Epoch the commit was made in."""
+    message: bytes
+    """The commit MLSMessage."""
+
+
+@dataclass(frozen=True)
+class WelcomeExpired:
+    """To the admitting member: a joiner never fetched its Welcome; its leaf is a ghost to remove."""
+
+    stream_id: int
+    """Stream of the ghost leaf."""
+    joiner: bytes
+    """Identity whose leaf should be removed."""
+    epoch: int
+    """Epoch the Welcome was for."""
+
+
+DeliveryEvent = JoinRequested | WelcomeReady | CommitAccepted | WelcomeExpired
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Deliver ``event`` to every link of ``recipient`` (through its long-poll events queue)."""
+
+    recipient: bytes
+    """RNS identity hash."""
+    event: DeliveryEvent
+    """What to tell it."""
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+class _Bucket:
+    """Token bucket on caller-supplied time."""
+
+    __slots__ = ("tokens", "at")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+    def refill(self, now: float, burst: float, per_token_s: float) -> None:
+        if now > self.at:
+            self.tokens = min(burst, self.tokens + (now - self.at) / per_token_s)
+            self.at = now
+
+
+@dataclass(frozen=True)
+class _CommitHeader:
+    group_id: bytes
+    epoch: int
+    sender_leaf: int
+
+
+def _commit_header(message: bytes) -> _CommitHeader:
+    """Parse enough of a submitted handshake to sequence it, refusing what relayed groups forbid."""
+    try:
+        msg = MLSMessage.from_bytes(message)
+    except MLSError as e:
+        raise NotACommit(f"not an MLSMessage: {e}") from None
+    if not isinstance(msg.body, PublicMessage):
+        if type(msg.body).__name__ == "PrivateMessage":
+            raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
+        raise NotACommit(f"{type(msg.body).__name__} is not a commit")
+    content = msg.body.content
+    if content.content_type != ContentType.COMMIT or not isinstance(content.body, Commit):
+        raise NotACommit("PublicMessage does not carry a commit")
+    if content.sender.sender_type != SenderType.MEMBER:
+        raise ExternalCommit(f"commit from a {content.sender.sender_type.name.lower()} sender")
+    return _CommitHeader(content.group_id, content.epoch, content.sender.index)
+
+
+def _welcome_refs(message: bytes) -> list[bytes]:
+    try:
+        msg = MLSMessage.from_bytes(message)
+    except MLSError as e:
+        raise WelcomeMismatch(f"Welcome does not decode: {e}") from None
+    if not isinstance(msg.body, Welcome):
+        raise WelcomeMismatch(f"{type(msg.body).__name__} is not a Welcome")
+    return [s.new_member for s in msg.body.secrets]
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A commit was accepted (durably stored) and is being fanned out."""
+
+    stream_id: int
+    """Stream of the commit."""
+    epoch: int
+    """The stream's epoch now (the commit's epoch + 1)."""
+    notifications: tuple[Notify, ...]
+    """Events for members and joiners."""
+
+
+class DeliveryService:
+    """Per-stream sequencing over a :class:`GroupStateStore` and the KeyPackage directory."""
+
+    def __init__(
+        self,
+        store: GroupStateStore,
+        *,
+        load_group: GroupLoader,
+        group_from_info: GroupInfoLoader,
+        check_commit: CommitChecker,
+        directory: KeyPackageDirectory | None = None,
+        max_pending_joins: int = MAX_PENDING_JOINS_PER_STREAM,
+    ) -> None:
+        self._store = store
+        self._load_group = load_group
+        self._group_from_info = group_from_info
+        self._check_commit = check_commit
+        self.directory = directory
+        """Set after construction when the directory needs :meth:`may_fetch` (they refer to each other)."""
+        self._max_pending_joins = max_pending_joins
+        self._groups: dict[int, GroupView] = {}
+        self._join_buckets: dict[bytes, _Bucket] = {}
+        self.counters: Counter[str] = Counter()
+        """Outcomes by name, for metrics."""
+
+    # --- streams ---------------------------------------------------------------------------------
+
+    def register_stream(self, stream_id: int, creator: bytes, group_info: bytes) -> GroupView:
+        """Register ``stream_id`` with its creator's GroupInfo (trusted on first use).
+
+        The GroupInfo's signer leaf must be ``creator`` (the registering link's identity): the relay
+        cannot check the confirmation tag, so this first state is bound to whoever signed it.
+        """
+        try:
+            msg = MLSMessage.from_bytes(group_info)
+        except MLSError as e:
+            raise BadGroupInfo(f"GroupInfo does not decode: {e}") from None
+        if not isinstance(msg.body, GroupInfo):
+            raise BadGroupInfo(f"{type(msg.body).__name__} is not a GroupInfo")
+        try:
+            group = self._group_from_info(group_info)
+        except MLSError as e:
+            raise BadGroupInfo(f"GroupInfo is not valid: {e}") from None
+        if group.members.get(msg.body.signer) != creator:
+            raise BadGroupInfo("GroupInfo signer is not the registering identity")
+        record = StreamRecord(stream_id, msg.body.group_context.group_id, creator, group.epoch, group.to_bytes())
+        if not self._store.create_stream(record):
+            raise StreamExists(f"stream {stream_id} or its group is already registered")
+        self._groups[stream_id] = group
+        self.counters["streams_registered"] += 1
+        log.info("stream %d registered by %s at epoch %d", stream_id, creator.hex(), group.epoch)
+        return group
+
+    def group(self, stream_id: int) -> GroupView:
+        """The stream's current public group state."""
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        return self._view(record)
+
+    def _view(self, record: StreamRecord) -> GroupView:
+        cached = self._groups.get(record.stream_id)
+        if cached is None or cached.epoch != record.epoch:
+            cached = self._load_group(record.group_state)
+            self._groups[record.stream_id] = cached
+        return cached
+
+    def is_member(self, stream_id: int, identity: bytes) -> bool:
+        """Whether ``identity`` has a leaf in the stream's current tree (publish/subscribe authorisation)."""
+        try:
+            return identity in self.group(stream_id).members.values()
+        except UnknownStream:
+            return False
+
+    def admitter(self, stream_id: int) -> bytes | None:
+        """Who is told about join requests and ghosts: the creator while a member, else the active
+        member with the lowest leaf index (the committer-of-last-resort rule)."""
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            return None
+        members = self._view(record).members
+        if record.creator in members.values():
+            return record.creator
+        return members[min(members)] if members else None
+
+    # --- join requests -------------------------------------------------------------------------------
+
+    def request_join(self, stream_id: int, identity: bytes, now: float) -> list[Notify]:
+        """Record ``identity``'s request to join and tell the admitting member."""
+        group = self.group(stream_id)
+        if identity in group.members.values():
+            raise AlreadyMember("identity already has a leaf in this stream")
+        self._take_join_token(identity, now)
+        req = JoinRequest(stream_id, identity, now, now + JOIN_REQUEST_TTL_S)
+        if not self._store.put_join_request(req, max_per_stream=self._max_pending_joins):
+            self.counters["refused.join_queue_full"] += 1
+            raise JoinQueueFull(f"stream {stream_id} has {self._max_pending_joins} pending join requests")
+        self.counters["join_requests"] += 1
+        admitter = self.admitter(stream_id)
+        return [Notify(admitter, JoinRequested(stream_id, identity))] if admitter else []
+
+    def withdraw_join(self, stream_id: int, identity: bytes) -> bool:
+        """The joiner gives up; its KeyPackages can no longer be fetched for this stream."""
+        return self._store.delete_join_request(stream_id, identity)
+
+    def join_requests(self, stream_id: int, requester: bytes, now: float) -> list[bytes]:
+        """Identities waiting to join (members only: the roster of would-be joiners is not public)."""
+        if not self.is_member(stream_id, requester):
+            raise NotAMember("only members may list join requests")
+        return [r.identity for r in self._store.join_requests(stream_id, now)]
+
+    def may_fetch(self, requester: bytes, target: bytes, now: float) -> bool:
+        """The directory's fetch rule: ``requester`` is a member of a stream ``target`` asked to join."""
+        for stream_id in self._store.stream_ids():
+            if self._store.join_request(stream_id, target, now) and self.is_member(stream_id, requester):
+                return True
+        return False
+
+    def _take_join_token(self, identity: bytes, now: float) -> None:
+        bucket = self._join_buckets.get(identity)
+        if bucket is None:
+            if len(self._join_buckets) >= MAX_RATE_TRACKED_IDENTITIES:
+                self._forget_full_buckets(now)
+            bucket = self._join_buckets[identity] = _Bucket(JOIN_REQUEST_BURST, now)
+        bucket.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
+        if bucket.tokens < 1:
+            self.counters["refused.rate_limited"] += 1
+            raise RateLimited("too many join requests", retry_after=(1 - bucket.tokens) * JOIN_REQUEST_REFILL_S)
+        bucket.tokens -= 1
+
+    def _forget_full_buckets(self, now: float) -> None:
+        for ident, b in list(self._join_buckets.items()):
+            b.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
+            if b.tokens >= JOIN_REQUEST_BURST:
+                del self._join_buckets[ident]
+        while len(self._join_buckets) >= MAX_RATE_TRACKED_IDENTITIES:  # all limited: forgive the oldest
+            del self._join_buckets[next(iter(self._join_buckets))]
+
+    # --- commits -----------------------------------------------------------------------------------
+
+    def submit_commit(
+        self, stream_id: int, submitter: bytes, commit: bytes, welcome: bytes | None, now: float
+    ) -> Accepted:
+        """Sequence one commit (and the Welcome for its Adds) as one atomic submission.
+
+        Returns once the commit, the new group state and the Welcome are durably stored; raises a
+        :class:`DeliveryError` (or the directory's :class:`NotAdmissible`) otherwise, changing nothing.
+        """
+        try:
+            return self._submit(stream_id, submitter, commit, welcome, now)
+        except RelayError as e:
+            self.counters[f"refused.{e.code}"] += 1
+            log.info("commit for stream %d from %s refused (%s): %s", stream_id, submitter.hex(), e.code, e)
+            raise
+
+    def _submit(self, stream_id: int, submitter: bytes, commit: bytes, welcome: bytes | None, now: float) -> Accepted:
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        group = self._view(record)
+        if submitter not in group.members.values():
+            raise NotAMember("only members may commit")
+        header = _commit_header(commit)
+        if header.group_id != record.group_id:
+            raise InvalidCommit("commit is for another group")
+        if header.epoch < record.epoch:
+            raise StaleCommit(f"epoch {header.epoch} was already committed (stream is at {record.epoch})")
+        if header.epoch > record.epoch:
+            raise FutureCommit(f"epoch {header.epoch} is ahead of the stream ({record.epoch})")
+        if group.members.get(header.sender_leaf) != submitter:
+            raise SenderMismatch("commit sender leaf is not the submitting identity")
+        try:
+            effect = self._check_commit(group, commit)
+        except MLSError as e:
+            raise InvalidCommit(str(e)) from None
+        if effect.group_after.epoch != record.epoch + 1:
+            raise InvalidCommit("commit did not advance the epoch by one")
+        self._check_adds(record, group, effect, now)
+        refs = [ref for ref, _ in effect.added]
+        if effect.added:
+            if welcome is None:
+                raise WelcomeMismatch("commit adds members but no Welcome was submitted")
+            new_members = _welcome_refs(welcome)
+            if len(new_members) != len(refs) or set(new_members) != set(refs):
+                raise WelcomeMismatch("Welcome new_member refs are not exactly the commit's Adds")
+        elif welcome is not None:
+            raise WelcomeMismatch("Welcome submitted for a commit without Adds")
+
+        welcomes = [
+            PendingWelcome(stream_id, identity, record.epoch + 1, welcome or b"", now + WELCOME_TTL_S)
+            for _, identity in effect.added
+        ]
+        outcome = self._store.accept_commit(
+            stream_id,
+            epoch=record.epoch,
+            group_state=effect.group_after.to_bytes(),
+            commit=CommitRecord(stream_id, record.epoch, submitter, commit, now),
+            welcomes=welcomes,
+            used_refs=refs,
+        )
+        if outcome is CommitOutcome.STALE_EPOCH:
+            raise StaleCommit("another commit for this epoch was accepted first")
+        if outcome is CommitOutcome.KEY_PACKAGE_USED:
+            raise NotAdmissible("a one-time KeyPackage of this commit was already added")
+        if outcome is CommitOutcome.UNKNOWN_STREAM:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        self._groups[stream_id] = effect.group_after
+        if record.epoch + 1 > COMMIT_LOG_KEEP:
+            self._store.prune_commits(stream_id, record.epoch + 1 - COMMIT_LOG_KEEP)
+        self.counters["commits_accepted"] += 1
+        # Every member of the old epoch but the committer (it merges its own pending commit) gets
+        # the commit, removed members included: it is how they learn they are out.
+        recipients = sorted(set(group.members.values()) - {submitter})
+        notes = [Notify(m, CommitAccepted(stream_id, record.epoch, commit)) for m in recipients]
+        notes += [Notify(identity, WelcomeReady(stream_id, record.epoch + 1)) for _, identity in effect.added]
+        log.info("stream %d: commit by %s accepted, epoch %d", stream_id, submitter.hex(), record.epoch + 1)
+        return Accepted(stream_id, record.epoch + 1, tuple(notes))
+
+    def _check_adds(self, record: StreamRecord, group: GroupView, effect: CommitEffect, now: float) -> None:
+        staying = set(group.members.values()) - set(effect.removed)
+        seen: set[bytes] = set()
+        for ref, identity in effect.added:
+            if identity in staying or identity in seen:
+                raise DuplicateIdentity("an identity may hold one leaf; a rejoin is Remove + Add")
+            seen.add(identity)
+            if self.directory is not None:
+                self.directory.check_admissible(ref, identity, now)
+
+    def commits_since(self, stream_id: int, requester: bytes, epoch: int) -> list[CommitRecord]:
+        """Accepted commits from ``epoch`` on, for a member catching up after missed events."""
+        if not self.is_member(stream_id, requester):
+            raise NotAMember("only members may read the commit log")
+        return self._store.commits_since(stream_id, epoch)
+
+    # --- Welcomes ------------------------------------------------------------------------------------
+
+    def fetch_welcome(self, stream_id: int, joiner: bytes, now: float) -> bytes:
+        """The Welcome waiting for ``joiner`` (the identity of the asking link: nobody else's)."""
+        w = self._store.welcome_for(stream_id, joiner, now)
+        if w is None:
+            raise NoWelcome("no Welcome waits for this identity in this stream")
+        self.counters["welcomes_fetched"] += 1
+        return w.message
+
+    def ack_welcome(self, stream_id: int, joiner: bytes) -> bool:
+        """The joiner processed its Welcome: drop it."""
+        return self._store.delete_welcome(stream_id, joiner)
+
+    # --- time ----------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Notify]:
+        """Expire join requests and Welcomes; tell admitters about ghost leaves. Call every few seconds."""
+        notes: list[Notify] = []
+        for w in self._store.expired_welcomes(now):
+            admitter = self.admitter(w.stream_id)
+            if admitter is not None and admitter != w.joiner:
+                notes.append(Notify(admitter, WelcomeExpired(w.stream_id, w.joiner, w.epoch)))
+        swept = self._store.sweep_welcomes(now)
+        self._store.sweep_join_requests(now)
+        if swept:
+            self.counters["welcomes_expired"] += swept
+        if self.directory is not None:
+            self.directory.sweep(now)
+        return notes
+
+    def members_of(self, stream_id: int) -> Sequence[bytes]:
+        """Identities with a leaf in the stream, in leaf order."""
+        members = self.group(stream_id).members
+        return [members[i] for i in sorted(members)]

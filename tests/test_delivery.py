@@ -1,0 +1,451 @@
+"""The delivery-service skeleton: registration, join requests, commit sequencing, Welcomes, restart.
+
+The keyless PublicGroup is not here yet, so a small fake group view stands in for it and a fake
+checker says what each commit does; the framing, Welcomes, GroupInfos and KeyPackages are real
+MLS bytes, and the directory and SQLite store are the real ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import pytest
+from test_directory import NOW, SUITE, Joiner
+
+from ciris_av_plugin.mls.codec import DecodeError
+from ciris_av_plugin.mls.framing import (
+    ContentType,
+    FramedContent,
+    FramedContentAuthData,
+    MLSMessage,
+    PrivateMessage,
+    PublicMessage,
+    Sender,
+    SenderType,
+)
+from ciris_av_plugin.mls.messages import (
+    Commit,
+    EncryptedGroupSecrets,
+    GroupContext,
+    GroupInfo,
+    HPKECiphertext,
+    Proposal,
+    Remove,
+    Welcome,
+)
+from ciris_av_plugin.relay.delivery import (
+    JOIN_REQUEST_BURST,
+    JOIN_REQUEST_REFILL_S,
+    JOIN_REQUEST_TTL_S,
+    WELCOME_TTL_S,
+    AlreadyMember,
+    BadGroupInfo,
+    CommitAccepted,
+    CommitEffect,
+    DeliveryService,
+    DuplicateIdentity,
+    ExternalCommit,
+    FutureCommit,
+    InvalidCommit,
+    JoinQueueFull,
+    JoinRequested,
+    NotACommit,
+    NotAMember,
+    Notify,
+    NoWelcome,
+    PrivateHandshake,
+    RateLimited,
+    SenderMismatch,
+    StaleCommit,
+    StreamExists,
+    UnknownStream,
+    WelcomeExpired,
+    WelcomeMismatch,
+    WelcomeReady,
+)
+from ciris_av_plugin.relay.directory import KeyPackageDirectory, NotAdmissible
+from ciris_av_plugin.store import SQLiteStore
+
+GROUP = b"group-of-stream-7"
+STREAM = 7
+A, B = b"A" * 16, b"B" * 16  # creator (leaf 0) and a subscriber (leaf 1)
+
+
+# --- the stand-in for PublicGroup -------------------------------------------------------------------
+
+
+@dataclass
+class FakeGroup:
+    """Epoch and roster, serialisable: what the delivery service needs from PublicGroup."""
+
+    epoch: int
+    members: dict[int, bytes] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb([self.epoch, sorted(self.members.items())])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FakeGroup:
+        epoch, members = msgpack.unpackb(data)
+        return cls(epoch, {i: m for i, m in members})
+
+
+class FakeChecker:
+    """Maps commit bytes to what the commit does (what PublicGroup.process will compute)."""
+
+    def __init__(self) -> None:
+        self.effects: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]] = {}
+        self.invalid: set[bytes] = set()
+
+    def plan(self, commit: bytes, added: list[tuple[bytes, bytes]] = (), removed: list[bytes] = ()) -> bytes:
+        self.effects[commit] = (tuple(added), tuple(removed))
+        return commit
+
+    def __call__(self, group: FakeGroup, commit: bytes) -> CommitEffect:
+        if commit in self.invalid:
+            raise DecodeError("bad signature (fake)")
+        added, removed = self.effects.get(commit, ((), ()))
+        members = {i: m for i, m in group.members.items() if m not in removed}
+        for _, identity in added:
+            members[next(i for i in range(len(members) + 1) if i not in members)] = identity
+        return CommitEffect(added, removed, FakeGroup(group.epoch + 1, members))
+
+
+def group_info(signer: int, epoch: int = 0, group_id: bytes = GROUP) -> bytes:
+    gc = GroupContext(1, group_id, epoch, b"\x00" * 32, b"\x00" * 32)
+    return MLSMessage(GroupInfo(gc, [], b"\x00" * 32, signer, b"\x00" * 64)).to_bytes()
+
+
+def commit_msg(epoch: int, sender_leaf: int, *, tag: bytes = b"", group_id: bytes = GROUP,
+               sender_type: SenderType = SenderType.MEMBER) -> bytes:
+    sender = Sender(sender_type, sender_leaf)
+    content = FramedContent(group_id, epoch, sender, tag, Commit())
+    membership = b"\x00" * 32 if sender_type == SenderType.MEMBER else None
+    return MLSMessage(PublicMessage(content, FramedContentAuthData(b"\x00" * 64, b"\x00" * 32), membership)).to_bytes()
+
+
+def welcome_msg(*refs: bytes) -> bytes:
+    secrets = [EncryptedGroupSecrets(r, HPKECiphertext(b"k", b"c")) for r in refs]
+    return MLSMessage(Welcome(1, secrets, b"encrypted group info")).to_bytes()
+
+
+def info_loader(members: dict[int, bytes]):
+    def load(gi: bytes) -> FakeGroup:
+        return FakeGroup(MLSMessage.from_bytes(gi).body.group_context.epoch, dict(members))
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def alice() -> Joiner:
+    return Joiner()
+
+
+@pytest.fixture(scope="module")
+def bob() -> Joiner:
+    return Joiner()
+
+
+@dataclass
+class Relay:
+    store: SQLiteStore
+    directory: KeyPackageDirectory
+    ds: DeliveryService
+    checker: FakeChecker
+
+
+def make_relay(path: Path, members: dict[int, bytes] | None = None, checker: FakeChecker | None = None,
+               **kw: object) -> Relay:
+    store = SQLiteStore(path)
+    checker = checker or FakeChecker()
+    ds = DeliveryService(store, load_group=FakeGroup.from_bytes, group_from_info=info_loader(members or {0: A, 1: B}),
+                         check_commit=checker, **kw)
+    directory = KeyPackageDirectory(store, ds.may_fetch, suites={SUITE})
+    ds.directory = directory
+    return Relay(store, directory, ds, checker)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    r = make_relay(tmp_path / "relay.db")
+    r.ds.register_stream(STREAM, A, group_info(signer=0))
+    yield r
+    r.store.close()
+
+
+def snapshot(store: SQLiteStore) -> list[str]:
+    raw = sqlite3.connect(store._path)
+    try:
+        return list(raw.iterdump())
+    finally:
+        raw.close()
+
+
+def admit(relay: Relay, joiner: Joiner, now: float = NOW) -> tuple[bytes, bytes]:
+    """Joiner publishes and asks; the admitter fetches. Returns (ref, KeyPackage)."""
+    relay.directory.publish(joiner.publishable(), now)
+    relay.ds.request_join(STREAM, joiner.hash, now)
+    got = relay.directory.fetch(A, joiner.hash, SUITE, now)
+    return got.ref, got.key_package
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+def test_register_binds_the_stream_to_the_group_info_signer(tmp_path: Path) -> None:
+    r = make_relay(tmp_path / "r.db")
+    with pytest.raises(BadGroupInfo):
+        r.ds.register_stream(STREAM, B, group_info(signer=0))  # leaf 0 is A, not B
+    with pytest.raises(BadGroupInfo):
+        r.ds.register_stream(STREAM, A, welcome_msg())
+    with pytest.raises(BadGroupInfo):
+        r.ds.register_stream(STREAM, A, b"\x00\x01garbage")
+    assert r.store.stream_ids() == []
+    group = r.ds.register_stream(STREAM, A, group_info(signer=0))
+    assert group.members == {0: A, 1: B}
+    with pytest.raises(StreamExists):
+        r.ds.register_stream(STREAM, A, group_info(signer=0, group_id=b"other"))
+    with pytest.raises(StreamExists):
+        r.ds.register_stream(STREAM + 1, A, group_info(signer=0))  # same MLS group, second stream
+    assert r.ds.is_member(STREAM, B) and not r.ds.is_member(STREAM, b"C" * 16)
+    assert not r.ds.is_member(99, A)
+    r.store.close()
+
+
+# --- join requests --------------------------------------------------------------------------------
+
+
+def test_join_request_notifies_the_admitter_and_opens_fetching(relay: Relay, alice: Joiner) -> None:
+    relay.directory.publish(alice.publishable(), NOW)
+    with pytest.raises(Exception) as ei:
+        relay.directory.fetch(A, alice.hash, SUITE, NOW)  # no join request yet
+    assert ei.value.code == "not_authorised"
+    notes = relay.ds.request_join(STREAM, alice.hash, NOW)
+    assert notes == [Notify(A, JoinRequested(STREAM, alice.hash))]
+    assert relay.ds.join_requests(STREAM, B, NOW) == [alice.hash]
+    with pytest.raises(NotAMember):
+        relay.ds.join_requests(STREAM, alice.hash, NOW)
+    # members may fetch; the joiner itself and strangers may not
+    assert relay.ds.may_fetch(B, alice.hash, NOW)
+    assert not relay.ds.may_fetch(alice.hash, alice.hash, NOW)
+    assert not relay.ds.may_fetch(b"C" * 16, alice.hash, NOW)
+    # the request lapses, or is withdrawn
+    assert not relay.ds.may_fetch(A, alice.hash, NOW + JOIN_REQUEST_TTL_S)
+    assert relay.ds.withdraw_join(STREAM, alice.hash)
+    assert not relay.ds.may_fetch(A, alice.hash, NOW)
+
+
+def test_join_request_refusals(relay: Relay) -> None:
+    with pytest.raises(UnknownStream):
+        relay.ds.request_join(99, b"C" * 16, NOW)
+    with pytest.raises(AlreadyMember):
+        relay.ds.request_join(STREAM, B, NOW)
+
+
+def test_join_requests_are_rate_limited_per_identity(relay: Relay) -> None:
+    c = b"C" * 16
+    for _ in range(JOIN_REQUEST_BURST):
+        relay.ds.request_join(STREAM, c, NOW)
+    with pytest.raises(RateLimited) as ei:
+        relay.ds.request_join(STREAM, c, NOW + 1)
+    assert ei.value.code == "rate_limited"
+    assert 0 < ei.value.retry_after <= JOIN_REQUEST_REFILL_S
+    relay.ds.request_join(STREAM, b"D" * 16, NOW + 1)  # others are not affected
+    relay.ds.request_join(STREAM, c, NOW + 1 + JOIN_REQUEST_REFILL_S)  # refilled
+
+
+def test_join_queue_is_bounded_per_stream_against_many_identities(tmp_path: Path) -> None:
+    r = make_relay(tmp_path / "r.db", max_pending_joins=5)
+    r.ds.register_stream(STREAM, A, group_info(signer=0))
+    for i in range(5):
+        r.ds.request_join(STREAM, bytes([i]) * 16, NOW)
+    before = snapshot(r.store)
+    with pytest.raises(JoinQueueFull):
+        r.ds.request_join(STREAM, b"\xee" * 16, NOW)
+    assert snapshot(r.store) == before
+    r.ds.request_join(STREAM, bytes([0]) * 16, NOW + 1)  # a refresh still goes through
+    assert r.ds.tick(NOW + JOIN_REQUEST_TTL_S + 2) == []
+    r.ds.request_join(STREAM, b"\xee" * 16, NOW + JOIN_REQUEST_TTL_S + 2)  # lapsed ones freed the queue
+    r.store.close()
+
+
+# --- commits --------------------------------------------------------------------------------------
+
+
+def test_commit_with_welcome_is_accepted_fanned_out_and_fetchable(relay: Relay, alice: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    commit = relay.checker.plan(commit_msg(0, 0, tag=b"add-alice"), added=[(ref, alice.hash)])
+    welcome = welcome_msg(ref)
+    acc = relay.ds.submit_commit(STREAM, A, commit, welcome, NOW)
+    assert acc.epoch == 1
+    assert set(acc.notifications) == {
+        Notify(B, CommitAccepted(STREAM, 0, commit)),
+        Notify(alice.hash, WelcomeReady(STREAM, 1)),
+    }
+    assert relay.ds.members_of(STREAM) == [A, B, alice.hash]
+    assert relay.ds.fetch_welcome(STREAM, alice.hash, NOW) == welcome
+    with pytest.raises(NoWelcome):
+        relay.ds.fetch_welcome(STREAM, B, NOW)  # nobody else's
+    assert relay.ds.join_requests(STREAM, A, NOW) == []  # satisfied
+    assert not relay.directory.is_admissible(ref, alice.hash, NOW)  # used
+    assert [c.message for c in relay.ds.commits_since(STREAM, B, 0)] == [commit]
+    assert relay.ds.ack_welcome(STREAM, alice.hash)
+    with pytest.raises(NoWelcome):
+        relay.ds.fetch_welcome(STREAM, alice.hash, NOW)
+
+
+def test_first_commit_of_the_epoch_wins(relay: Relay) -> None:
+    first = relay.checker.plan(commit_msg(0, 0, tag=b"1"))
+    second = relay.checker.plan(commit_msg(0, 1, tag=b"2"))
+    relay.ds.submit_commit(STREAM, A, first, None, NOW)
+    before = snapshot(relay.store)
+    with pytest.raises(StaleCommit):
+        relay.ds.submit_commit(STREAM, B, second, None, NOW)
+    assert snapshot(relay.store) == before
+    with pytest.raises(FutureCommit):
+        relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(5, 1)), None, NOW)
+
+
+def test_racing_submissions_exactly_one_accepted(relay: Relay) -> None:
+    commits = [relay.checker.plan(commit_msg(0, leaf, tag=b"race-%d" % i)) for i, leaf in enumerate([0, 1] * 4)]
+    who = [A, B] * 4
+    results: list[object] = []
+    barrier = threading.Barrier(len(commits))
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        try:
+            results.append(relay.ds.submit_commit(STREAM, who[i], commits[i], None, NOW))
+        except StaleCommit as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(commits))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(not isinstance(r, StaleCommit) for r in results) == 1
+    assert relay.ds.group(STREAM).epoch == 1
+    assert len(relay.ds.commits_since(STREAM, A, 0)) == 1
+
+
+def test_refused_commits_are_typed_and_change_nothing(relay: Relay, alice: Joiner, bob: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    bob_ref, _ = admit(relay, bob)
+    chk = relay.checker
+    proposal = MLSMessage(PublicMessage(
+        FramedContent(GROUP, 0, Sender.member(0), b"", Proposal(Remove(1))),
+        FramedContentAuthData(b"\x00" * 64), b"\x00" * 32)).to_bytes()
+    private = MLSMessage(PrivateMessage(GROUP, 0, ContentType.COMMIT, b"", b"sd", b"ct")).to_bytes()
+    invalid = commit_msg(0, 0, tag=b"invalid")
+    chk.invalid.add(invalid)
+    cases = [
+        ("non-member", NotAMember, b"C" * 16, chk.plan(commit_msg(0, 0, tag=b"x")), None),
+        ("sender is not submitter", SenderMismatch, B, chk.plan(commit_msg(0, 0, tag=b"y")), None),
+        ("private message", PrivateHandshake, A, private, None),
+        ("external commit", ExternalCommit, A, commit_msg(0, 0, sender_type=SenderType.NEW_MEMBER_COMMIT), None),
+        ("proposal", NotACommit, A, proposal, None),
+        ("garbage", NotACommit, A, b"\x00\x01\x00\x01\xff", None),
+        ("other group", InvalidCommit, A, commit_msg(0, 0, group_id=b"another"), None),
+        ("publicly invalid", InvalidCommit, A, invalid, None),
+        ("add without welcome", WelcomeMismatch, A,
+         chk.plan(commit_msg(0, 0, tag=b"a1"), added=[(ref, alice.hash)]), None),
+        ("welcome with an extra ref", WelcomeMismatch, A,
+         chk.plan(commit_msg(0, 0, tag=b"a2"), added=[(ref, alice.hash)]), welcome_msg(ref, bob_ref)),
+        ("welcome for someone else", WelcomeMismatch, A,
+         chk.plan(commit_msg(0, 0, tag=b"a3"), added=[(ref, alice.hash)]), welcome_msg(bob_ref)),
+        ("welcome is not a welcome", WelcomeMismatch, A,
+         chk.plan(commit_msg(0, 0, tag=b"a4"), added=[(ref, alice.hash)]), group_info(0)),
+        ("welcome without adds", WelcomeMismatch, A, chk.plan(commit_msg(0, 0, tag=b"a5")), welcome_msg(ref)),
+        ("kp not in directory", NotAdmissible, A,
+         chk.plan(commit_msg(0, 0, tag=b"a6"), added=[(b"\x01" * 32, alice.hash)]), welcome_msg(b"\x01" * 32)),
+        ("kp of another identity", NotAdmissible, A,
+         chk.plan(commit_msg(0, 0, tag=b"a7"), added=[(bob_ref, alice.hash)]), welcome_msg(bob_ref)),
+        ("second leaf for a member", DuplicateIdentity, A,
+         chk.plan(commit_msg(0, 0, tag=b"a8"), added=[(ref, B)]), welcome_msg(ref)),
+        ("same identity added twice", DuplicateIdentity, A,
+         chk.plan(commit_msg(0, 0, tag=b"a9"), added=[(ref, alice.hash), (ref, alice.hash)]), welcome_msg(ref, ref)),
+    ]
+    before = snapshot(relay.store)
+    for name, error, who, commit, welcome in cases:
+        with pytest.raises(error) as ei:
+            relay.ds.submit_commit(STREAM, who, commit, welcome, NOW)
+        assert ei.value.code, name
+        assert snapshot(relay.store) == before, f"{name} changed the store"
+    # the directory still vouches for both KeyPackages, and a correct commit still goes through
+    assert relay.directory.is_admissible(ref, alice.hash, NOW)
+    ok = chk.plan(commit_msg(0, 0, tag=b"ok"), added=[(ref, alice.hash), (bob_ref, bob.hash)])
+    assert relay.ds.submit_commit(STREAM, A, ok, welcome_msg(bob_ref, ref), NOW).epoch == 1
+
+
+def test_a_rejoin_is_remove_plus_add_in_one_commit(relay: Relay, alice: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0), added=[(ref, alice.hash)]),
+                           welcome_msg(ref), NOW)
+    # recovery (commit_failed): the member is removed and re-added with a fresh KeyPackage in one commit
+    relay.directory.publish(alice.publishable(), NOW)
+    entry = relay.store.take_one_time(alice.hash, SUITE, NOW, taken_by=A)
+    rejoin = relay.checker.plan(commit_msg(1, 0, tag=b"rejoin"), added=[(entry.ref, alice.hash)],
+                                removed=[alice.hash])
+    acc = relay.ds.submit_commit(STREAM, A, rejoin, welcome_msg(entry.ref), NOW)
+    assert acc.epoch == 2
+    assert relay.ds.members_of(STREAM).count(alice.hash) == 1
+    # the removed-and-re-added member was told about the commit (old leaf) and about its Welcome
+    assert Notify(alice.hash, CommitAccepted(STREAM, 1, rejoin)) in acc.notifications
+    assert Notify(alice.hash, WelcomeReady(STREAM, 2)) in acc.notifications
+
+
+# --- time and restart ---------------------------------------------------------------------------
+
+
+def test_unfetched_welcome_expires_and_the_admitter_is_told(relay: Relay, alice: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0), added=[(ref, alice.hash)]),
+                           welcome_msg(ref), NOW)
+    assert relay.ds.tick(NOW + WELCOME_TTL_S - 1) == []
+    notes = relay.ds.tick(NOW + WELCOME_TTL_S)
+    assert notes == [Notify(A, WelcomeExpired(STREAM, alice.hash, 1))]
+    with pytest.raises(NoWelcome):
+        relay.ds.fetch_welcome(STREAM, alice.hash, NOW + WELCOME_TTL_S)
+    assert relay.ds.tick(NOW + WELCOME_TTL_S + 1) == []  # told once
+
+
+def test_admitter_falls_back_to_lowest_leaf_when_the_creator_left(relay: Relay) -> None:
+    relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1), removed=[A]), None, NOW)
+    assert relay.ds.admitter(STREAM) == B
+    assert relay.ds.request_join(STREAM, b"C" * 16, NOW) == [Notify(B, JoinRequested(STREAM, b"C" * 16))]
+    with pytest.raises(NotAMember):
+        relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(1, 0)), None, NOW)
+
+
+def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: Path, alice: Joiner,
+                                                                       bob: Joiner) -> None:
+    path = tmp_path / "relay.db"
+    r = make_relay(path)
+    r.ds.register_stream(STREAM, A, group_info(signer=0))
+    ref, _ = admit(r, alice)
+    r.ds.submit_commit(STREAM, A, r.checker.plan(commit_msg(0, 0), added=[(ref, alice.hash)]), welcome_msg(ref), NOW)
+    r.directory.publish(bob.publishable(), NOW)
+    r.directory.publish(bob.publishable(last_resort=True), NOW)
+    r.ds.request_join(STREAM, bob.hash, NOW)
+    r.store.close()
+
+    again = make_relay(path)
+    assert again.ds.group(STREAM).epoch == 1
+    assert again.ds.members_of(STREAM) == [A, B, alice.hash]
+    assert again.ds.fetch_welcome(STREAM, alice.hash, NOW + 1) == welcome_msg(ref)
+    assert again.ds.join_requests(STREAM, A, NOW + 1) == [bob.hash]
+    got = again.directory.fetch(A, bob.hash, SUITE, NOW + 1)
+    assert not got.last_resort
+    acc = again.ds.submit_commit(STREAM, A, again.checker.plan(commit_msg(1, 0), added=[(got.ref, bob.hash)]),
+                                 welcome_msg(got.ref), NOW + 2)
+    assert acc.epoch == 2 and again.ds.members_of(STREAM)[-1] == bob.hash
+    # the used one-time ref stays refused after the restart too
+    with pytest.raises(NotAdmissible):
+        again.directory.check_admissible(ref, alice.hash, NOW + 2)
+    again.store.close()
