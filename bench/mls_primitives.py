@@ -2,7 +2,7 @@
 
 Usage: ``python bench/mls_primitives.py [--suite 1] [--seconds 0.5] [--json PATH]``. Prints one line
 per operation (operations per second) and optionally writes the same figures as JSON. Tree hash
-and TreeKEM figures belong with the ratchet tree code and are added beside these.
+and TreeKEM path creation are measured by ``bench/mls_tree.py`` beside the ratchet tree code.
 """
 
 from __future__ import annotations

@@ -132,3 +132,43 @@ def test_seeds_decode() -> None:
         for raw in seeds:
             _check(fn, raw)
             decode_all(raw, fn)
+
+
+# --- unprotecting mutated messages: only MLSError, never a half-consumed key --------------------
+
+_MP = next(c for c in json.loads((VECTORS / "message-protection.json").read_text()) if c["cipher_suite"] == 1)
+
+
+def _unprotect_any(wire: bytes) -> None:
+    from ciris_av_plugin.mls.crypto import CipherSuite
+    from ciris_av_plugin.mls.framing import unprotect_private, unprotect_public
+    from ciris_av_plugin.mls.messages import GroupContext
+    from ciris_av_plugin.mls.secret_tree import SecretTree
+
+    cs = CipherSuite(1)
+    h = bytes.fromhex
+    gc = GroupContext(1, h(_MP["group_id"]), _MP["epoch"], h(_MP["tree_hash"]), h(_MP["confirmed_transcript_hash"]), [])
+    sig_pub = h(_MP["signature_pub"])
+    msg = MLSMessage.from_bytes(wire).body
+    if isinstance(msg, PublicMessage):
+        unprotect_public(cs, msg, h(_MP["membership_key"]), gc, sig_pub)
+    elif isinstance(msg, PrivateMessage):
+        tree = SecretTree(cs, h(_MP["encryption_secret"]), 2)
+        unprotect_private(cs, msg, tree, h(_MP["sender_data_secret"]), gc, lambda leaf: sig_pub if leaf < 2 else None)
+
+
+_PROTECTED = [bytes.fromhex(_MP[k]) for k in ("proposal_pub", "commit_pub", "proposal_priv", "commit_priv", "application_priv")]
+
+
+def test_protected_seeds_unprotect() -> None:
+    for wire in _PROTECTED:
+        _unprotect_any(wire)
+
+
+@_fuzz
+@given(mutated(_PROTECTED))
+def test_unprotect_mutated_messages(wire: bytes) -> None:
+    try:
+        _unprotect_any(wire)
+    except MLSError:
+        pass
