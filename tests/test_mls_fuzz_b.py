@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support_mls_tree import GROUP_ID, SUITE, context, grow
+from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
 
 from ciris_av_plugin.errors import MLSError
 from ciris_av_plugin.mls import messages as m
 from ciris_av_plugin.mls.tree import RatchetTree
 from ciris_av_plugin.mls.treekem import create_update_path, merge_update_path, process_update_path
+from ciris_av_plugin.mls.welcome import open_welcome
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "mls"
 SEED_CASES = 4
@@ -162,3 +163,52 @@ def test_mutated_update_paths_are_refused_cleanly(data: bytes) -> None:
     except MLSError:
         pass
     assert _GROUP.tree.to_bytes() == before
+
+
+_POOL = [new_member(b"p%d" % i).key_package.leaf_node for i in range(8)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "remove", "update"]), st.integers(0, 40)), max_size=40))
+def test_tree_operations_keep_the_shape_invariants(ops: list[tuple[str, int]]) -> None:
+    """Against a model (the set of occupied leaves): leftmost-blank adds, minimal truncation."""
+    tree = RatchetTree(SUITE, [_POOL[0]])
+    occupied = {0}
+    for op, k in ops:
+        if op == "add":
+            want = min(i for i in range(len(occupied) + 1) if i not in occupied)
+            assert tree.add_leaf(_POOL[k % len(_POOL)]) == want
+            occupied.add(want)
+        elif occupied:
+            target = sorted(occupied)[k % len(occupied)]
+            if op == "remove" and len(occupied) > 1:
+                tree.remove_leaf(target)
+                occupied.discard(target)
+            elif op == "update":
+                tree.update_leaf(target, _POOL[k % len(_POOL)])
+        n = tree.n_leaves
+        assert n & (n - 1) == 0 and len(tree.nodes) == 2 * n - 1
+        assert {i for i, _ in tree.leaves()} == occupied
+        assert n == 1 or max(occupied) >= n // 2, "truncation left an empty right half"
+        again = RatchetTree.from_bytes(SUITE, tree.to_bytes())
+        assert again.to_bytes() == tree.to_bytes() and again.tree_hash() == tree.tree_hash()
+        assert tree.all_tree_hashes()[tree.root] == tree.tree_hash()
+
+
+def _welcome_seed() -> tuple[bytes, object, bytes]:
+    case = next(c for c in json.loads((VECTORS / "welcome.json").read_text()) if int(c["cipher_suite"]) == 1)
+    kp = m.KeyPackage.from_bytes(bytes.fromhex(case["key_package"])[4:])
+    return bytes.fromhex(case["welcome"])[4:], kp, bytes.fromhex(case["init_priv"])
+
+
+_WELCOME, _WELCOME_KP, _WELCOME_INIT = _welcome_seed()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=mutated([_WELCOME]))
+def test_mutated_welcomes_are_refused_cleanly(data: bytes) -> None:
+    try:
+        welcome = m.Welcome.from_bytes(data)
+        open_welcome(SUITE, welcome, _WELCOME_KP, _WELCOME_INIT, verify_tree=True)
+    except MLSError:
+        pass
