@@ -224,7 +224,7 @@ def test_join_request_notifies_the_admitter_and_opens_fetching(relay: Relay, ali
     relay.directory.publish(alice.publishable(), NOW)
     with pytest.raises(Exception) as ei:
         relay.directory.fetch(A, alice.hash, SUITE, NOW)  # no join request yet
-    assert ei.value.code == "not_authorised"
+    assert ei.value.code == "not-authorised"
     notes = relay.ds.request_join(STREAM, alice.hash, NOW)
     assert notes == [Notify(A, JoinRequested(STREAM, alice.hash))]
     assert relay.ds.join_requests(STREAM, B, NOW) == [alice.hash]
@@ -253,7 +253,7 @@ def test_join_requests_are_rate_limited_per_identity(relay: Relay) -> None:
         relay.ds.request_join(STREAM, c, NOW)
     with pytest.raises(RateLimited) as ei:
         relay.ds.request_join(STREAM, c, NOW + 1)
-    assert ei.value.code == "rate_limited"
+    assert ei.value.code == "rate-limited"
     assert 0 < ei.value.retry_after <= JOIN_REQUEST_REFILL_S
     relay.ds.request_join(STREAM, b"D" * 16, NOW + 1)  # others are not affected
     relay.ds.request_join(STREAM, c, NOW + 1 + JOIN_REQUEST_REFILL_S)  # refilled
@@ -449,3 +449,21 @@ def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: P
     with pytest.raises(NotAdmissible):
         again.directory.check_admissible(ref, alice.hash, NOW + 2)
     again.store.close()
+
+
+def test_every_refusal_code_is_unique_and_wire_shaped() -> None:
+    """Codes go on the wire as the transport's typed error replies (kebab-case, like ``rate-limited``)."""
+    import re
+
+    from ciris_av_plugin.relay import delivery, directory, envelope, storage
+
+    classes = {
+        obj
+        for mod in (delivery, directory, envelope, storage)
+        for obj in vars(mod).values()
+        if isinstance(obj, type) and issubclass(obj, Exception) and "code" in vars(obj)
+    }
+    codes = [c.code for c in classes]
+    assert len(classes) >= 35
+    assert len(set(codes)) == len(codes), sorted(codes)
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", c) for c in codes), codes

@@ -303,20 +303,20 @@ def test_every_refusal_is_typed_and_changes_nothing(store, populated, alice: Joi
             d.publish(env, NOW, **kwargs)
         assert isinstance(ei.value.code, str) and ei.value.code, name
         assert snapshot(store) == before, f"{name} changed the store"
-    assert d.counters["refused.identity_mismatch"] == 3
+    assert d.counters["refused.identity-mismatch"] == 3
     # and the directory still works afterwards
     assert d.fetch(MEMBER, bob.hash, SUITE, NOW).key_package
 
 
 def test_error_codes_are_stable(alice: Joiner, bob: Joiner) -> None:
     codes = {name: err.code for name, (err, _, _) in refusal_cases(alice, bob).items()}
-    assert codes["forged envelope"] == "bad_signature"
-    assert codes["kp carrying another identity"] == "identity_mismatch"
+    assert codes["forged envelope"] == "bad-signature"
+    assert codes["kp carrying another identity"] == "identity-mismatch"
     assert codes["expired"] == "expired"
-    assert codes["suite not served"] == "unsupported_suite"
+    assert codes["suite not served"] == "unsupported-suite"
     assert codes["oversized"] == "oversized"
     assert ReplayedKeyPackage.code == "replayed" and QuotaExceeded.code == "quota"
-    assert FetchNotAuthorised.code == "not_authorised" and NotAdmissible.code == "key_package_not_admissible"
+    assert FetchNotAuthorised.code == "not-authorised" and NotAdmissible.code == "key-package-not-admissible"
 
 
 def test_unimplemented_suite_is_refused_even_if_configured(store, alice: Joiner) -> None:
@@ -372,7 +372,7 @@ def test_global_cap(store, alice: Joiner, bob: Joiner) -> None:
     d.publish(bob.publishable(), NOW)
     with pytest.raises(DirectoryError) as ei:
         d.publish(alice.publishable(), NOW)
-    assert ei.value.code == "directory_full"
+    assert ei.value.code == "directory-full"
 
 
 # --- fetch ----------------------------------------------------------------------------------------

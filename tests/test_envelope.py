@@ -99,7 +99,7 @@ def test_forged_signature_by_another_identity_is_refused(rns_identity: RNS.Ident
                         sign=mallory.sign)
     with pytest.raises(BadEnvelopeSignature) as ei:
         open_envelope(env)
-    assert ei.value.code == "bad_signature"
+    assert ei.value.code == "bad-signature"
     assert isinstance(ei.value, RelayError)
 
 
@@ -153,7 +153,7 @@ def test_malformed_bodies_are_refused_even_when_correctly_signed(body: dict) -> 
     body = {k: (me.pub if v is None else v) for k, v in body.items()}
     with pytest.raises(MalformedEnvelope) as ei:
         open_envelope(_signed(body, me))
-    assert ei.value.code == "malformed_envelope"
+    assert ei.value.code == "malformed-envelope"
 
 
 def test_duplicate_keys_and_trailing_bytes_are_refused() -> None:

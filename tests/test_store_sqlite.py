@@ -254,6 +254,9 @@ def test_schema_version_wal_and_file_mode(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "relay.db"
     with SQLiteStore(path) as s:
         assert s.schema_version == SCHEMA_VERSION >= 1
+        s.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s"))
+        wal = Path(f"{path}-wal")
+        assert wal.exists() and stat.S_IMODE(os.stat(wal).st_mode) == 0o600  # SQLite copies the db's mode
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -28,6 +28,7 @@ are wall-clock seconds passed in (persisted deadlines must survive a restart).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,41 +124,41 @@ class DeliveryError(RelayError):
 
 
 class UnknownStream(DeliveryError):
-    code = "unknown_stream"
+    code = "unknown-stream"
 
 
 class StreamExists(DeliveryError):
     """``register_stream`` for a stream id or MLS group that is already registered."""
 
-    code = "stream_exists"
+    code = "stream-exists"
 
 
 class BadGroupInfo(DeliveryError):
     """The GroupInfo does not decode, or its signer is not the registering identity."""
 
-    code = "bad_group_info"
+    code = "bad-group-info"
 
 
 class NotAMember(DeliveryError):
     """The operation needs a leaf in the stream's current tree."""
 
-    code = "not_member"
+    code = "not-member"
 
 
 class AlreadyMember(DeliveryError):
     """A join request from an identity that already has a leaf."""
 
-    code = "already_member"
+    code = "already-member"
 
 
 class JoinQueueFull(DeliveryError):
-    code = "join_queue_full"
+    code = "join-queue-full"
 
 
 class RateLimited(DeliveryError):
     """Too many requests from this identity; ``retry_after`` seconds until the next is allowed."""
 
-    code = "rate_limited"
+    code = "rate-limited"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -167,61 +168,61 @@ class RateLimited(DeliveryError):
 class NotACommit(DeliveryError):
     """The submitted message is not an MLSMessage carrying a commit."""
 
-    code = "not_a_commit"
+    code = "not-a-commit"
 
 
 class PrivateHandshake(DeliveryError):
     """Handshakes in relayed groups must be PublicMessage so the relay can follow them."""
 
-    code = "private_handshake"
+    code = "private-handshake"
 
 
 class ExternalCommit(DeliveryError):
     """External commits (and non-member senders) are refused in relayed groups."""
 
-    code = "external_commit"
+    code = "external-commit"
 
 
 class InvalidCommit(DeliveryError):
     """The commit is not publicly valid (or is for another group)."""
 
-    code = "invalid_commit"
+    code = "invalid-commit"
 
 
 class StaleCommit(DeliveryError):
     """The commit is for an epoch that has already been committed (another commit won)."""
 
-    code = "stale_epoch"
+    code = "stale-epoch"
 
 
 class FutureCommit(DeliveryError):
     """The commit is for an epoch the stream has not reached."""
 
-    code = "future_epoch"
+    code = "future-epoch"
 
 
 class SenderMismatch(DeliveryError):
     """The commit's sender leaf is not the submitting identity's leaf."""
 
-    code = "sender_mismatch"
+    code = "sender-mismatch"
 
 
 class DuplicateIdentity(DeliveryError):
     """The commit would give an identity a second leaf (§12.2; a rejoin is Remove + Add in one commit)."""
 
-    code = "duplicate_identity"
+    code = "duplicate-identity"
 
 
 class WelcomeMismatch(DeliveryError):
     """The Welcome's ``new_member`` refs are not exactly the commit's Adds (or a Welcome is missing/extra)."""
 
-    code = "welcome_mismatch"
+    code = "welcome-mismatch"
 
 
 class NoWelcome(DeliveryError):
     """No unexpired Welcome waits for this identity in this stream."""
 
-    code = "no_welcome"
+    code = "no-welcome"
 
 
 # --- seams to the keyless PublicGroup -------------------------------------------------------------
@@ -418,6 +419,9 @@ class DeliveryService:
         self._max_pending_joins = max_pending_joins
         self._groups: dict[int, GroupView] = {}
         self._join_buckets: dict[bytes, _Bucket] = {}
+        # The transport calls in from several request threads; the store is atomic on its own, the
+        # rate limiter is guarded here.
+        self._rate_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name, for metrics."""
 
@@ -491,7 +495,7 @@ class DeliveryService:
         self._take_join_token(identity, now)
         req = JoinRequest(stream_id, identity, now, now + JOIN_REQUEST_TTL_S)
         if not self._store.put_join_request(req, max_per_stream=self._max_pending_joins):
-            self.counters["refused.join_queue_full"] += 1
+            self.counters[f"refused.{JoinQueueFull.code}"] += 1
             raise JoinQueueFull(f"stream {stream_id} has {self._max_pending_joins} pending join requests")
         self.counters["join_requests"] += 1
         admitter = self.admitter(stream_id)
@@ -515,6 +519,10 @@ class DeliveryService:
         return False
 
     def _take_join_token(self, identity: bytes, now: float) -> None:
+        with self._rate_lock:
+            self._take_join_token_locked(identity, now)
+
+    def _take_join_token_locked(self, identity: bytes, now: float) -> None:
         bucket = self._join_buckets.get(identity)
         if bucket is None:
             if len(self._join_buckets) >= MAX_RATE_TRACKED_IDENTITIES:
@@ -522,7 +530,7 @@ class DeliveryService:
             bucket = self._join_buckets[identity] = _Bucket(JOIN_REQUEST_BURST, now)
         bucket.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
         if bucket.tokens < 1:
-            self.counters["refused.rate_limited"] += 1
+            self.counters[f"refused.{RateLimited.code}"] += 1
             raise RateLimited("too many join requests", retry_after=(1 - bucket.tokens) * JOIN_REQUEST_REFILL_S)
         bucket.tokens -= 1
 

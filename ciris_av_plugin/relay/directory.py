@@ -101,25 +101,25 @@ class DirectoryError(RelayError):
 class InvalidKeyPackage(DirectoryError):
     """Not a valid RFC 9420 KeyPackage (framing, signatures, leaf node, keys)."""
 
-    code = "invalid_key_package"
+    code = "invalid-key-package"
 
 
 class IdentityMismatch(DirectoryError):
     """The KeyPackage's credential is not a basic credential naming the envelope signer."""
 
-    code = "identity_mismatch"
+    code = "identity-mismatch"
 
 
 class PublisherMismatch(DirectoryError):
     """The publishing link's identity is not the envelope signer."""
 
-    code = "publisher_mismatch"
+    code = "publisher-mismatch"
 
 
 class SuiteNotSupported(DirectoryError):
     """The KeyPackage's cipher suite is not one this relay serves."""
 
-    code = "unsupported_suite"
+    code = "unsupported-suite"
 
 
 class KeyPackageExpired(DirectoryError):
@@ -131,19 +131,19 @@ class KeyPackageExpired(DirectoryError):
 class KeyPackageNotYetValid(DirectoryError):
     """The KeyPackage's lifetime starts in the future (beyond the clock-skew allowance)."""
 
-    code = "not_yet_valid"
+    code = "not-yet-valid"
 
 
 class LifetimeTooLong(DirectoryError):
     """``not_after`` is further away than :data:`MAX_KEY_PACKAGE_LIFETIME_S`."""
 
-    code = "lifetime_too_long"
+    code = "lifetime-too-long"
 
 
 class StaleEnvelope(DirectoryError):
     """The envelope's ``ts`` is older than :data:`MAX_ENVELOPE_AGE_S` or in the future."""
 
-    code = "stale_envelope"
+    code = "stale-envelope"
 
 
 class ReplayedKeyPackage(DirectoryError):
@@ -161,25 +161,25 @@ class QuotaExceeded(DirectoryError):
 class DirectoryFull(DirectoryError):
     """The directory holds :data:`MAX_DIRECTORY_ENTRIES`."""
 
-    code = "directory_full"
+    code = "directory-full"
 
 
 class FetchNotAuthorised(DirectoryError):
     """The requester is not a member of a stream the target asked to join (RFC 9420 §16.8)."""
 
-    code = "not_authorised"
+    code = "not-authorised"
 
 
 class NoKeyPackage(DirectoryError):
     """The target has no live KeyPackage of the requested suite."""
 
-    code = "no_key_package"
+    code = "no-key-package"
 
 
 class NotAdmissible(DirectoryError):
     """An Add names a KeyPackage the directory cannot vouch for (unknown, other identity, used, expired)."""
 
-    code = "key_package_not_admissible"
+    code = "key-package-not-admissible"
 
 
 # --- KeyPackage inspection ------------------------------------------------------------------------
@@ -394,13 +394,13 @@ class KeyPackageDirectory:
         KeyPackages cannot be drained or harvested by anyone else (RFC 9420 §16.8).
         """
         if not self._may_fetch(requester, target, now):
-            self.counters["refused.not_authorised"] += 1
+            self.counters[f"refused.{FetchNotAuthorised.code}"] += 1
             raise FetchNotAuthorised("requester is not a member of a stream the target asked to join")
         entry = self._store.take_one_time(target, suite, now, taken_by=requester)
         if entry is None:
             entry = self._store.last_resort(target, suite, now)
         if entry is None:
-            self.counters["refused.no_key_package"] += 1
+            self.counters[f"refused.{NoKeyPackage.code}"] += 1
             raise NoKeyPackage(f"no live KeyPackage of suite 0x{suite:04x} for that identity")
         self.counters["fetched.last_resort" if entry.last_resort else "fetched.one_time"] += 1
         log.debug("KeyPackage %s of %s fetched by %s", entry.ref.hex()[:16], target.hex(), requester.hex())

@@ -87,13 +87,13 @@ _MAX_TS = (1 << 63) - 1
 class EnvelopeError(RelayError):
     """A publish envelope was refused; ``code`` says why, for the typed error reply."""
 
-    code = "bad_envelope"
+    code = "bad-envelope"
 
 
 class MalformedEnvelope(EnvelopeError):
     """Not a well-formed envelope: bad msgpack, missing, extra or duplicate keys, wrong types or lengths."""
 
-    code = "malformed_envelope"
+    code = "malformed-envelope"
 
 
 class OversizedEnvelope(EnvelopeError):
@@ -105,7 +105,7 @@ class OversizedEnvelope(EnvelopeError):
 class BadEnvelopeSignature(EnvelopeError):
     """The signature does not verify under the envelope's ``identity_pub`` (forged or altered)."""
 
-    code = "bad_signature"
+    code = "bad-signature"
 
 
 @dataclass(frozen=True)
