@@ -878,3 +878,12 @@ def test_a_waiting_subscriber_does_not_spin_requests_for_a_track_nobody_feeds() 
         t += 0.02
     kf = eng.stats()["keyframe_requests"]
     assert kf["sent"] == 0 and kf["no_publisher"] <= 1 and kf["pending"] == 0
+
+
+def test_a_link_that_publishes_and_subscribes_never_gets_its_own_packets_back() -> None:
+    eng = engine_with(1)
+    eng.add_subscriber(PUB, SID, BIG_MDU, 0.0)
+    pkts = frame(0, 0, 500, key=True)
+    feed(eng, pkts, 0.0)
+    assert drain(eng, PUB, 0.0) == []
+    assert drain(eng, b"sub-0", 0.0) == pkts

@@ -530,6 +530,10 @@ class ForwardingEngine:
         cap_pkts = self.config.max_queued_packets
         on_pending = self._on_pending
         for sub in stream.subs:
+            if sub.link_id == link_id:
+                # Never echo a packet to the link it came from (a cascade link may carry a stream
+                # both ways; echoing would loop it between relays).
+                continue
             if sub.stalled:
                 self._count_drop(sub, "stalled")
                 continue
