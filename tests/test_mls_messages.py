@@ -96,3 +96,12 @@ def test_external_senders_and_required_capabilities_bodies() -> None:
 def test_x509_credential_kept_as_opaque_chain() -> None:
     cred = m.Credential(m.CredentialType.X509, certificates=[b"cert1", b"cert2"])
     assert m.Credential.from_bytes(cred.to_bytes()) == cred
+
+
+def test_external_pub_and_application_id_bodies() -> None:
+    pub = m.ExternalPub(b"x" * 32)
+    assert m.ExternalPub.from_bytes(pub.to_bytes()) == pub
+    app = m.ApplicationId(b"rns-identity-hash")
+    assert m.ApplicationId.from_bytes(app.to_bytes()) == app
+    with pytest.raises(DecodeError):
+        m.ExternalPub.from_bytes(pub.to_bytes() + b"\x00")

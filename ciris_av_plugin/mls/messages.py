@@ -289,6 +289,8 @@ class Lifetime(Struct):
 
 @dataclass
 class RequiredCapabilities(Struct):
+    """§11.1 required_capabilities extension body: what every member must support."""
+
     extension_types: list[int] = field(default_factory=list)
     proposal_types: list[int] = field(default_factory=list)
     credential_types: list[int] = field(default_factory=list)
@@ -304,6 +306,8 @@ class RequiredCapabilities(Struct):
 
 @dataclass
 class ExternalSender(Struct):
+    """§12.1.8.1 external_senders entry: a non-member allowed to send proposals."""
+
     signature_key: bytes
     credential: Credential
 
@@ -314,6 +318,34 @@ class ExternalSender(Struct):
     @classmethod
     def decode(cls, r: Reader) -> ExternalSender:
         return cls(r.opaque(), Credential.decode(r))
+
+
+@dataclass
+class ExternalPub(Struct):
+    """§12.4.3.2 external_pub GroupInfo extension: the key an external joiner encrypts to."""
+
+    external_pub: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.external_pub)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ExternalPub:
+        return cls(r.opaque())
+
+
+@dataclass
+class ApplicationId(Struct):
+    """§5.3.3 application_id LeafNode extension: an application-chosen identifier for the client."""
+
+    application_id: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.application_id)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ApplicationId:
+        return cls(r.opaque())
 
 
 def decode_external_senders(data: bytes) -> list[ExternalSender]:
@@ -412,6 +444,8 @@ class LeafNode(Struct):
 
 @dataclass
 class ParentNode(Struct):
+    """§7.1 interior node: its HPKE key, the parent hash chaining it to its updater, unmerged leaves."""
+
     encryption_key: bytes
     parent_hash: bytes = b""
     unmerged_leaves: list[int] = field(default_factory=list)
@@ -445,6 +479,8 @@ def decode_node(r: Reader) -> LeafNode | ParentNode:
 
 @dataclass
 class HPKECiphertext(Struct):
+    """§7.6 EncryptWithLabel output: the KEM encapsulation and the AEAD ciphertext."""
+
     kem_output: bytes
     ciphertext: bytes
 
@@ -458,6 +494,8 @@ class HPKECiphertext(Struct):
 
 @dataclass
 class UpdatePathNode(Struct):
+    """§7.6 one filtered-direct-path node: new public key, one ciphertext per resolution node."""
+
     encryption_key: bytes
     encrypted_path_secret: list[HPKECiphertext] = field(default_factory=list)
 
@@ -472,6 +510,8 @@ class UpdatePathNode(Struct):
 
 @dataclass
 class UpdatePath(Struct):
+    """§7.6 what a committer sends to refresh its path: its new leaf and the path nodes."""
+
     leaf_node: LeafNode
     nodes: list[UpdatePathNode] = field(default_factory=list)
 
@@ -489,6 +529,8 @@ class UpdatePath(Struct):
 
 @dataclass
 class KeyPackage(Struct):
+    """§10 a client's signed offer to be added: init key for the Welcome, leaf node, extensions."""
+
     cipher_suite: int
     init_key: bytes
     leaf_node: LeafNode
@@ -564,6 +606,8 @@ class KeyPackage(Struct):
 
 @dataclass
 class PreSharedKeyID(Struct):
+    """§8.4 names a PSK (external id or resumption group/epoch) plus a fresh nonce."""
+
     psktype: PSKType
     psk_nonce: bytes
     psk_id: bytes = b""
@@ -596,6 +640,8 @@ class PreSharedKeyID(Struct):
 
 @dataclass
 class Add(Struct):
+    """§12.1.1 add the KeyPackage's client at the leftmost blank leaf."""
+
     key_package: KeyPackage
     proposal_type = ProposalType.ADD
 
@@ -609,6 +655,8 @@ class Add(Struct):
 
 @dataclass
 class Update(Struct):
+    """§12.1.2 replace the sender's leaf (fresh keys); blanks its direct path."""
+
     leaf_node: LeafNode
     proposal_type = ProposalType.UPDATE
 
@@ -622,6 +670,8 @@ class Update(Struct):
 
 @dataclass
 class Remove(Struct):
+    """§12.1.3 remove the member at leaf index ``removed``."""
+
     removed: int
     proposal_type = ProposalType.REMOVE
 
@@ -635,6 +685,8 @@ class Remove(Struct):
 
 @dataclass
 class PreSharedKey(Struct):
+    """§12.1.4 inject a PSK into the next epoch's key schedule."""
+
     psk: PreSharedKeyID
     proposal_type = ProposalType.PSK
 
@@ -648,6 +700,8 @@ class PreSharedKey(Struct):
 
 @dataclass
 class ReInit(Struct):
+    """§12.1.5 end the group and restart it with new parameters."""
+
     group_id: bytes
     cipher_suite: int
     extensions: list[Extension] = field(default_factory=list)
@@ -668,6 +722,8 @@ class ReInit(Struct):
 
 @dataclass
 class ExternalInit(Struct):
+    """§12.1.6 the KEM output that lets an external committer derive init_secret."""
+
     kem_output: bytes
     proposal_type = ProposalType.EXTERNAL_INIT
 
@@ -681,6 +737,8 @@ class ExternalInit(Struct):
 
 @dataclass
 class GroupContextExtensions(Struct):
+    """§12.1.7 replace the GroupContext extensions."""
+
     extensions: list[Extension] = field(default_factory=list)
     proposal_type = ProposalType.GROUP_CONTEXT_EXTENSIONS
 
@@ -760,6 +818,8 @@ class ProposalOrRef(Struct):
 
 @dataclass
 class Commit(Struct):
+    """§12.4 the proposals being committed (inline or by reference) and an optional UpdatePath."""
+
     proposals: list[ProposalOrRef] = field(default_factory=list)
     path: UpdatePath | None = None
 
@@ -777,6 +837,8 @@ class Commit(Struct):
 
 @dataclass
 class GroupInfo(Struct):
+    """§12.4.3 the signed group state a joiner needs: context, extensions, confirmation tag."""
+
     group_context: GroupContext
     extensions: list[Extension] = field(default_factory=list)
     confirmation_tag: bytes = b""
@@ -810,6 +872,8 @@ class GroupInfo(Struct):
 
 @dataclass
 class PathSecret(Struct):
+    """§12.4.3.1 the path secret of the lowest node shared by committer and joiner."""
+
     path_secret: bytes
 
     def encode(self, w: Writer) -> None:
@@ -822,6 +886,8 @@ class PathSecret(Struct):
 
 @dataclass
 class GroupSecrets(Struct):
+    """§12.4.3.1 what is HPKE-sealed to each joiner: joiner_secret, path secret, PSK ids."""
+
     joiner_secret: bytes
     path_secret: PathSecret | None = None
     psks: list[PreSharedKeyID] = field(default_factory=list)
@@ -838,6 +904,8 @@ class GroupSecrets(Struct):
 
 @dataclass
 class EncryptedGroupSecrets(Struct):
+    """§12.4.3.1 one joiner's sealed GroupSecrets, addressed by KeyPackageRef."""
+
     new_member: bytes
     """KeyPackageRef of the joiner this entry is for."""
     encrypted_group_secrets: HPKECiphertext
@@ -853,6 +921,8 @@ class EncryptedGroupSecrets(Struct):
 
 @dataclass
 class Welcome(Struct):
+    """§12.4.3.1 admits new members: per-joiner GroupSecrets plus the shared encrypted GroupInfo."""
+
     cipher_suite: int
     secrets: list[EncryptedGroupSecrets] = field(default_factory=list)
     encrypted_group_info: bytes = b""

@@ -342,17 +342,25 @@ class RatchetTree:
 
     # ------------------------------------------------------------------ leaf checks (§7.3, no clock)
 
-    def verify_leaves(self, group_id: bytes) -> None:
-        """Signatures, source-dependent signing context and key uniqueness of every leaf (§7.3).
+    def verify_leaves(self, group_id: bytes, now: int | None = None) -> None:
+        """§7.3 for every leaf as a joiner sees them (§12.4.3.1); raises :class:`TreeError`.
 
-        Lifetimes need a clock and are the caller's business.
+        Signatures with their source-dependent context, listed extensions, credential types that
+        every member supports, and keys unique across the tree (parent keys included). Lifetimes
+        are checked only when ``now`` (seconds) is passed in; the RFC makes that check optional
+        for received trees because a leaf may expire between commit and join.
         """
+        in_use = {int(leaf.credential.credential_type) for _, leaf in self.leaves()}
         enc_keys: set[bytes] = set()
         sig_keys: set[bytes] = set()
         for i, leaf in self.leaves():
             if not leaf.verify(self.suite, group_id, i):
                 raise TreeError(f"leaf {i} signature does not verify")
             check_leaf_capabilities(leaf, i)
+            if not in_use <= {int(c) for c in leaf.capabilities.credentials}:
+                raise TreeError(f"leaf {i} does not support every credential type in use")
+            if now is not None and leaf.lifetime is not None and not leaf.lifetime.contains(now):
+                raise TreeError(f"leaf {i} lifetime does not cover the current time")
             if leaf.encryption_key in enc_keys or leaf.signature_key in sig_keys:
                 raise TreeError(f"leaf {i} repeats another member's key")
             enc_keys.add(leaf.encryption_key)
@@ -389,9 +397,12 @@ class RatchetTree:
             if isinstance(node, ParentNode) and node.encryption_key == leaf.encryption_key:
                 raise TreeError(f"leaf repeats parent {x}'s encryption key")
 
-    def verify(self, group_id: bytes) -> None:
-        """What a joiner checks on a received tree (§12.4.3.1): leaves and parent hashes."""
-        self.verify_leaves(group_id)
+    def verify(self, group_id: bytes, now: int | None = None) -> None:
+        """What a joiner checks on a received tree (§12.4.3.1): leaves and parent hashes.
+
+        The unmerged-leaves rules of that list were already enforced when the tree was built.
+        """
+        self.verify_leaves(group_id, now)
         self.verify_parent_hashes()
 
 
