@@ -93,6 +93,7 @@ class Joiner:
         leaf_extensions: list[Extension] | None = None,
         break_leaf_signature: bool = False,
         break_kp_signature: bool = False,
+        source: LeafNodeSource = LeafNodeSource.KEY_PACKAGE,
     ) -> bytes:
         """An MLSMessage-framed KeyPackage signed with a fresh MLS key (never the RNS key)."""
         suite = CipherSuite(suite_id)
@@ -106,11 +107,14 @@ class Joiner:
             signature_key=sig_pub,
             credential=credential or Credential.basic(self.hash if identity is None else identity),
             capabilities=Capabilities(cipher_suites=[suite_id]),
-            leaf_node_source=LeafNodeSource.KEY_PACKAGE,
-            lifetime=Lifetime(not_before, not_after),
+            leaf_node_source=source,
+            lifetime=Lifetime(not_before, not_after) if source == LeafNodeSource.KEY_PACKAGE else None,
             extensions=leaf_extensions or [],
         )
-        leaf.sign(suite, sig_priv)
+        if source == LeafNodeSource.KEY_PACKAGE:
+            leaf.sign(suite, sig_priv)
+        else:
+            leaf.sign(suite, sig_priv, group_id=b"some group", leaf_index=0)
         if break_leaf_signature:
             leaf.signature = bytes([leaf.signature[0] ^ 1]) + leaf.signature[1:]
         kp = KeyPackage(suite_id, init_pub, leaf)
@@ -289,6 +293,11 @@ def refusal_cases(alice: Joiner, bob: Joiner) -> dict[str, tuple[type[DirectoryE
             alice.publishable(leaf_extensions=[Extension(0xF0F0, b"x")]),
             {},
         ),
+        "update leaf in a key package": (
+            InvalidKeyPackage,
+            alice.publishable(source=LeafNodeSource.UPDATE),
+            {},
+        ),
         "not a key package": (InvalidKeyPackage, alice.envelope(b"\x00\x01\x00\x03" + b"\x00" * 40), {}),
         "trailing bytes": (InvalidKeyPackage, alice.envelope(alice.key_package() + b"\x00"), {}),
         "garbage": (InvalidKeyPackage, alice.envelope(b"\xff" * 100), {}),
@@ -317,6 +326,13 @@ def test_error_codes_are_stable(alice: Joiner, bob: Joiner) -> None:
     assert codes["oversized"] == "oversized"
     assert ReplayedKeyPackage.code == "replayed" and QuotaExceeded.code == "quota"
     assert FetchNotAuthorised.code == "not-authorised" and NotAdmissible.code == "key-package-not-admissible"
+
+
+def test_default_extension_types_need_not_be_listed(store, alice: Joiner) -> None:
+    """§7.2: application_id (0x0001) is a default extension type, so a leaf may carry it unlisted."""
+    d = directory_for(store, alice.hash)
+    d.publish(alice.publishable(leaf_extensions=[Extension(0x0001, b"app")]), NOW)
+    assert d.count_one_time(alice.hash) == 1
 
 
 def test_unimplemented_suite_is_refused_even_if_configured(store, alice: Joiner) -> None:
@@ -359,6 +375,9 @@ def test_quota_per_identity(store, alice: Joiner, bob: Joiner) -> None:
     before = snapshot(store)
     with pytest.raises(QuotaExceeded):
         d.publish(alice.publishable(), NOW)
+    # refused before the KeyPackage is even looked at (a flood past quota stays cheap)
+    with pytest.raises(QuotaExceeded):
+        d.publish(alice.envelope(b"\xff" * 64), NOW)
     assert snapshot(store) == before
     d.publish(bob.publishable(), NOW)  # another identity is not affected
     d.publish(alice.publishable(last_resort=True), NOW)  # nor is the last-resort slot

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from ..errors import MLSError, RelayError
 from ..mls.codec import Reader, decode_all
 from ..mls.crypto import SUITES, CipherSuite
-from ..mls.messages import CredentialType, KeyPackage, LeafNodeSource, ProtocolVersion, WireFormat
+from ..mls.messages import CredentialType, KeyPackage, ProtocolVersion, WireFormat
+from ..mls.tree import validate_key_package
 from .envelope import IDENTITY_HASH_LEN, KeyPackageEnvelope, open_envelope
 from .storage import DirectoryStore, KeyPackageEntry, PutOutcome
 
@@ -234,26 +235,17 @@ def inspect_key_package(mls_message: bytes, suites: frozenset[int]) -> KeyPackag
     except MLSError:
         raise SuiteNotSupported(f"cipher suite 0x{kp.cipher_suite:04x} is not implemented") from None
     leaf = kp.leaf_node
-    if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE or leaf.lifetime is None:
-        raise InvalidKeyPackage("leaf node source is not key_package")
     if leaf.credential.credential_type != CredentialType.BASIC:
         raise IdentityMismatch("credential is not a basic credential carrying an RNS identity hash")
-    if CredentialType.BASIC not in leaf.capabilities.credentials:
-        raise InvalidKeyPackage("capabilities do not list the credential type in use")
-    unlisted = [e.extension_type for e in leaf.extensions if e.extension_type not in leaf.capabilities.extensions]
-    if unlisted:
-        raise InvalidKeyPackage(f"leaf extensions {unlisted} are not in its capabilities")
-    if kp.init_key == leaf.encryption_key:
-        raise InvalidKeyPackage("init_key equals the leaf encryption_key")
     try:
-        leaf_ok = leaf.verify(suite)
-        kp_ok = kp.verify(suite)
-    except MLSError:
-        leaf_ok = kp_ok = False
-    if not leaf_ok:
-        raise InvalidKeyPackage("leaf node signature does not verify")
-    if not kp_ok:
-        raise InvalidKeyPackage("KeyPackage signature does not verify")
+        # The MLS core's §10.1 / §7.3 checks (source, capabilities, both signatures, fresh init_key),
+        # so the relay and members judge a KeyPackage by one implementation. Lifetime is left to the
+        # caller, which applies its own clock-skew allowance.
+        validate_key_package(suite, kp)
+    except MLSError as e:
+        raise InvalidKeyPackage(str(e)) from None
+    if leaf.lifetime is None:  # unreachable after validation; keeps the type checker honest
+        raise InvalidKeyPackage("key_package leaf node without lifetime")
     return KeyPackageInfo(
         ref=suite.make_key_package_ref(mls_message[_MLS_MESSAGE_HEADER_LEN:]),
         identity=leaf.credential.identity,
@@ -354,6 +346,11 @@ class KeyPackageDirectory:
             raise PublisherMismatch("envelope is signed by another identity than the publishing link")
         if env.ts > now + MAX_CLOCK_SKEW_S or env.ts < now - MAX_ENVELOPE_AGE_S:
             raise StaleEnvelope(f"envelope ts {env.ts} is outside [now - {MAX_ENVELOPE_AGE_S}, now + skew]")
+        if not env.last_resort and self._store.count_one_time(signer) >= self._max_one_time:
+            # Cheap early refusal before the KeyPackage's two signature checks, so an identity
+            # flooding past its quota costs one envelope verification per publish. The store
+            # re-checks atomically on insert.
+            raise QuotaExceeded(f"identity holds {self._max_one_time} one-time KeyPackages already")
         info = self._inspect(env.key_package, self._suites)
         if len(info.identity) != IDENTITY_HASH_LEN or info.identity != signer:
             raise IdentityMismatch("KeyPackage credential identity is not the envelope signer's identity hash")
