@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
 
 from ciris_av_plugin.mls import key_schedule as ks
+from ciris_av_plugin.mls.crypto import CipherSuite
+from ciris_av_plugin.mls.errors import UnsupportedSuite
+from ciris_av_plugin.mls.framing import MLSMessage
 from ciris_av_plugin.mls.messages import (
     Extension,
     ExtensionType,
@@ -20,6 +25,7 @@ from ciris_av_plugin.mls.messages import (
     ResumptionPSKUsage,
     Welcome,
 )
+from ciris_av_plugin.mls.tree import RatchetTree
 from ciris_av_plugin.mls.treekem import create_update_path
 from ciris_av_plugin.mls.welcome import (
     WelcomeError,
@@ -30,6 +36,7 @@ from ciris_av_plugin.mls.welcome import (
 )
 
 CTH = b"\x11" * 32
+VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "mls"
 
 
 def _admit(with_tree: bool = True, psks=(), psk_values=(), signer: int = 0, bad_tag: bool = False):
@@ -129,3 +136,43 @@ def test_reinit_psk_must_be_alone() -> None:
     with pytest.raises(WelcomeError):
         psk_secret_for(SUITE, [reinit, ext], lambda _: b"k")
     assert psk_secret_for(SUITE, [reinit], lambda _: b"k") is not None
+
+
+# passive-client-welcome.json has no later epochs, so every case is a pure Welcome join: the tree
+# from the extension or given out of band, external PSKs, the joiner's keys and the resulting
+# epoch_authenticator. It is interop evidence for open_welcome beyond welcome.json.
+_PASSIVE = json.loads((VECTORS / "passive-client-welcome.json").read_text())
+
+
+def _hpke_priv(suite: CipherSuite, hex_key: str) -> bytes:
+    """The P-521 cases carry some scalars with their leading zero byte stripped (65 of 66 bytes);
+    SerializePrivateKey is fixed-width (RFC 9180 §7.1.2), so restore the width."""
+    key = bytes.fromhex(hex_key)
+    return key.rjust(suite.spec.kem.n_sk, b"\x00")
+
+
+@pytest.mark.parametrize("case", _PASSIVE, ids=[f"{i}-suite{c['cipher_suite']}" for i, c in enumerate(_PASSIVE)])
+def test_passive_client_welcome_join(case: dict) -> None:
+    try:
+        suite = CipherSuite(int(case["cipher_suite"]))
+    except UnsupportedSuite:
+        pytest.skip("cipher suite not implemented")
+    assert not case["epochs"]
+    kp = MLSMessage.from_bytes(bytes.fromhex(case["key_package"])).body
+    welcome = MLSMessage.from_bytes(bytes.fromhex(case["welcome"])).body
+    assert suite.signature_public_key(bytes.fromhex(case["signature_priv"])) == kp.leaf_node.signature_key
+    init_priv = _hpke_priv(suite, case["init_priv"])
+    assert suite.hpke_public_key(init_priv) == kp.init_key
+    psks = {bytes.fromhex(p["psk_id"]): bytes.fromhex(p["psk"]) for p in case["external_psks"]}
+    tree = RatchetTree.from_bytes(suite, bytes.fromhex(case["ratchet_tree"])) if case["ratchet_tree"] else None
+    joined = open_welcome(
+        suite,
+        welcome,
+        kp,
+        init_priv,
+        tree=tree,
+        psk_lookup=lambda psk_id: psks[psk_id.psk_id],
+        encryption_priv=_hpke_priv(suite, case["encryption_priv"]),
+    )
+    assert joined.epoch_secrets.epoch_authenticator.hex() == case["initial_epoch_authenticator"]
+    assert joined.private is not None
