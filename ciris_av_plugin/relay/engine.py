@@ -46,8 +46,9 @@ dataclasses. Queues are bounded by age on the relay's clock, measured from arriv
 3. when a keyframe of a newer group is sent, queued fragments of older groups of that track that
    have waited longer than ``discardable_max_age`` go (merely reordered ones stay: receivers
    reorder by frame_seq);
-4. the byte/packet cap sheds in the same order (discardable frames, then the oldest group) and
-   touches audio only when no video is left in the queue: audio is never dropped for video;
+4. the byte/packet cap sheds in the same order (discardable frames, then the oldest group), down
+   to ``SHED_TARGET`` of the cap, and touches audio only when no video is left in the queue: audio
+   is never dropped for video;
 5. a stalled subscriber (no receiver report for ``stall_timeout``) loses its whole queue and
    everything that arrives while it is stalled; when it reports again it restarts at a keyframe;
 6. a subscriber whose reports show a frame sent more than ``max_inflight_age`` ago still not
@@ -130,6 +131,9 @@ AGE_SAMPLES = 4096
 # Frames remembered per subscriber track for the in-flight age: 17 s of 30 fps video, far past
 # max_inflight_age, so the log is never what limits the measurement.
 INFLIGHT_LOG = 512
+# When a queue overflows its byte/packet cap it is shed to this fraction of the cap, so the
+# shedding scan (O(queue)) runs once per quarter-queue of overflow, not once per packet.
+SHED_TARGET = 0.75
 # Events buffered between two tick() calls; a transport that stops ticking cannot grow memory.
 MAX_PENDING_EVENTS = 1024
 
@@ -755,9 +759,13 @@ class ForwardingEngine:
         """Drop one whole video frame: queued fragments now, later ones on arrival."""
         sub.skip_frame[tkey] = seq
         self._purge(sub, lambda it: it[_I_TKEY] == tkey and it[_I_SEQ] == seq, reason)
+        self._forget_inflight(sub, tkey, seq)
+
+    @staticmethod
+    def _forget_inflight(sub: _Sub, tkey: int, seq: int) -> None:
+        """A frame whose head was sent will now never complete: stop counting it as in flight."""
         log_ = sub.inflight.get(tkey)
         if log_:
-            # A frame whose head was sent will now never complete: stop counting it as in flight.
             kept = [e for e in log_ if e[0] != seq]
             if len(kept) != len(log_):
                 log_.clear()
@@ -810,33 +818,52 @@ class ForwardingEngine:
             self._count_drop(sub, reason, dropped)
 
     def _shed(self, sub: _Sub, now: float) -> None:
-        """Bring ``sub`` back under its byte/packet caps: discardable frames, then old groups, then audio."""
+        """``sub`` is over a byte/packet cap: shed discardable frames, then old groups, then audio.
+
+        Sheds down to ``SHED_TARGET`` of the caps, not just under them, so a flood pays for one
+        queue scan per quarter of the queue rather than one per packet.
+        """
         cfg = self.config
+        max_b = int(cfg.max_queued_bytes * SHED_TARGET)
+        max_p = int(cfg.max_queued_packets * SHED_TARGET)
         queues = sub.queues
-        while sub.qbytes > cfg.max_queued_bytes or sub.qpkts > cfg.max_queued_packets:
-            victim = None
-            for it in queues[CLS_REST]:
-                if it[_I_FLAGS] & FLAG_DISCARDABLE:
-                    victim = it
-                    break
-            if victim is not None:
-                self._drop_frame(sub, victim[_I_TKEY], victim[_I_SEQ], "cap_discardable")
-                continue
-            key_q, rest_q = queues[CLS_KEY], queues[CLS_REST]
-            if key_q or rest_q:
-                if key_q and (not rest_q or key_q[0][_I_T] <= rest_q[0][_I_T]):
-                    victim = key_q[0]
-                else:
-                    victim = rest_q[0]
-                self._drop_gop(sub, victim[_I_TKEY], victim[_I_GOP], "cap_gop", now)
-                continue
-            # No video left: the overflow is audio (or control) alone.
+        # 1. Discardable frames, oldest first, chosen in one pass and purged in one more.
+        excess_b = sub.qbytes - max_b
+        excess_p = sub.qpkts - max_p
+        chosen: dict[tuple[int, int], None] = {}
+        got_b = got_p = 0
+        for it in queues[CLS_REST]:
+            if it[_I_FLAGS] & FLAG_DISCARDABLE:
+                frame = (it[_I_TKEY], it[_I_SEQ])
+                if frame not in chosen:
+                    if got_b >= excess_b and got_p >= excess_p:
+                        break
+                    chosen[frame] = None
+                got_b += len(it[_I_PKT])
+                got_p += 1
+        if chosen:
+            for tkey, seq in chosen:
+                sub.skip_frame[tkey] = seq  # arrival order: the newest per track wins
+                self._forget_inflight(sub, tkey, seq)
+            self._purge(sub, lambda it: (it[_I_TKEY], it[_I_SEQ]) in chosen, "cap_discardable")
+        # 2. Whole groups of pictures, oldest first.
+        key_q, rest_q = queues[CLS_KEY], queues[CLS_REST]
+        while (sub.qbytes > max_b or sub.qpkts > max_p) and (key_q or rest_q):
+            if key_q and (not rest_q or key_q[0][_I_T] <= rest_q[0][_I_T]):
+                victim = key_q[0]
+            else:
+                victim = rest_q[0]
+            self._drop_gop(sub, victim[_I_TKEY], victim[_I_GOP], "cap_gop", now)
+        # 3. No video left: the overflow is audio (or control) alone.
+        while sub.qbytes > max_b or sub.qpkts > max_p:
             if queues[CLS_AUDIO]:
                 it = queues[CLS_AUDIO].popleft()
                 reason = "cap_audio"
-            else:
+            elif queues[CLS_CONTROL]:
                 it = queues[CLS_CONTROL].popleft()
                 reason = "cap_control"
+            else:
+                break
             sub.qpkts -= 1
             sub.qbytes -= len(it[_I_PKT])
             self._count_drop(sub, reason)
