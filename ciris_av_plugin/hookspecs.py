@@ -18,9 +18,13 @@ apart from the relay; a disabled config registers nothing. Types: ``context.py``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    from ciris_av_plugin.config import Config
+    from ciris_av_plugin.context import NodeContext, RegisterDispatcher, RegisterWelcomeHandler
 
 PROJECT = "ciris_fabric"
 """pluggy project name and entry-point group: ``pip install`` is all a host needs for discovery."""
@@ -30,14 +34,14 @@ hookimpl = HookimplMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-def realtime_av_configure(settings: Mapping[str, Any]) -> Any:
+def realtime_av_configure(settings: Mapping[str, Any]) -> Config:
     """Validate the host's ``realtime_av``/``net``/``node`` settings (TOML tables or dotted keys).
 
-    Return a ``config.Config``, or raise ``config.ConfigError`` naming the bad key."""
+    Return the validated ``Config``, or raise ``ConfigError`` naming the bad key and what was expected."""
 
 
 @hookspec
-def register_av_dispatchers(register: Any, config: Any) -> None:
+def register_av_dispatchers(register: RegisterDispatcher, config: Config) -> None:
     """Call ``register(dispatcher)`` for each keyless AV service to run (relay, directory, delivery).
 
     The host must later call ``dispatcher.start(context)`` with a running RNS instance and the
@@ -45,13 +49,14 @@ def register_av_dispatchers(register: Any, config: Any) -> None:
 
 
 @hookspec
-def register_welcome_handlers(register: Any, config: Any) -> None:
+def register_welcome_handlers(register: RegisterWelcomeHandler, config: Config) -> None:
     """Call ``register(handler)`` for each MLS ``process_welcome`` handler a participating host may use."""
 
 
 @hookspec
-def realtime_av_node_started(context: Any) -> None:
-    """The node is up (``context``: ``NodeContext``) and registered dispatchers have started."""
+def realtime_av_node_started(context: NodeContext) -> None:
+    """The node is up and registered dispatchers have started; ``context`` holds the host's RNS
+    instance and identity, the identity store, the config and the shutdown signal."""
 
 
 @hookspec

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ciris_av_plugin import host, plugin
+from ciris_av_plugin import host
 from ciris_av_plugin.config import Config, HostPort, parse_config
 from ciris_av_plugin.errors import RelayError
 from ciris_av_plugin.hookspecs import hookimpl
@@ -43,14 +43,13 @@ class FakeRelayNode:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """No RNS instance: record start_rns calls, fake the transport relay and the engine."""
+    """No RNS instance: record start_rns calls and fake the transport relay (the engine is real)."""
     import ciris_av_plugin.transport.relay as transport_relay
 
     started: list[Config] = []
     FakeRelayNode.instances = []
     monkeypatch.setattr(host, "start_rns", lambda config: started.append(config) or "reticulum")
     monkeypatch.setattr(transport_relay, "RelayNode", FakeRelayNode)
-    monkeypatch.setattr(plugin.RelayDispatcher, "engine_factory", staticmethod(lambda config: object()))
     return started
 
 
