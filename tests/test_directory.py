@@ -15,6 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 import RNS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import MLSMessage
@@ -32,8 +34,11 @@ from ciris_av_plugin.relay.directory import (
     MAX_CLOCK_SKEW_S,
     MAX_ENVELOPE_AGE_S,
     MAX_KEY_PACKAGE_LIFETIME_S,
+    ONE_TIME_TAKE_BURST,
+    ONE_TIME_TAKE_REFILL_S,
     DirectoryError,
     FetchNotAuthorised,
+    FetchRateLimited,
     IdentityMismatch,
     InvalidKeyPackage,
     KeyPackageDirectory,
@@ -427,16 +432,20 @@ def _race(d: KeyPackageDirectory, target: bytes, n: int) -> list[object]:
     results: list[object] = []
     lock = threading.Lock()
 
-    def member() -> None:
+    members = [bytes([0x10 + i]) * 16 for i in range(n)]
+    for m in members:
+        d._may_fetch.allowed.add((m, target))
+
+    def member(requester: bytes) -> None:
         barrier.wait()
         try:
-            r: object = d.fetch(MEMBER, target, SUITE, NOW)
+            r: object = d.fetch(requester, target, SUITE, NOW)
         except DirectoryError as e:
             r = e
         with lock:
             results.append(r)
 
-    threads = [threading.Thread(target=member) for _ in range(n)]
+    threads = [threading.Thread(target=member, args=(m,)) for m in members]
     for t in threads:
         t.start()
     for t in threads:
@@ -462,6 +471,24 @@ def test_many_members_racing_without_last_resort(store, alice: Joiner) -> None:
     got = [r.ref for r in results if not isinstance(r, DirectoryError)]
     assert sorted(got) == sorted(refs)
     assert sum(isinstance(r, NoKeyPackage) for r in results) == 9
+
+
+def test_one_member_cannot_drain_a_joiners_one_time_stock(store, alice: Joiner) -> None:
+    d = directory_for(store, alice.hash)
+    for _ in range(6):
+        d.publish(alice.publishable(), NOW)
+    got = [d.fetch(MEMBER, alice.hash, SUITE, NOW) for _ in range(ONE_TIME_TAKE_BURST)]
+    assert not any(g.last_resort for g in got)
+    with pytest.raises(FetchRateLimited) as ei:  # no last resort to fall back on
+        d.fetch(MEMBER, alice.hash, SUITE, NOW)
+    assert 0 < ei.value.retry_after <= ONE_TIME_TAKE_REFILL_S
+    lr = d.publish(alice.publishable(last_resort=True), NOW).ref
+    assert d.fetch(MEMBER, alice.hash, SUITE, NOW).ref == lr
+    assert d.count_one_time(alice.hash) == 6 - ONE_TIME_TAKE_BURST  # the rest is kept for others
+    other = b"O" * 16
+    d._may_fetch.allowed.add((other, alice.hash))
+    assert not d.fetch(other, alice.hash, SUITE, NOW).last_resort
+    assert not d.fetch(MEMBER, alice.hash, SUITE, NOW + ONE_TIME_TAKE_REFILL_S).last_resort  # refilled
 
 
 # --- admissibility and sweep ----------------------------------------------------------------------
@@ -521,3 +548,30 @@ def test_key_package_ref_matches_welcome_new_member_in_mlswg_vectors() -> None:
         assert info.ref in [s.new_member for s in welcome.secrets]
         checked += 1
     assert checked == 2
+
+
+# --- fuzz: mutated KeyPackages inside validly signed envelopes --------------------------------------
+
+_FUZZ_JOINER = Joiner()
+_FUZZ_KP = _FUZZ_JOINER.key_package()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), min_size=1, max_size=4),
+       st.integers(min_value=-8, max_value=8))
+def test_mutated_key_packages_raise_only_directory_errors_and_store_nothing(flips, cut) -> None:
+    kp = bytearray(_FUZZ_KP)
+    for pos, xor in flips:
+        kp[pos % len(kp)] ^= xor
+    if cut < 0:
+        kp = kp[:cut]
+    elif cut > 0:
+        kp += bytes(cut)
+    store = MemoryStore()
+    d = KeyPackageDirectory(store, Roster(), suites={SUITE})
+    try:
+        d.publish(_FUZZ_JOINER.envelope(bytes(kp)), NOW)
+    except DirectoryError:
+        assert store.count_total() == 0
+    else:  # a flip that left a valid KeyPackage (e.g. in a GREASE-free padding byte) is fine
+        assert store.count_total() == 1

@@ -22,6 +22,7 @@ was. Time comes in as ``now``: wall-clock Unix seconds, because KeyPackage lifet
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = [
     "DirectoryFull",
     "FetchNotAuthorised",
     "NoKeyPackage",
+    "FetchRateLimited",
     "NotAdmissible",
     "KeyPackageInfo",
     "PublishResult",
@@ -88,6 +90,15 @@ MAX_ONE_TIME_PER_IDENTITY = 32
 # All stored entries, every identity. At the 8 KiB KeyPackage ceiling this is under 1 GiB worst case
 # (~300 MB at X-Wing sizes); a fabric node serving a few thousand identities never comes near it.
 MAX_DIRECTORY_ENTRIES = 100_000
+
+# One-time KeyPackages one member may take of one identity: a burst of 3 (a fetch, and retries after
+# losing a commit race), then one per 30 s. Beyond it the member gets the last-resort KeyPackage
+# (or a refusal if there is none), so one greedy or buggy member cannot drain a joiner's stock that
+# other streams' admitters also draw on. A join needs one fetch.
+ONE_TIME_TAKE_BURST = 3
+ONE_TIME_TAKE_REFILL_S = 30.0
+# (requester, target) pairs whose take budgets are remembered; full ones are forgotten first.
+MAX_TAKE_BUDGETS = 10_000
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -175,6 +186,16 @@ class NoKeyPackage(DirectoryError):
     """The target has no live KeyPackage of the requested suite."""
 
     code = "no-key-package"
+
+
+class FetchRateLimited(DirectoryError):
+    """The requester used up its one-time budget for this identity and no last resort exists."""
+
+    code = "fetch-rate-limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotAdmissible(DirectoryError):
@@ -314,6 +335,8 @@ class KeyPackageDirectory:
         self._max_one_time = max_one_time_per_identity
         self._max_entries = max_entries
         self._inspect = inspect
+        self._budgets: dict[tuple[bytes, bytes], tuple[float, float]] = {}
+        self._budget_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name (``published``, ``refused.<code>``, ``fetched.one_time`` ...), for metrics."""
 
@@ -393,15 +416,42 @@ class KeyPackageDirectory:
         if not self._may_fetch(requester, target, now):
             self.counters[f"refused.{FetchNotAuthorised.code}"] += 1
             raise FetchNotAuthorised("requester is not a member of a stream the target asked to join")
-        entry = self._store.take_one_time(target, suite, now, taken_by=requester)
+        budget = self._take_budget(requester, target, now)
+        entry = None
+        if budget >= 1:
+            entry = self._store.take_one_time(target, suite, now, taken_by=requester)
+            if entry is not None:
+                self._spend_take(requester, target)
         if entry is None:
             entry = self._store.last_resort(target, suite, now)
         if entry is None:
+            if budget < 1 and self._store.count_one_time(target):
+                self.counters[f"refused.{FetchRateLimited.code}"] += 1
+                raise FetchRateLimited(
+                    "one-time KeyPackages of this identity taken too fast",
+                    retry_after=(1 - budget) * ONE_TIME_TAKE_REFILL_S,
+                )
             self.counters[f"refused.{NoKeyPackage.code}"] += 1
             raise NoKeyPackage(f"no live KeyPackage of suite 0x{suite:04x} for that identity")
         self.counters["fetched.last_resort" if entry.last_resort else "fetched.one_time"] += 1
         log.debug("KeyPackage %s of %s fetched by %s", entry.ref.hex()[:16], target.hex(), requester.hex())
         return FetchedKeyPackage(entry.ref, entry.key_package, entry.envelope, entry.last_resort)
+
+    def _take_budget(self, requester: bytes, target: bytes, now: float) -> float:
+        """Refill and return the one-time take budget of (requester, target)."""
+        with self._budget_lock:
+            key = (requester, target)
+            tokens, at = self._budgets.get(key, (float(ONE_TIME_TAKE_BURST), now))
+            tokens = min(float(ONE_TIME_TAKE_BURST), tokens + max(0.0, now - at) / ONE_TIME_TAKE_REFILL_S)
+            if key not in self._budgets and len(self._budgets) >= MAX_TAKE_BUDGETS:
+                self._budgets.clear()  # forgetting only forgives; bounded memory under a flood
+            self._budgets[key] = (tokens, max(at, now))
+            return tokens
+
+    def _spend_take(self, requester: bytes, target: bytes) -> None:
+        with self._budget_lock:
+            tokens, at = self._budgets[(requester, target)]
+            self._budgets[(requester, target)] = (tokens - 1, at)
 
     # --- admissibility (delivery service) ------------------------------------------------------
 
