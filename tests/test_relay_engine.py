@@ -888,3 +888,33 @@ def test_a_link_that_publishes_and_subscribes_never_gets_its_own_packets_back() 
     feed(eng, pkts, 0.0)
     assert drain(eng, PUB, 0.0) == []
     assert drain(eng, b"sub-0", 0.0) == pkts
+
+
+def test_a_flood_on_one_stream_does_no_harm_to_another() -> None:
+    cfg = EngineConfig(max_queued_bytes=32 * 1024, max_queued_packets=256)
+    eng = engine_with(1, config=cfg)  # sub-0 on SID never reads
+    other = SID + 1
+    eng.add_publisher(b"pub-b", other, 0.0)
+    eng.add_subscriber(b"viewer-b", other, SMALL_MDU, 0.0)
+    sent_b: list[bytes] = []
+    got_b: list[bytes] = []
+    for seq in range(300):
+        t = seq * 0.001
+        feed(eng, frame(seq, seq // 30, 1400, key=seq % 30 == 0) * 5, t)  # every packet five times
+        pkts = frame(seq, seq // 30, 900, key=seq % 30 == 0, sid=other, mdu=SMALL_MDU)
+        sent_b += pkts
+        feed(eng, pkts, t, link=b"pub-b")
+        got_b += drain(eng, b"viewer-b", t)
+    assert got_b == sent_b
+    assert eng.stats()["subscribers"][b"viewer-b".hex()]["drops"] == {}
+    assert eng.stats()["subscribers"][b"sub-0".hex()]["queued_bytes"] <= cfg.max_queued_bytes
+
+
+def test_on_pending_fires_when_a_queue_becomes_non_empty() -> None:
+    woken: list[bytes] = []
+    eng = engine_with(2, on_pending=woken.append)
+    feed(eng, frame(0, 0, 3000, key=True, mdu=1000), 0.0)
+    assert sorted(woken) == [b"sub-0", b"sub-1"]  # once each, not once per packet
+    drain(eng, b"sub-0", 0.0)
+    feed(eng, frame(1, 0, 100), 0.01)
+    assert woken[-1] == b"sub-0" and len(woken) == 3
