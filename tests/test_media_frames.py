@@ -280,3 +280,32 @@ def test_replay_windows_forgotten_with_their_epoch():
     o.install_epoch(2, KEY[2], 4, now=1.0)
     o.expire(1.0 + RECEIVE_GRACE_S + 0.01)
     assert len(o.replay) == 0
+
+
+def test_removed_member_cannot_open_frames_of_later_epochs():
+    # Epoch 2 removes the member holding `removed`; the publisher and a remaining member move on.
+    s, removed = pair(epoch=1)
+    remaining = FrameOpener()
+    remaining.install_epoch(1, KEY[1], 4, now=0.0)
+    captured = []
+    for seq in range(3):
+        captured += s.seal(fh(seq, keyframe=seq == 0), b"epoch1-%d" % seq).packets(500)
+    s.set_epoch(2, KEY[2], 2, 1)
+    remaining.install_epoch(2, KEY[2], 2, now=0.1)
+    for seq in range(3, 8):
+        captured += s.seal(fh(seq, keyframe=seq == 3), b"epoch2-%d" % seq).packets(500)
+    got_remaining = decrypted(deliver(remaining, captured, now=0.2))
+    assert [e.epoch for e in got_remaining] == [1, 1, 1, 2, 2, 2, 2, 2]
+    # The removed member's retained state sees the same ciphertext, counted by KID epoch.
+    events = deliver(removed, captured, now=0.2) + removed.expire(5.0)
+    opened_by_epoch = {}
+    for e in decrypted(events):
+        opened_by_epoch[e.epoch] = opened_by_epoch.get(e.epoch, 0) + 1
+    assert opened_by_epoch == {1: 3}
+    assert sum(1 for d in dropped(events) if d.reason == F.DROP_HOLD_EXPIRED) == 5
+    # Guessing a key does not help either.
+    guess = FrameOpener()
+    guess.install_epoch(2, bytes(16), 2, now=5.0)
+    again = deliver(guess, captured, now=5.1)
+    assert decrypted(again) == []
+    assert [d.reason for d in dropped(again)].count(F.DROP_AUTH) == 5

@@ -58,7 +58,7 @@ class FrameComplete:
     """All bytes of a frame object arrived."""
 
     header: FragmentHeader
-    """The fragment header of the fragment that completed it, with ``offset = 0``."""
+    """The fragment header of its first fragment to arrive, with ``offset = 0``."""
     data: bytes
     """The whole frame object: forwarding header || SFrame ciphertext."""
 
@@ -269,6 +269,11 @@ class Reassembler:
             if victim is None:
                 break
             out.append(self._abandon(victim, "evicted"))
+        if keep is not None and stream_over():
+            # The frame being extended is by itself over its stream's share: give it up
+            # rather than evict other streams' frames for it.
+            out.append(self._abandon(keep, "evicted"))
+            return out
         while global_over():
             victim = next((k for k in self._partials if k != keep), None)
             if victim is None:
