@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ciris_av_plugin import __version__
-from ciris_av_plugin.config import Config, ConfigError, flatten, parse_config, parse_toml, with_overrides
+from ciris_av_plugin.config import Config, ConfigError
 from ciris_av_plugin.errors import AVError
 
 log = logging.getLogger("ciris_av_plugin.cli")
@@ -45,12 +45,9 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 def load_cli_config(path: str | None, sets: Sequence[str], defaults: Mapping[str, Any] | None = None) -> Config:
     """The configuration a subcommand runs with: subcommand defaults < file < ``--set`` overrides."""
-    from ciris_av_plugin.store.identity import read_config_text
+    from ciris_av_plugin.host import load_config_file
 
-    document = {} if path is None else parse_toml(read_config_text(path), source=path)
-    settings = with_overrides(dict(defaults or {}), flatten(document))
-    settings = with_overrides(settings, dict(_parse_override(item) for item in sets))
-    return parse_config(settings)
+    return load_config_file(path, defaults=defaults, overrides=dict(_parse_override(item) for item in sets))
 
 
 # ---- keys -------------------------------------------------------------------------------------

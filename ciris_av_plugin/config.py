@@ -342,22 +342,15 @@ def parse_toml(text: str, source: str = "<config>") -> dict[str, Any]:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
 
 
-def parse_config_text(text: str, source: str = "<config>", overrides: Mapping[str, Any] | None = None) -> Config:
-    """Parse TOML text; a syntax error becomes a :class:`ConfigError` naming ``source``.
-
-    ``overrides`` are dotted keys (from a command line) laid over the file's settings.
-    """
-    document = parse_toml(text, source)
-    return parse_config(with_overrides(document, overrides) if overrides else document)
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; errors name ``source`` (a syntax error) or the key."""
+    return parse_config(parse_toml(text, source))
 
 
-def flatten(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A parsed document (nested tables) as dotted keys, the form overrides are written in."""
-    return _flatten(settings)
-
-
-def with_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge dotted-key ``overrides`` (from a command line) over a parsed document's settings."""
-    merged = _flatten(settings)
-    merged.update(overrides)
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Lay settings over each other as dotted keys, later layers winning (e.g. a subcommand's
+    defaults, then the file, then ``--set`` overrides); each layer may be nested or dotted."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(_flatten(layer))
     return merged

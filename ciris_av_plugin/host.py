@@ -20,7 +20,7 @@ from typing import Any
 
 import pluggy
 
-from ciris_av_plugin.config import Config, parse_config, parse_config_text
+from ciris_av_plugin.config import Config, merge_settings, parse_config, parse_toml
 from ciris_av_plugin.context import Dispatcher, NodeContext, WelcomeHandler
 from ciris_av_plugin.errors import AVError
 from ciris_av_plugin.plugins import make_plugin_manager
@@ -38,9 +38,15 @@ that an idle node's log stays readable."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def load_config_file(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate a node configuration file; ``overrides`` are dotted keys laid on top."""
-    return parse_config_text(read_config_text(path), source=str(path), overrides=overrides)
+def load_config_file(
+    path: Path | str | None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate ``defaults`` < the file at ``path`` (if any) < ``overrides`` (dotted keys)."""
+    document = {} if path is None else parse_toml(read_config_text(path), source=str(path))
+    return parse_config(merge_settings(defaults or {}, document, overrides or {}))
 
 
 def start_rns(config: Config) -> Any:

@@ -91,23 +91,13 @@ class RelayDispatcher:
         node = self._node
         if node is None:
             return {"name": self.name, "running": False}
-        engine = node.engine_stats()
         return {
             "name": self.name,
             "running": True,
             "destination": node.destination_hash.hex(),
             "counters": node.counters(),
-            "engine": engine if isinstance(engine, dict) else _as_dict(engine),
+            "engine": node.engine_stats(),
         }
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """Engine stats may be a dataclass; the status hook promises a JSON-safe dict."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return {"repr": repr(value)}
 
 
 @dataclass(eq=False)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ciris_av_plugin.store.identity import write_json_file
 from integration.harness import REPO, Cluster, Node
 
 CHILD_TIMEOUT_S = 60.0
@@ -148,12 +149,6 @@ def test_the_embedded_node_runs_from_a_config_file_and_stops_cleanly_on_sigterm(
 # ---- the child side ---------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def role_hookhost(workdir: Path, spec: dict[str, Any]) -> None:
     """A minimal fabric host, written only against hookspecs.py (it does not use host.py)."""
     import pluggy
@@ -188,7 +183,7 @@ def role_hookhost(workdir: Path, spec: dict[str, Any]) -> None:
     for dispatcher in dispatchers:
         dispatcher.start(context)
     pm.hook.realtime_av_node_started(context=context)
-    _write_json(
+    write_json_file(
         workdir / "ready.json",
         {
             "dispatchers": [d.name for d in dispatchers],
@@ -204,7 +199,7 @@ def role_hookhost(workdir: Path, spec: dict[str, Any]) -> None:
         dispatcher.stop()
         stopped.append(dispatcher.name)
     mode = os.stat(store.path_of(config.node.identity)).st_mode & 0o777
-    _write_json(
+    write_json_file(
         workdir / "result.json",
         {
             "status": status,
@@ -290,7 +285,7 @@ def role_pubsub(workdir: Path, spec: dict[str, Any]) -> None:
             "corrupt_frames": len(corrupt),
             "first_frame_keyframe": bool(first_keyframe and first_keyframe[0]),
         }
-    _write_json(workdir / "result.json", result)
+    write_json_file(workdir / "result.json", result)
     sub.close()
     pub.close()
 

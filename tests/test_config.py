@@ -14,9 +14,9 @@ from ciris_av_plugin.config import (
     Config,
     ConfigError,
     HostPort,
+    merge_settings,
     parse_config,
     parse_config_text,
-    with_overrides,
 )
 from ciris_av_plugin.errors import AVError
 
@@ -100,10 +100,15 @@ def test_config_is_frozen() -> None:
 
 def test_dotted_mapping_and_overrides() -> None:
     assert parse_config({"realtime_av.enabled": True}).realtime_av.enabled is True
-    merged = with_overrides({"realtime_av": {"enabled": False, "roles": ["watch"]}}, {"realtime_av.enabled": True})
+    merged = merge_settings(
+        {"realtime_av.enabled": True, "node.identity": "a"},
+        {"realtime_av": {"enabled": False, "roles": ["watch"]}},
+        {"realtime_av.enabled": True},
+    )
     config = parse_config(merged)
-    assert config.realtime_av.enabled is True
+    assert config.realtime_av.enabled is True, "the last layer wins"
     assert config.realtime_av.roles == ("watch",)
+    assert config.node.identity == "a", "earlier layers fill what later ones leave out"
 
 
 def test_non_loopback_listen_address_is_allowed_and_flagged() -> None:

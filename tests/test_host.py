@@ -169,8 +169,13 @@ def test_rns_config_has_the_listener_and_every_bootstrap_peer(tmp_path: Path) ->
     assert "target_host = 127.0.0.2" in text and "target_port = 5002" in text
 
 
-def test_load_config_file_with_overrides(tmp_path: Path) -> None:
+def test_load_config_file_layers_defaults_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text("[realtime_av]\nenabled = false\nroles = ['watch']\n")
-    config = host.load_config_file(path, {"realtime_av.enabled": True})
+    defaults = {"realtime_av.enabled": True, "realtime_av.max_subscribers_per_stream": 9}
+    config = host.load_config_file(path, defaults=defaults)
+    assert not config.realtime_av.enabled, "the file beats the defaults"
+    assert config.realtime_av.max_subscribers_per_stream == 9
+    config = host.load_config_file(path, defaults=defaults, overrides={"realtime_av.enabled": True})
     assert config.realtime_av.enabled and config.realtime_av.roles == ("watch",)
+    assert host.load_config_file(None, defaults=defaults).realtime_av.enabled
