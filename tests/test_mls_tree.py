@@ -183,3 +183,11 @@ def test_leaf_must_fit_the_group() -> None:
     no_basic = dataclasses.replace(_leaf(), capabilities=Capabilities(credentials=[2]))
     with pytest.raises(TreeError):
         group.tree.check_leaf_fits(no_basic)
+
+
+def test_node_indices_outside_the_tree_raise_tree_error() -> None:
+    tree = grow(2).tree
+    for call in (lambda: tree.resolution(3), lambda: tree.resolution(-1), lambda: tree.tree_hash(9),
+                 lambda: tree.node(5), lambda: tree.parent_node(0), lambda: tree.leaf(-1)):
+        with pytest.raises(MLSError):
+            call()

@@ -144,9 +144,19 @@ class RatchetTree:
             if isinstance(node, LeafNode):
                 yield i, node
 
+    def _check_node(self, x: int) -> None:
+        if not 0 <= x < len(self.nodes):
+            raise TreeError(f"node {x} outside a tree of {len(self.nodes)} nodes")
+
+    def node(self, x: int) -> Node | None:
+        """Node ``x`` or ``None`` if blank; :class:`TreeError` outside the tree (never IndexError)."""
+        self._check_node(x)
+        return self.nodes[x]
+
     def parent_node(self, x: int) -> ParentNode | None:
-        node = self.nodes[x]
-        assert node is None or isinstance(node, ParentNode)
+        node = self.node(x)
+        if node is not None and not isinstance(node, ParentNode):
+            raise TreeError(f"node {x} is a leaf")
         return node
 
     @staticmethod
@@ -165,6 +175,10 @@ class RatchetTree:
 
     def resolution(self, x: int) -> list[int]:
         """Node indices covering the subtree of ``x`` with the fewest non-blank nodes (§4.1.1)."""
+        self._check_node(x)
+        return self._resolution(x)
+
+    def _resolution(self, x: int) -> list[int]:
         node = self.nodes[x]
         if isinstance(node, LeafNode):
             return [x]
@@ -172,7 +186,7 @@ class RatchetTree:
             return [x] + [2 * leaf for leaf in node.unmerged_leaves]
         if tm.is_leaf(x):
             return []
-        return self.resolution(tm.left(x)) + self.resolution(tm.right(x))
+        return self._resolution(tm.left(x)) + self._resolution(tm.right(x))
 
     def filtered_direct_path(self, leaf: int) -> list[int]:
         """Direct path minus nodes whose copath child has an empty resolution (§4.1.2)."""
@@ -264,10 +278,14 @@ class RatchetTree:
         """
         if x is None:
             x = self.root
+        self._check_node(x)
+        return self._tree_hash(x, exclude)
+
+    def _tree_hash(self, x: int, exclude: frozenset[int]) -> bytes:
         if tm.is_leaf(x):
             return self.suite.hash(self._hash_input(x, b"", b"", exclude))
-        left = self.tree_hash(tm.left(x), exclude)
-        right = self.tree_hash(tm.right(x), exclude)
+        left = self._tree_hash(tm.left(x), exclude)
+        right = self._tree_hash(tm.right(x), exclude)
         return self.suite.hash(self._hash_input(x, left, right, exclude))
 
     def all_tree_hashes(self) -> list[bytes]:
@@ -288,7 +306,7 @@ class RatchetTree:
 
     def parent_hash_of(self, p: int, sibling: int, sibling_hash: bytes | None = None) -> bytes:
         """Parent hash of parent ``p`` with copath child ``sibling`` (ParentHashInput, §7.9)."""
-        node = self.nodes[p]
+        node = self.node(p)
         if not isinstance(node, ParentNode):
             raise TreeError(f"parent hash of blank node {p}")
         if sibling_hash is None:
