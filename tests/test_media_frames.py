@@ -309,3 +309,17 @@ def test_removed_member_cannot_open_frames_of_later_epochs():
     again = deliver(guess, captured, now=5.1)
     assert decrypted(again) == []
     assert [d.reason for d in dropped(again)].count(F.DROP_AUTH) == 5
+
+
+def test_link_lost_mid_frame_drops_partial_and_releases_waiting():
+    s, o = pair()
+    deliver(o, s.seal(fh(0, keyframe=True), b"k").packets(500))
+    s.seal(fh(1), b"lost")
+    waiting = deliver(o, s.seal(fh(2), b"behind a gap").packets(500), settle=False)
+    assert decrypted(waiting) == []
+    partial = s.seal(fh(3), os.urandom(2000)).packets(500)
+    deliver(o, partial[:2], settle=False)
+    ev = o.abandon_stream(STREAM, now=0.01)
+    assert [d.reason for d in dropped(ev)] == [F.DROP_EVICTED]
+    assert [(e.header.frame_seq, e.decodable) for e in decrypted(ev)] == [(2, False)]
+    assert o.reassembler.buffered_bytes == 0 and o.next_expiry() is None

@@ -22,7 +22,7 @@ class FrameDecrypted:
     ctr: int
     """SFrame counter."""
     sender_leaf: int
-    """MLS leaf index from the KID (not an authenticated sender: RFC 9605 §9.2)."""
+    """MLS leaf index from the KID (not an authenticated sender: RFC 9605 §7.2)."""
     decodable: bool = True
     """False for video after a late start or a lost frame until a keyframe, and for late frames."""
 

@@ -68,8 +68,11 @@ class SealedFrame:
     frame_object: bytes
     """``header.encode() || SFrame ciphertext``: what fragments carry byte ranges of."""
     kid: int
+    """SFrame KID (track, sender leaf, epoch low byte); the relay checks its sender and epoch."""
     ctr: int
+    """SFrame counter used, unique under this KID's key."""
     epoch: int
+    """MLS epoch whose key sealed it."""
 
     def fragment_header(self) -> FragmentHeader:
         """The fragment header for offset 0 (flags from :func:`wire.fragment_flags`)."""
@@ -172,6 +175,9 @@ class FrameSealer:
     def seal(self, fh: ForwardingHeader, payload: bytes | memoryview) -> SealedFrame:
         """Encrypt one frame. Raises :class:`MediaError` (and consumes no counter) on failure."""
         kid = self.kid_for(fh.track_id)
+        epoch = self._epoch
+        if epoch is None:  # kid_for raised already; this narrows the type
+            raise SealError("no sending epoch set")
         ctr = self._next_ctr.get(kid, self.ctr_floor)
         if ctr > MAX_CTR:
             raise SealError(f"counter space of KID {kid} exhausted; a new epoch is needed")
@@ -187,8 +193,7 @@ class FrameSealer:
         self._next_ctr[kid] = ctr + 1
         self.high_water_mark = max(self.high_water_mark, ctr)
         self.frames_sealed += 1
-        assert self._epoch is not None
-        return SealedFrame(header=fh, frame_object=metadata + ct, kid=kid, ctr=ctr, epoch=self._epoch)
+        return SealedFrame(header=fh, frame_object=metadata + ct, kid=kid, ctr=ctr, epoch=epoch)
 
 
 @dataclass(slots=True)

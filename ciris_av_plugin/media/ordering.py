@@ -7,7 +7,7 @@ order, so :class:`FrameOrderer` holds a frame that arrives after a gap for at mo
 on a video delta frame waits too, so that a frame overtaken at the very start is not late.
 
 Video frames depend on earlier ones: after a late start or a skipped frame, nothing is
-decodable until a keyframe (RFC 9605 §10.2 "Video Key Frames"); such frames are still released
+decodable until a keyframe (RFC 9605 §6.2 "Video Key Frames"); such frames are still released
 (the application may count or show them) with ``decodable=False``. Audio frames stand alone and
 are always decodable. A frame older than one already released is *late*: the decoder has moved
 past it, so it is released at once, not decodable unless it is audio.

@@ -50,7 +50,7 @@ MEDIA_SUITE = CipherSuite.AES_128_GCM_SHA256_128
 
 @dataclass(frozen=True, slots=True)
 class SuiteParams:
-    """The constants of RFC 9605 §4.5 Table 2 for one suite."""
+    """The constants of RFC 9605 §4.5 (cipher suite table) for one suite."""
 
     suite: CipherSuite
     hash_name: str
