@@ -323,3 +323,20 @@ def test_link_lost_mid_frame_drops_partial_and_releases_waiting():
     assert [d.reason for d in dropped(ev)] == [F.DROP_EVICTED]
     assert [(e.header.frame_seq, e.decodable) for e in decrypted(ev)] == [(2, False)]
     assert o.reassembler.buffered_bytes == 0 and o.next_expiry() is None
+
+
+def test_follow_a_key_source():
+    from ciris_av_plugin.media.keyring import StaticKeySource
+
+    src = StaticKeySource()
+    o = FrameOpener()
+    assert o.follow(src, 0.0) == [] and o.keyring.current_epoch is None
+    src.set(EpochKeys(3, KEY[3], 4, own_leaf=1))
+    sealer = FrameSealer()
+    sealer.set_keys(src.current_keys())
+    held = deliver(o, sealer.seal(fh(0, keyframe=True), b"k").packets(500), settle=False)
+    assert [type(e) for e in held] == [FrameHeld]
+    assert [e.payload for e in decrypted(o.follow(src, 0.1))] == [b"k"]
+    assert o.follow(src, 0.2) == [] and o.keyring.held_epochs == [3]
+    with pytest.raises(SealError):
+        FrameSealer().set_keys(EpochKeys(3, KEY[3], 4))  # receive-only keys cannot send

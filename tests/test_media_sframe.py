@@ -159,3 +159,12 @@ def test_parse_ciphertext_splits_header():
     hdr, body = parse_ciphertext(ct)
     assert ct[: hdr.length] == encode_header(300, 9)
     assert bytes(body) == ct[hdr.length :]
+
+
+def test_vector_runner_missing_file_is_a_clean_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ciris_av_plugin.media.vectors", str(tmp_path / "nope.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr

@@ -29,7 +29,7 @@ from .errors import (
     UnknownKeyError,
 )
 from .events import FrameDecrypted, FrameDropped, FrameEvent, FrameHeld
-from .keyring import EpochKeyRing, EpochKeys, FutureFrameHold, HeldFrame
+from .keyring import EpochKeyRing, EpochKeys, FutureFrameHold, HeldFrame, KeySource
 from .kid import encode_kid
 from .ordering import FrameOrderer, TrackStats
 from .reassembly import FrameAbandoned, FrameComplete, Reassembler
@@ -246,7 +246,16 @@ class FrameOpener:
         return events
 
     def install_keys(self, keys: EpochKeys, now: float) -> list[FrameEvent]:
+        """:meth:`install_epoch` from a key source's :class:`EpochKeys`."""
         return self.install_epoch(keys.epoch, keys.base_key, keys.leaf_count, now)
+
+    def follow(self, source: KeySource, now: float) -> list[FrameEvent]:
+        """Install the source's current epoch if it is newer than ours (call after every commit)."""
+        keys = source.current_keys()
+        current = self.keyring.current_epoch
+        if keys is None or (current is not None and keys.epoch <= current):
+            return []
+        return self.install_keys(keys, now)
 
     def expire(self, now: float) -> list[FrameEvent]:
         """Act on time: drop late partial and held frames, wipe superseded epochs, and release

@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ciris_av_plugin.media.vectors", description=__doc__)
     parser.add_argument("path", type=Path, help="SFrame test-vectors.json")
     args = parser.parse_args(argv)
-    report = run(args.path)
+    try:
+        report = run(args.path)
+    except (OSError, ValueError) as exc:  # missing file, not JSON
+        sys.stderr.write(f"cannot read {args.path}: {exc}\n")
+        return 2
     for line in report.failures:
         sys.stdout.write(line + "\n")
     sys.stdout.write(report.summary() + "\n")
