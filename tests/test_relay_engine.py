@@ -7,6 +7,7 @@ subscribers receive is checked by reassembling it with a small helper built on
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 
@@ -918,3 +919,28 @@ def test_on_pending_fires_when_a_queue_becomes_non_empty() -> None:
     drain(eng, b"sub-0", 0.0)
     feed(eng, frame(1, 0, 100), 0.01)
     assert woken[-1] == b"sub-0" and len(woken) == 3
+
+
+def test_stats_show_each_subscriber_state_and_each_stream() -> None:
+    eng = engine_with(2)
+    feed(eng, frame(0, 4, 100, key=True), 0.0)
+    feed(eng, audio_frame(0), 0.0)
+    eng.add_subscriber(b"late", SID, BIG_MDU, 0.0)
+    keep_alive(eng, [b"sub-0", b"late"], 0.35)
+    eng.tick(0.35)
+    s = eng.stats()
+    states = {k: v["state"] for k, v in s["subscribers"].items()}
+    assert states == {
+        b"sub-0".hex(): "forwarding",
+        b"sub-1".hex(): "stalled",
+        b"late".hex(): "waiting_keyframe",
+    }
+    assert s["per_stream"][str(SID)] == {
+        "publishers": 1,
+        "subscribers": 3,
+        "tracks": {
+            str(VIDEO): {"audio": False, "fed": True, "gop": 4},
+            str(AUDIO): {"audio": True, "fed": True, "gop": None},
+        },
+    }
+    json.dumps(s)

@@ -980,7 +980,14 @@ class ForwardingEngine:
         p50 = ages[len(ages) // 2] if ages else 0.0
         subscribers = {}
         for link_id, sub in self._subs.items():
+            if sub.stalled:
+                state = "stalled"
+            elif sub.waiting:
+                state = "waiting_keyframe"
+            else:
+                state = "forwarding"
             subscribers[link_id.hex()] = {
+                "state": state,
                 "streams": sorted(sub.streams),
                 "mdu": sub.mdu,
                 "stalled": sub.stalled,
@@ -1024,6 +1031,17 @@ class ForwardingEngine:
             "resumes": self._resumes,
             "events_dropped": self._events_dropped,
             "streams": len(self._streams),
+            "per_stream": {
+                str(sid): {
+                    "publishers": len(st.publishers),
+                    "subscribers": len(st.subs),
+                    "tracks": {
+                        str(tid): {"audio": tr.audio, "fed": tr.publisher is not None, "gop": tr.last_gop}
+                        for tid, tr in st.tracks.items()
+                    },
+                }
+                for sid, st in self._streams.items()
+            },
             "subscribers": subscribers,
         }
 
