@@ -116,3 +116,16 @@ def test_tracks_bounded():
     assert len(o.all_stats()) == 3
     assert (1, 2) in [(e.header.track_id, e.header.frame_seq) for e in out]
     assert o.pending_bytes == 0
+
+
+def test_restarted_publisher_keyframe_resets_the_sequence():
+    o = FrameOrderer(wait=W)
+    for seq in range(1000, 1005):
+        o.push(ev(seq, keyframe=seq == 1000), 0.0)
+    assert seqs(o.push(ev(1, keyframe=True), 0.1)) == [1]  # far behind, a keyframe: a restart
+    out = o.push(ev(2), 0.2)
+    assert seqs(out) == [2] and out[0].decodable
+    assert o.stats(1, 1).highest_seq == 2
+    # A delta frame that far behind is only late.
+    late = o.push(ev(0), 0.3)
+    assert seqs(late) == [0] and not late[0].decodable

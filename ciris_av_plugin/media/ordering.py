@@ -33,6 +33,10 @@ REORDER_WAIT_S = 0.1
 MAX_REORDER_FRAMES = 16
 # Plaintext bytes waiting across all tracks (frames are at most 1 MiB each).
 MAX_REORDER_BYTES = 8 << 20
+# A keyframe this far *behind* the sequence is a publisher that started counting again (a
+# restarted process), not a late frame: late frames are at most a reorder wait old, i.e. a
+# handful of sequence numbers, and the reassembler forgets frames after its 1 s deadline.
+RESTART_BACKSTEP = 256
 # Tracks with state. Tracks are created only by authenticated frames, so this counts real
 # (stream, track) pairs: 64 senders with a few tracks each is ~256.
 MAX_TRACKS = 1024
@@ -128,6 +132,12 @@ class FrameOrderer:
         else:
             self._tracks.move_to_end(key)
         st = tr.stats
+        if fh.keyframe and tr.next_seq is not None and tr.next_seq - fh.frame_seq > RESTART_BACKSTEP:
+            log.info("ordering: track %s restarts at %d (was at %d)", key, fh.frame_seq, tr.next_seq)
+            out += self._flush(key, tr, now)
+            tr.next_seq = fh.frame_seq
+            tr.skipped = False
+            st.highest_seq = fh.frame_seq
         st.frames_completed += 1
         st.highest_seq = max(st.highest_seq, fh.frame_seq)
         if (tr.next_seq is not None and fh.frame_seq < tr.next_seq) or fh.frame_seq in tr.pending:
