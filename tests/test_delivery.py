@@ -32,6 +32,7 @@ from ciris_av_plugin.mls.messages import (
     Commit,
     EncryptedGroupSecrets,
     GroupContext,
+    GroupContextExtensions,
     GroupInfo,
     HPKECiphertext,
     Proposal,
@@ -42,6 +43,7 @@ from ciris_av_plugin.relay.delivery import (
     JOIN_REQUEST_BURST,
     JOIN_REQUEST_REFILL_S,
     JOIN_REQUEST_TTL_S,
+    MAX_PROPOSALS_PER_EPOCH,
     WELCOME_TTL_S,
     AlreadyMember,
     BadGroupInfo,
@@ -50,19 +52,24 @@ from ciris_av_plugin.relay.delivery import (
     DeliveryService,
     DuplicateIdentity,
     ExternalCommit,
+    ExternalProposal,
     FutureCommit,
     InvalidCommit,
     JoinQueueFull,
     JoinRequested,
     NotACommit,
     NotAMember,
+    NotAProposal,
     Notify,
     NoWelcome,
     PrivateHandshake,
+    ProposalNotAllowed,
+    ProposalReceived,
     RateLimited,
     SenderMismatch,
     StaleCommit,
     StreamExists,
+    TooManyProposals,
     UnknownStream,
     WelcomeExpired,
     WelcomeMismatch,
@@ -127,6 +134,13 @@ def commit_msg(epoch: int, sender_leaf: int, *, tag: bytes = b"", group_id: byte
     content = FramedContent(group_id, epoch, sender, tag, Commit())
     membership = b"\x00" * 32 if sender_type == SenderType.MEMBER else None
     return MLSMessage(PublicMessage(content, FramedContentAuthData(b"\x00" * 64, b"\x00" * 32), membership)).to_bytes()
+
+
+def proposal_msg(epoch: int, sender_leaf: int, body: object, *,
+                 sender_type: SenderType = SenderType.MEMBER) -> bytes:
+    content = FramedContent(GROUP, epoch, Sender(sender_type, sender_leaf), b"", Proposal(body))
+    membership = b"\x00" * 32 if sender_type == SenderType.MEMBER else None
+    return MLSMessage(PublicMessage(content, FramedContentAuthData(b"\x00" * 64), membership)).to_bytes()
 
 
 def welcome_msg(*refs: bytes) -> bytes:
@@ -400,6 +414,51 @@ def test_a_rejoin_is_remove_plus_add_in_one_commit(relay: Relay, alice: Joiner) 
     assert Notify(alice.hash, WelcomeReady(STREAM, 2)) in acc.notifications
 
 
+# --- proposals ----------------------------------------------------------------------------------------
+
+
+def test_a_leavers_self_remove_is_kept_for_the_epoch_and_fanned_out(relay: Relay) -> None:
+    leave = proposal_msg(0, 1, Remove(1))
+    assert relay.ds.submit_proposal(STREAM, B, leave) == [Notify(A, ProposalReceived(STREAM, 0, leave))]
+    assert relay.ds.proposals(STREAM, A) == [leave]
+    with pytest.raises(NotAMember):
+        relay.ds.proposals(STREAM, b"C" * 16)
+    with pytest.raises(TooManyProposals):
+        relay.ds.submit_proposal(STREAM, B, leave)  # once
+    # the admitter commits it; the proposal dies with its epoch
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0, tag=b"rm"), removed=[B]), None, NOW)
+    assert relay.ds.proposals(STREAM, A) == []
+    with pytest.raises(StaleCommit):
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0)))
+
+
+def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:
+    before = snapshot(relay.store)
+    cases = [
+        ("group context extensions", ProposalNotAllowed, A, proposal_msg(0, 0, GroupContextExtensions([]))),
+        ("external sender", ExternalProposal, A, proposal_msg(0, 0, Remove(1), sender_type=SenderType.EXTERNAL)),
+        ("a commit", NotAProposal, A, commit_msg(0, 0)),
+        ("garbage", NotAProposal, A, b"\x00\x01"),
+        ("non-member", NotAMember, b"C" * 16, proposal_msg(0, 0, Remove(1))),
+        ("sender is not submitter", SenderMismatch, B, proposal_msg(0, 0, Remove(1))),
+        ("future epoch", FutureCommit, A, proposal_msg(3, 0, Remove(1))),
+        ("private message", PrivateHandshake, A,
+         MLSMessage(PrivateMessage(GROUP, 0, ContentType.PROPOSAL, b"", b"sd", b"ct")).to_bytes()),
+    ]
+    for name, error, who, msg in cases:
+        with pytest.raises(error):
+            relay.ds.submit_proposal(STREAM, who, msg)
+        assert snapshot(relay.store) == before, name
+
+
+def test_proposals_per_epoch_are_bounded(relay: Relay) -> None:
+    for i in range(MAX_PROPOSALS_PER_EPOCH):
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(i + 100)))
+    with pytest.raises(TooManyProposals):
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(1)))
+    assert len(relay.ds.proposals(STREAM, B)) == MAX_PROPOSALS_PER_EPOCH
+
+
 # --- time and restart ---------------------------------------------------------------------------
 
 
@@ -433,6 +492,8 @@ def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: P
     r.directory.publish(bob.publishable(), NOW)
     r.directory.publish(bob.publishable(last_resort=True), NOW)
     r.ds.request_join(STREAM, bob.hash, NOW)
+    leave = proposal_msg(1, 1, Remove(1))
+    r.ds.submit_proposal(STREAM, B, leave)
     r.store.close()
 
     again = make_relay(path)
@@ -440,6 +501,7 @@ def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: P
     assert again.ds.members_of(STREAM) == [A, B, alice.hash]
     assert again.ds.fetch_welcome(STREAM, alice.hash, NOW + 1) == welcome_msg(ref)
     assert again.ds.join_requests(STREAM, A, NOW + 1) == [bob.hash]
+    assert again.ds.proposals(STREAM, A) == [leave]
     got = again.directory.fetch(A, bob.hash, SUITE, NOW + 1)
     assert not got.last_resort
     acc = again.ds.submit_commit(STREAM, A, again.checker.plan(commit_msg(1, 0), added=[(got.ref, bob.hash)]),

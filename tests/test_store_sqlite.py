@@ -24,6 +24,7 @@ from ciris_av_plugin.relay.storage import (
     JoinRequest,
     KeyPackageEntry,
     PendingWelcome,
+    ProposalRecord,
     PutOutcome,
     StorageError,
     StreamRecord,
@@ -247,6 +248,27 @@ def test_join_requests_bounded_per_stream_refresh_always_allowed(store: GroupSta
     assert store.delete_join_request(S1, ALICE) and not store.delete_join_request(S1, ALICE)
 
 
+def test_proposals_live_for_their_epoch_only(store: GroupStateStore) -> None:
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s"))
+    p1 = ProposalRecord(S1, 0, b"ref-1", BOB, b"remove bob")
+    p2 = ProposalRecord(S1, 0, b"ref-2", ALICE, b"update alice")
+    assert store.add_proposal(p1, max_per_epoch=2)
+    assert not store.add_proposal(p1, max_per_epoch=2)  # same ref once
+    assert store.add_proposal(p2, max_per_epoch=2)
+    assert not store.add_proposal(ProposalRecord(S1, 0, b"ref-3", BOB, b"x"), max_per_epoch=2)  # bounded
+    assert not store.add_proposal(ProposalRecord(S1, 1, b"ref-4", BOB, b"x"), max_per_epoch=2)  # future epoch
+    assert not store.add_proposal(ProposalRecord(99, 0, b"ref-5", BOB, b"x"), max_per_epoch=2)  # no stream
+    assert store.proposals(S1, 0) == [p1, p2]
+    # a losing commit leaves them; the winning commit of the epoch ends them
+    store.accept_commit(S1, epoch=1, group_state=b"s", commit=commit(1), welcomes=[], used_refs=[])
+    assert store.proposals(S1, 0) == [p1, p2]
+    store.accept_commit(S1, epoch=0, group_state=b"s1", commit=commit(0), welcomes=[], used_refs=[])
+    assert store.proposals(S1, 0) == []
+    p3 = ProposalRecord(S1, 1, b"ref-1", BOB, b"remove bob again")  # refs may recur in a later epoch
+    assert store.add_proposal(p3, max_per_epoch=2)
+    assert store.proposals(S1, 1) == [p3]
+
+
 # --- SQLite specifics ---------------------------------------------------------------------------
 
 
@@ -262,7 +284,7 @@ def test_schema_version_wal_and_file_mode(tmp_path: Path) -> None:
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"key_packages", "spent_refs", "streams", "commits", "welcomes", "join_requests"} <= tables
+    assert {"key_packages", "spent_refs", "streams", "commits", "welcomes", "join_requests", "proposals"} <= tables
     raw.close()
 
 
@@ -280,6 +302,23 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(StorageError):
         SQLiteStore(path)
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """Files written by schema 1 (no proposals table) open, keep their data and gain the new table."""
+    from ciris_av_plugin.store import sqlite as adapter
+
+    path = tmp_path / "r.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(adapter._MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO streams VALUES (?, ?, ?, ?, ?)", (S1.to_bytes(8, "big"), G1, ALICE, 3, b"state"))
+    raw.commit()
+    raw.close()
+    with SQLiteStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.get_stream(S1) == StreamRecord(S1, G1, ALICE, 3, b"state")
+        assert s.add_proposal(ProposalRecord(S1, 3, b"r", BOB, b"m"), max_per_epoch=4)
 
 
 def test_everything_survives_reopen(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 What is here: the per-stream sequencing that needs no group secrets and no ``PublicGroup`` internals —
 stream registration bound to the GroupInfo signer, join requests (bounded per stream, rate-limited
 per identity, persisted so they survive a restart and gate KeyPackage fetches), the Welcome mailbox
-(fetchable only by its joiner, until it expires), and commit sequencing: the first commit of the
-current epoch that passes the checks wins, atomically with its Welcome, its KeyPackages marked used.
+(fetchable only by its joiner, until it expires), proposals of the current epoch (a leaver's
+self-Remove, kept and fanned out until the epoch's commit), and commit sequencing: the first commit
+of the current epoch that passes the checks wins, atomically with its Welcome, its KeyPackages
+marked used and the epoch's proposals dropped.
 
 What is behind seams, to be filled by the keyless ``PublicGroup`` (issue 4):
 
@@ -27,6 +29,7 @@ are wall-clock seconds passed in (persisted deadlines must survive a restart).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import Counter
@@ -36,7 +39,7 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import MLSError, RelayError
 from ..mls.framing import ContentType, MLSMessage, PublicMessage, SenderType
-from ..mls.messages import Commit, GroupInfo, Welcome
+from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
 from .directory import KeyPackageDirectory, NotAdmissible
 from .storage import (
     CommitOutcome,
@@ -44,6 +47,7 @@ from .storage import (
     GroupStateStore,
     JoinRequest,
     PendingWelcome,
+    ProposalRecord,
     StreamRecord,
 )
 
@@ -67,6 +71,10 @@ __all__ = [
     "NotACommit",
     "PrivateHandshake",
     "ExternalCommit",
+    "NotAProposal",
+    "ExternalProposal",
+    "ProposalNotAllowed",
+    "TooManyProposals",
     "InvalidCommit",
     "StaleCommit",
     "FutureCommit",
@@ -80,6 +88,7 @@ __all__ = [
     "JoinRequested",
     "WelcomeReady",
     "CommitAccepted",
+    "ProposalReceived",
     "WelcomeExpired",
     "Notify",
     "Accepted",
@@ -108,6 +117,16 @@ MAX_RATE_TRACKED_IDENTITIES = 10_000
 # five minutes covers a joiner reconnecting over a slow multi-hop RNS path. After it the joiner's leaf
 # is a ghost and the admitting member is told to remove it.
 WELCOME_TTL_S = 300.0
+
+# Proposals kept per epoch. Members propose only their own Remove (leaving) or Update; 32 lets every
+# member of a 16-member call do both within one epoch, and caps what a member can make us store.
+MAX_PROPOSALS_PER_EPOCH = 32
+
+# Proposal types a member may send through the relay: its own Update, and Remove (a leaver's
+# self-Remove). Adds go in commits so their KeyPackages are checked against the directory; PSK,
+# ReInit and ExternalInit are refused in relayed groups (ARCHITECTURE "MLS"); GroupContextExtensions
+# would let one member change the group's rules without a commit the admitter made.
+ALLOWED_PROPOSAL_TYPES = frozenset({ProposalType.UPDATE, ProposalType.REMOVE})
 
 # Accepted commits kept per stream for members catching up after a missed event. A member further
 # behind than this re-joins (remove and re-add) instead of replaying history.
@@ -181,6 +200,30 @@ class ExternalCommit(DeliveryError):
     """External commits (and non-member senders) are refused in relayed groups."""
 
     code = "external-commit"
+
+
+class NotAProposal(DeliveryError):
+    """The submitted message is not an MLSMessage carrying a proposal."""
+
+    code = "not-a-proposal"
+
+
+class ExternalProposal(DeliveryError):
+    """Proposals from non-members are refused in relayed groups."""
+
+    code = "external-proposal"
+
+
+class ProposalNotAllowed(DeliveryError):
+    """A proposal type relayed groups do not carry (see :data:`ALLOWED_PROPOSAL_TYPES`)."""
+
+    code = "proposal-not-allowed"
+
+
+class TooManyProposals(DeliveryError):
+    """The epoch already holds :data:`MAX_PROPOSALS_PER_EPOCH` proposals, or this one is a duplicate."""
+
+    code = "too-many-proposals"
 
 
 class InvalidCommit(DeliveryError):
@@ -305,6 +348,18 @@ class CommitAccepted:
 
 
 @dataclass(frozen=True)
+class ProposalReceived:
+    """To members: a proposal of the current epoch, for the next committer to include."""
+
+    stream_id: int
+    """Stream of the proposal."""
+    epoch: int
+    """Epoch it belongs to."""
+    message: bytes
+    """The proposal MLSMessage."""
+
+
+@dataclass(frozen=True)
 class WelcomeExpired:
     """To the admitting member: a joiner never fetched its Welcome; its leaf is a ghost to remove."""
 
@@ -316,7 +371,7 @@ class WelcomeExpired:
     """Epoch the Welcome was for."""
 
 
-DeliveryEvent = JoinRequested | WelcomeReady | CommitAccepted | WelcomeExpired
+DeliveryEvent = JoinRequested | WelcomeReady | CommitAccepted | ProposalReceived | WelcomeExpired
 
 
 @dataclass(frozen=True)
@@ -352,6 +407,26 @@ class _CommitHeader:
     group_id: bytes
     epoch: int
     sender_leaf: int
+
+
+def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
+    """Parse a submitted proposal, refusing what relayed groups forbid."""
+    try:
+        msg = MLSMessage.from_bytes(message)
+    except MLSError as e:
+        raise NotAProposal(f"not an MLSMessage: {e}") from None
+    if not isinstance(msg.body, PublicMessage):
+        if type(msg.body).__name__ == "PrivateMessage":
+            raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
+        raise NotAProposal(f"{type(msg.body).__name__} is not a proposal")
+    content = msg.body.content
+    if content.content_type != ContentType.PROPOSAL or not isinstance(content.body, Proposal):
+        raise NotAProposal("PublicMessage does not carry a proposal")
+    if content.sender.sender_type != SenderType.MEMBER:
+        raise ExternalProposal(f"proposal from a {content.sender.sender_type.name.lower()} sender")
+    if content.body.proposal_type not in ALLOWED_PROPOSAL_TYPES:
+        raise ProposalNotAllowed(f"{content.body.proposal_type!r} proposals are not relayed")
+    return _CommitHeader(content.group_id, content.epoch, content.sender.index), content.body
 
 
 def _commit_header(message: bytes) -> _CommitHeader:
@@ -408,12 +483,16 @@ class DeliveryService:
         group_from_info: GroupInfoLoader,
         check_commit: CommitChecker,
         directory: KeyPackageDirectory | None = None,
+        check_proposal: Callable[[GroupView, bytes], None] | None = None,
         max_pending_joins: int = MAX_PENDING_JOINS_PER_STREAM,
     ) -> None:
         self._store = store
         self._load_group = load_group
         self._group_from_info = group_from_info
         self._check_commit = check_commit
+        # Public checks of a proposal (signature over the GroupContext); until PublicGroup lands,
+        # members check proposals themselves when they commit or process them.
+        self._check_proposal = check_proposal
         self.directory = directory
         """Set after construction when the directory needs :meth:`may_fetch` (they refer to each other)."""
         self._max_pending_joins = max_pending_joins
@@ -631,6 +710,50 @@ class DeliveryService:
             seen.add(identity)
             if self.directory is not None:
                 self.directory.check_admissible(ref, identity, now)
+
+    # --- proposals ---------------------------------------------------------------------------------
+
+    def submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes) -> list[Notify]:
+        """Keep a member's proposal of the current epoch and pass it to the other members."""
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        group = self._view(record)
+        if submitter not in group.members.values():
+            raise NotAMember("only members may propose")
+        header, body = _proposal_header(proposal)
+        if header.group_id != record.group_id:
+            raise InvalidCommit("proposal is for another group")
+        if header.epoch < record.epoch:
+            raise StaleCommit(f"epoch {header.epoch} is over (stream is at {record.epoch})")
+        if header.epoch > record.epoch:
+            raise FutureCommit(f"epoch {header.epoch} is ahead of the stream ({record.epoch})")
+        if group.members.get(header.sender_leaf) != submitter:
+            raise SenderMismatch("proposal sender leaf is not the submitting identity")
+        if self._check_proposal is not None:
+            try:
+                self._check_proposal(group, proposal)
+            except MLSError as e:
+                raise InvalidCommit(f"proposal is not valid: {e}") from None
+        # The relay only needs a dedupe key; members compute the real ProposalRef themselves.
+        key = hashlib.sha256(proposal).digest()
+        kept = ProposalRecord(stream_id, record.epoch, key, submitter, proposal)
+        if not self._store.add_proposal(kept, max_per_epoch=MAX_PROPOSALS_PER_EPOCH):
+            if self._store.get_stream(stream_id).epoch != record.epoch:  # a commit ended the epoch meanwhile
+                raise StaleCommit("the epoch ended while the proposal was submitted")
+            raise TooManyProposals("proposal already kept, or the epoch holds the maximum")
+        self.counters["proposals"] += 1
+        event = ProposalReceived(stream_id, record.epoch, proposal)
+        return [Notify(m, event) for m in sorted(set(group.members.values()) - {submitter})]
+
+    def proposals(self, stream_id: int, requester: bytes) -> list[bytes]:
+        """Proposals of the current epoch (for a committer, or a member that missed the events)."""
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        if requester not in self._view(record).members.values():
+            raise NotAMember("only members may read proposals")
+        return [p.message for p in self._store.proposals(stream_id, record.epoch)]
 
     def commits_since(self, stream_id: int, requester: bytes, epoch: int) -> list[CommitRecord]:
         """Accepted commits from ``epoch`` on, for a member catching up after missed events."""

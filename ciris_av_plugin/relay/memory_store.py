@@ -17,6 +17,7 @@ from .storage import (
     JoinRequest,
     KeyPackageEntry,
     PendingWelcome,
+    ProposalRecord,
     PutOutcome,
     StreamRecord,
 )
@@ -44,6 +45,7 @@ class MemoryStore:
         self._commits: dict[int, dict[int, CommitRecord]] = {}
         self._welcomes: dict[tuple[int, bytes], PendingWelcome] = {}
         self._joins: dict[tuple[int, bytes], JoinRequest] = {}
+        self._proposals: dict[int, list[ProposalRecord]] = {}
 
     # --- DirectoryStore ---------------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class MemoryStore:
                 return CommitOutcome.KEY_PACKAGE_USED
             # Nothing below can fail: the change is all-or-nothing.
             self._streams[stream_id] = replace(record, epoch=epoch + 1, group_state=group_state)
+            self._proposals[stream_id] = [p for p in self._proposals.get(stream_id, []) if p.epoch > epoch]
             self._commits[stream_id][epoch] = commit
             for w in welcomes:
                 self._welcomes[(stream_id, w.joiner)] = w
@@ -260,3 +263,20 @@ class MemoryStore:
             for k in dead:
                 del self._joins[k]
             return len(dead)
+
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+        with self._lock:
+            record = self._streams.get(proposal.stream_id)
+            if record is None or record.epoch != proposal.epoch:
+                return False
+            kept = self._proposals.setdefault(proposal.stream_id, [])
+            if any(p.ref == proposal.ref for p in kept):
+                return False
+            if sum(1 for p in kept if p.epoch == proposal.epoch) >= max_per_epoch:
+                return False
+            kept.append(proposal)
+            return True
+
+    def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:
+        with self._lock:
+            return [p for p in self._proposals.get(stream_id, []) if p.epoch == epoch]

@@ -34,6 +34,7 @@ __all__ = [
     "DirectoryStore",
     "StreamRecord",
     "CommitRecord",
+    "ProposalRecord",
     "PendingWelcome",
     "JoinRequest",
     "CommitOutcome",
@@ -214,6 +215,22 @@ class JoinRequest:
     """Wall-clock time after which the request lapses."""
 
 
+@dataclass(frozen=True)
+class ProposalRecord:
+    """A PublicMessage proposal of the current epoch (a leaver's self-Remove, say), kept for the committer."""
+
+    stream_id: int
+    """Stream it was sent in."""
+    epoch: int
+    """Epoch it was made in: it dies with that epoch."""
+    ref: bytes
+    """ProposalRef (§5.2), how a commit names it; unique per stream."""
+    sender: bytes
+    """RNS identity hash of the submitting member."""
+    message: bytes
+    """The proposal MLSMessage, as fanned out."""
+
+
 class CommitOutcome(Enum):
     """What :meth:`GroupStateStore.accept_commit` did; only ``ACCEPTED`` changed anything."""
 
@@ -256,7 +273,8 @@ class GroupStateStore(Protocol):
         In one transaction: check the stored epoch is ``epoch``; store ``group_state``; append
         ``commit``; store ``welcomes`` (replacing an older pending Welcome of the same joiner);
         mark ``used_refs`` used (one-time ones can then never be added again; their entries leave
-        the directory; last-resort refs are left alone); drop the joiners' join requests.
+        the directory; last-resort refs are left alone); drop the joiners' join requests; drop the
+        proposals of ``epoch`` (committed or not, they do not outlive their epoch, §12.4).
         """
         ...
 
@@ -303,4 +321,13 @@ class GroupStateStore(Protocol):
 
     def sweep_join_requests(self, now: float) -> int:
         """Delete lapsed join requests; return how many."""
+        ...
+
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+        """Keep a proposal of the stream's current epoch; ``False`` (no change) if the stream is not at
+        ``proposal.epoch``, the ref is already kept, or ``max_per_epoch`` are kept already."""
+        ...
+
+    def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:
+        """Kept proposals of ``epoch``, in arrival order."""
         ...

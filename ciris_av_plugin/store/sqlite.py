@@ -35,6 +35,7 @@ from ..relay.storage import (
     JoinRequest,
     KeyPackageEntry,
     PendingWelcome,
+    ProposalRecord,
     PutOutcome,
     StorageError,
     StreamRecord,
@@ -103,6 +104,19 @@ _MIGRATIONS: tuple[str, ...] = (
         requested_at REAL NOT NULL,
         expires_at   REAL NOT NULL,
         PRIMARY KEY (stream_id, identity)
+    );
+    """,
+    # 1 -> 2: proposals of the current epoch (a leaver's self-Remove waits here for a committer).
+    """
+    CREATE TABLE proposals (
+        stream_id BLOB NOT NULL REFERENCES streams (stream_id),
+        epoch     INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        ref       BLOB NOT NULL,
+        sender    BLOB NOT NULL,
+        message   BLOB NOT NULL,
+        PRIMARY KEY (stream_id, seq),
+        UNIQUE (stream_id, ref)
     );
     """,
 )
@@ -376,6 +390,7 @@ class SQLiteStore:
                 "UPDATE streams SET epoch = ?, group_state = ? WHERE stream_id = ?",
                 (epoch + 1, group_state, _sid(stream_id)),
             )
+            db.execute("DELETE FROM proposals WHERE stream_id = ? AND epoch <= ?", (_sid(stream_id), epoch))
             db.execute(
                 "INSERT INTO commits (stream_id, epoch, committer, message, accepted_at) VALUES (?, ?, ?, ?, ?)",
                 (_sid(stream_id), epoch, commit.committer, commit.message, commit.accepted_at),
@@ -506,3 +521,34 @@ class SQLiteStore:
     def sweep_join_requests(self, now: float) -> int:
         with self._write() as db:
             return db.execute("DELETE FROM join_requests WHERE expires_at <= ?", (now,)).rowcount
+
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+        sid = _sid(proposal.stream_id)
+        with self._write() as db:
+            row = db.execute("SELECT epoch FROM streams WHERE stream_id = ?", (sid,)).fetchone()
+            if row is None or row[0] != proposal.epoch:
+                return False
+            if db.execute("SELECT 1 FROM proposals WHERE stream_id = ? AND ref = ?", (sid, proposal.ref)).fetchone():
+                return False
+            (n,) = db.execute(
+                "SELECT count(*) FROM proposals WHERE stream_id = ? AND epoch = ?", (sid, proposal.epoch)
+            ).fetchone()
+            if n >= max_per_epoch:
+                return False
+            (top,) = db.execute("SELECT coalesce(max(seq), 0) FROM proposals WHERE stream_id = ?", (sid,)).fetchone()
+            db.execute(
+                "INSERT INTO proposals (stream_id, epoch, seq, ref, sender, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, proposal.epoch, top + 1, proposal.ref, proposal.sender, proposal.message),
+            )
+            return True
+
+    def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:
+        with self._read() as db:
+            return [
+                ProposalRecord(_uid(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in db.execute(
+                    "SELECT stream_id, epoch, ref, sender, message FROM proposals"
+                    " WHERE stream_id = ? AND epoch = ? ORDER BY seq",
+                    (_sid(stream_id), epoch),
+                )
+            ]
