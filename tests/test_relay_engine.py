@@ -944,3 +944,18 @@ def test_stats_show_each_subscriber_state_and_each_stream() -> None:
         },
     }
     json.dumps(s)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"video_max_age": 0},
+        {"stall_timeout": -1},
+        {"max_queued_bytes": 0},
+        {"discardable_max_age": 0.6, "video_max_age": 0.5},
+        {"min_mdu": FRAG_HEADER_LEN},
+    ],
+)
+def test_inconsistent_config_is_refused(kwargs) -> None:
+    with pytest.raises(RelayError):
+        EngineConfig(**kwargs)

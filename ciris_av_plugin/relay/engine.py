@@ -94,7 +94,13 @@ from ..media.wire import (
     FragmentHeader,
     split,
 )
-from .errors import InvalidMDUError, PublishNotAuthorizedError, ReportError, SubscriberLimitError
+from .errors import (
+    ConfigError,
+    InvalidMDUError,
+    PublishNotAuthorizedError,
+    ReportError,
+    SubscriberLimitError,
+)
 from .events import Event, KeyframeRequested, SubscriberResumed, SubscriberStalled
 from .reports import REPORT_INTERVAL_S, decode_receiver_report
 
@@ -218,6 +224,34 @@ class EngineConfig:
     " report interval) is far below it while a backlog in RNS or socket buffers is caught."
     min_mdu: int = FRAG_HEADER_LEN + 1
     "Smallest subscriber MDU accepted: a fragment header plus one byte of payload."
+
+    def __post_init__(self) -> None:
+        for name in (
+            "video_max_age",
+            "audio_max_age",
+            "discardable_max_age",
+            "stall_timeout",
+            "report_interval",
+            "keyframe_min_interval",
+            "keyframe_request_timeout",
+            "max_inflight_age",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive")
+        for name in (
+            "max_subscribers_per_stream",
+            "max_queued_bytes",
+            "max_queued_packets",
+            "max_control_packets",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.discardable_max_age > self.video_max_age:
+            raise ConfigError(
+                "discardable_max_age above video_max_age would never drop discardable frames first"
+            )
+        if self.min_mdu <= FRAG_HEADER_LEN:
+            raise ConfigError(f"min_mdu must exceed the {FRAG_HEADER_LEN}-byte fragment header")
 
     def max_age(self, cls: int) -> float:
         """Age bound of one priority class (control is bounded by count, not age)."""

@@ -15,6 +15,7 @@ __all__ = [
     "PublishNotAuthorizedError",
     "SubscriberLimitError",
     "InvalidMDUError",
+    "ConfigError",
 ]
 
 
@@ -32,3 +33,7 @@ class SubscriberLimitError(RelayError):
 
 class InvalidMDUError(RelayError):
     """A subscriber's link MDU leaves no room for a fragment header and one byte of payload."""
+
+
+class ConfigError(RelayError):
+    """An ``EngineConfig`` limit is out of range (non-positive, or inconsistent with another)."""
