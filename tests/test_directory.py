@@ -375,9 +375,11 @@ def test_replayed_one_time_key_package_is_refused_after_fetch_and_after_use(stor
 
 def test_quota_per_identity(store, alice: Joiner, bob: Joiner) -> None:
     d = directory_for(store, alice.hash, max_one_time_per_identity=3)
-    for _ in range(3):
-        d.publish(alice.publishable(), NOW)
+    envs = [alice.publishable() for _ in range(3)]
+    for env in envs:
+        d.publish(env, NOW)
     before = snapshot(store)
+    assert d.publish(envs[-1], NOW).duplicate  # a retry at quota is still answered as a duplicate
     with pytest.raises(QuotaExceeded):
         d.publish(alice.publishable(), NOW)
     # refused before the KeyPackage is even looked at (a flood past quota stays cheap)

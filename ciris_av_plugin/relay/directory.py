@@ -369,10 +369,15 @@ class KeyPackageDirectory:
             raise PublisherMismatch("envelope is signed by another identity than the publishing link")
         if env.ts > now + MAX_CLOCK_SKEW_S or env.ts < now - MAX_ENVELOPE_AGE_S:
             raise StaleEnvelope(f"envelope ts {env.ts} is outside [now - {MAX_ENVELOPE_AGE_S}, now + skew]")
-        if not env.last_resort and self._store.count_one_time(signer) >= self._max_one_time:
+        if (
+            not env.last_resort
+            and self._store.count_one_time(signer) >= self._max_one_time
+            and not self._is_stored(env.key_package)
+        ):
             # Cheap early refusal before the KeyPackage's two signature checks, so an identity
-            # flooding past its quota costs one envelope verification per publish. The store
-            # re-checks atomically on insert.
+            # flooding past its quota costs one envelope verification per publish. A retry of a
+            # stored KeyPackage goes on to be answered as a duplicate. The store re-checks
+            # atomically on insert.
             raise QuotaExceeded(f"identity holds {self._max_one_time} one-time KeyPackages already")
         info = self._inspect(env.key_package, self._suites)
         if len(info.identity) != IDENTITY_HASH_LEN or info.identity != signer:
@@ -404,6 +409,14 @@ class KeyPackageDirectory:
         if outcome is PutOutcome.QUOTA:
             raise QuotaExceeded(f"identity holds {self._max_one_time} one-time KeyPackages already")
         raise DirectoryFull(f"directory holds {self._max_entries} KeyPackages")
+
+    def _is_stored(self, mls_message: bytes) -> bool:
+        """Whether this exact KeyPackage is stored, judged by its ref alone (one hash, no checks)."""
+        suite_id = int.from_bytes(mls_message[6:8], "big")  # MLSMessage header (4) + KeyPackage.version (2)
+        if suite_id not in self._suites or suite_id not in SUITES:
+            return False
+        ref = CipherSuite(suite_id).make_key_package_ref(mls_message[_MLS_MESSAGE_HEADER_LEN:])
+        return self._store.get_key_package(ref) is not None
 
     # --- fetch ------------------------------------------------------------------------------
 
