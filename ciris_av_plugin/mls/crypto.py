@@ -291,7 +291,9 @@ class DHKEMNist(_DHKEM):
         return priv, self._pub_bytes(key.public_key())
 
     def private_key(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
-        if len(priv) != self.n_sk:
+        # Like ECDSA keys below: a scalar with its leading zero bytes dropped is the same integer
+        # (the mlswg passive-client P-521 vectors carry a 65-byte encryption_priv).
+        if not 0 < len(priv) <= self.n_sk:
             raise CryptoError(f"{self.curve.name} private key must be {self.n_sk} bytes, got {len(priv)}")
         value = int.from_bytes(priv, "big")
         if not 0 < value < self.order:
