@@ -34,7 +34,7 @@ from .kid import encode_kid
 from .ordering import FrameOrderer, TrackStats
 from .reassembly import FrameAbandoned, FrameComplete, Reassembler
 from .replay import ReplayWindow
-from .sframe import MAX_CTR, MEDIA_SUITE, SFrameKey, encode_header, parse_ciphertext, suite_params
+from .sframe import MAX_CTR, MEDIA_SUITE, SFrameHeader, SFrameKey, decode_header, encode_header, suite_params
 from .wire import FH_LEN, ForwardingHeader, FragmentHeader
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ class _Pending:
 
     frag: FragmentHeader
     fh: ForwardingHeader
+    sh: SFrameHeader
     data: bytes
 
 
@@ -342,18 +343,18 @@ class FrameOpener:
         if (fh.stream_id, fh.track_id, fh.frame_seq) != (frag.stream_id, frag.track_id, frag.frame_seq):
             return [self._drop(FrameDropped(DROP_FH_MISMATCH, *ids, detail="forwarding vs fragment header"))]
         try:
-            sh, _ = parse_ciphertext(memoryview(data)[FH_LEN:])
+            sh = decode_header(data, FH_LEN)
         except SFrameError as exc:
             return [self._drop(FrameDropped(DROP_BAD_SFRAME, *ids, detail=str(exc)))]
         if sh.kid != frag.kid:
             return [self._drop(FrameDropped(DROP_KID_MISMATCH, *ids, detail=f"SFrame KID {sh.kid}"))]
-        return self._open(_Pending(frag=frag, fh=fh, data=data), now)
+        return self._open(_Pending(frag=frag, fh=fh, sh=sh, data=data), now)
 
     def _open(self, p: _Pending, now: float) -> list[FrameEvent]:
-        frag, fh = p.frag, p.fh
+        frag, fh, sh = p.frag, p.fh, p.sh
         ids = (fh.stream_id, fh.track_id, fh.frame_seq, frag.kid)
         body = memoryview(p.data)[FH_LEN:]
-        sh, ct = parse_ciphertext(body)  # checked in _frame_complete
+        ct = body[sh.length :]
         try:
             resolved = self.keyring.resolve(sh.kid, now)
         except UnknownKeyError:

@@ -126,7 +126,7 @@ def encode_header(kid: int, ctr: int) -> bytes:
     return bytes((config,)) + tail
 
 
-def _read_field(data: bytes | memoryview, pos: int, extended: bool, bits: int, what: str) -> tuple[int, int]:
+def _read_field(data: bytes, pos: int, extended: bool, bits: int, what: str) -> tuple[int, int]:
     if not extended:
         return bits, pos
     n = bits + 1
@@ -136,18 +136,22 @@ def _read_field(data: bytes | memoryview, pos: int, extended: bool, bits: int, w
     # §4.3: values 0-7 go in the config byte; larger ones "MUST be encoded with the minimum
     # number of bytes". Anything else is a second encoding of the same header, refused so the
     # authenticated header bytes have exactly one form.
-    if value < 8 or _uint_len(value) != n:
+    if value < 8 or (value.bit_length() + 7) // 8 != n:
         raise SFrameHeaderError(f"{what} {value} not minimally encoded in {n} bytes")
     return value, pos + n
 
 
-def decode_header(data: bytes | memoryview) -> SFrameHeader:
-    """Read the SFrame header at the start of ``data`` (ciphertext may follow)."""
-    if len(data) < 1:
+def decode_header(data: bytes | memoryview, offset: int = 0) -> SFrameHeader:
+    """Read the SFrame header at ``data[offset:]`` (ciphertext may follow).
+
+    ``length`` in the result counts from ``offset``.
+    """
+    head = bytes(data[offset : offset + MAX_HEADER_LEN])  # small copy: fast indexing below
+    if not head:
         raise SFrameHeaderError("SFrame header truncated (empty)")
-    config = data[0]
-    kid, pos = _read_field(data, 1, bool(config & 0x80), (config >> 4) & 0x07, "KID")
-    ctr, pos = _read_field(data, pos, bool(config & 0x08), config & 0x07, "CTR")
+    config = head[0]
+    kid, pos = _read_field(head, 1, bool(config & 0x80), (config >> 4) & 0x07, "KID")
+    ctr, pos = _read_field(head, pos, bool(config & 0x08), config & 0x07, "CTR")
     return SFrameHeader(kid=kid, ctr=ctr, length=pos)
 
 
