@@ -146,6 +146,30 @@ def test_the_embedded_node_runs_from_a_config_file_and_stops_cleanly_on_sigterm(
         cluster.close()
 
 
+def test_a_disabled_embedded_node_runs_with_nothing_registered() -> None:
+    from ciris_av_plugin.transport.config import free_port
+
+    cluster = Cluster()
+    try:
+        workdir = cluster.root / "off"
+        workdir.mkdir(parents=True)
+        ready_file = workdir / "ready.json"
+        node = _spawn(
+            cluster,
+            "off",
+            ["-m", "ciris_av_plugin.cli", "node", "--set", "realtime_av.enabled=false",
+             "--set", f'net.listen_addr="127.0.0.1:{free_port()}"', "--set", f'node.data_dir="{workdir / "data"}"',
+             "--ready-file", str(ready_file)],
+            {},
+        )
+        status = node.wait_ready(30)
+        assert status["plugins"] == [{"plugin": "realtime_av", "version": status["plugins"][0]["version"], "dispatchers": {}}]
+        node.signal(signal.SIGINT)
+        assert node.proc.wait(20) == 0, node.log_tail()
+    finally:
+        cluster.close()
+
+
 # ---- the child side ---------------------------------------------------------------------------
 
 

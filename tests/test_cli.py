@@ -59,6 +59,20 @@ def test_node_check_reports_config_errors(tmp_path: Path, capsys: pytest.Capture
     assert code == 1 and "configuration file not found" in err
 
 
+def test_node_refuses_a_bad_config_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ciris_av_plugin import host
+
+    monkeypatch.setattr(host, "start_rns", lambda config: pytest.fail("RNS started despite a bad config"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'node.data_dir = "{tmp_path / "data"}"\nnet.listen_addr = "127.0.0.1:99999"\n')
+    code, _, err = run(capsys, "node", "-c", str(bad))
+    assert code == 1
+    assert "net.listen_addr: port 99999 in '127.0.0.1:99999' is out of range, expected 1 to 65535" in err
+    assert not (tmp_path / "data").exists(), "no identity was created for a node that cannot start"
+
+
 def test_node_defaults_enable_the_plugin_but_the_file_and_set_win(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
