@@ -118,6 +118,7 @@ def _describe(config: Config) -> str:
 def _delegate(module_name: str, function: str, argv: Sequence[str]) -> int:
     """Run ``module.function(argv)`` from code that lands separately; say so plainly if absent."""
     import importlib
+    import inspect
 
     try:
         module = importlib.import_module(module_name)
@@ -125,7 +126,15 @@ def _delegate(module_name: str, function: str, argv: Sequence[str]) -> int:
     except (ImportError, AttributeError) as exc:
         print(f"ciris-av: {module_name}.{function} is not available ({exc})", file=sys.stderr)
         return EXIT_FAILED
-    result = entry(list(argv))
+    # Delegates are argparse mains: main(argv) or main() reading sys.argv; serve both shapes.
+    if inspect.signature(entry).parameters:
+        result = entry(list(argv))
+    else:
+        saved, sys.argv = sys.argv, [f"ciris-av {module_name}", *argv]
+        try:
+            result = entry()
+        finally:
+            sys.argv = saved
     return int(result or 0)
 
 

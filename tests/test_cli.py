@@ -107,13 +107,15 @@ def test_demo_publish_watch_delegate(monkeypatch: pytest.MonkeyPatch, capsys: py
     demo.main = lambda argv: calls.append(("demo", argv)) or 3  # type: ignore[attr-defined]
     clients = types.ModuleType("ciris_av_plugin.transport.media_clients")
     clients.publish_main = lambda argv: calls.append(("publish", argv)) or 0  # type: ignore[attr-defined]
-    clients.watch_main = lambda argv: calls.append(("watch", argv))  # type: ignore[attr-defined]
+    clients.watch_main = lambda: calls.append(("watch", sys.argv[1:]))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "integration.demo", demo)
     monkeypatch.setitem(sys.modules, "ciris_av_plugin.transport.media_clients", clients)
     assert run(capsys, "demo", "--json", "out.json")[0] == 3
     assert run(capsys, "publish", "--stream", "7")[0] == 0
-    assert run(capsys, "watch")[0] == 0
-    assert calls == [("demo", ["--json", "out.json"]), ("publish", ["--stream", "7"]), ("watch", [])]
+    argv_before = list(sys.argv)
+    assert run(capsys, "watch", "--stream", "9")[0] == 0, "a main() that reads sys.argv gets the arguments"
+    assert sys.argv == argv_before
+    assert calls == [("demo", ["--json", "out.json"]), ("publish", ["--stream", "7"]), ("watch", ["--stream", "9"])]
 
 
 def test_missing_delegate_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
