@@ -959,3 +959,30 @@ def test_stats_show_each_subscriber_state_and_each_stream() -> None:
 def test_inconsistent_config_is_refused(kwargs) -> None:
     with pytest.raises(RelayError):
         EngineConfig(**kwargs)
+
+
+def test_a_flooding_publisher_is_cut_at_its_ingress_rate_and_others_flow() -> None:
+    cfg = EngineConfig(max_ingress_rate=200_000, max_ingress_burst=1 << 20)
+    eng = engine_with(1, config=cfg)
+    eng.add_publisher(b"pub-b", SID + 1, 0.0)
+    eng.add_subscriber(b"viewer-b", SID + 1, BIG_MDU, 0.0)
+    flood = frame(0, 0, 16000, key=True)
+    honest_sent: list[bytes] = []
+    honest_got: list[bytes] = []
+    t = 0.0
+    for step in range(1000):  # 10 s; the flood offers 1.6 MB/s, eight times its rate
+        t = step * 0.01
+        feed(eng, flood, t)
+        pkts = frame(step, step // 30, 1000, key=step % 30 == 0, sid=SID + 1)
+        feed(eng, pkts, t, link=b"pub-b")
+        honest_sent += pkts
+        honest_got += drain(eng, b"viewer-b", t)
+        drain(eng, b"sub-0", t)
+        keep_alive(eng, [b"sub-0"], t)
+        eng.receive_packet(b"viewer-b", report(SID + 1), t)
+    s = eng.stats()
+    flood_accepted = s["bytes_in"] - sum(map(len, honest_sent))
+    assert flood_accepted <= cfg.max_ingress_burst + cfg.max_ingress_rate * t
+    assert flood_accepted >= cfg.max_ingress_rate * t * 0.9  # the rate is a rate, not a wall
+    assert s["drops"] == {"ingress_rate": 1000 - flood_accepted // len(flood[0])}
+    assert honest_got == honest_sent

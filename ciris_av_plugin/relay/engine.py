@@ -56,6 +56,12 @@ dataclasses. Queues are bounded by age on the relay's clock, measured from arriv
    the next keyframe of each video track so the backlog drains (only tracks the subscriber reports
    progress on are judged; a bare liveness report says nothing about a track).
 
+**Floods.** Each publisher link has a byte token bucket (``max_ingress_rate``,
+``max_ingress_burst``); fragments beyond it are dropped at the door, before any per-subscriber
+work, so one flooding link cannot starve other streams of the relay's CPU. Memory is bounded
+regardless: queues by age and caps, streams and tracks by the links that exist, events by
+``MAX_PENDING_EVENTS``.
+
 **Keyframe requests** are raised when a subscriber joins (for every video track it must start
 on), stalls and resumes, reports a loss, or loses a group of pictures. They are coalesced (at most
 one outstanding per track: cleared when a keyframe of a newer group arrives or after
@@ -171,6 +177,7 @@ DROP_REASONS = {
     "cap_control": "control queue full",
     "inflight_gop": "too much media in flight unreported: rest of the group of pictures dropped",
     "link_removed": "queued when the subscriber link went away",
+    "ingress_rate": "publisher link over max_ingress_rate (token bucket): flood shed at the door",
     "internal_error": "a bug in the engine (logged); the packet was dropped",
 }
 
@@ -222,6 +229,12 @@ class EngineConfig:
     "Seconds a sent frame may go unreported as complete before the subscriber skips to the next"
     " keyframe: twice the queue's video bound, so a healthy link (one-way latency plus the 100 ms"
     " report interval) is far below it while a backlog in RNS or socket buffers is caught."
+    max_ingress_rate: int = 4_000_000
+    "Bytes per second one publisher link may feed (all its streams): a 1080p screen share peaks"
+    " near 8 Mbit/s (1 MB/s); four times that leaves headroom for keyframe bursts and a cascade"
+    " link carrying a few streams, while a flood is cut off before it eats the relay's CPU."
+    max_ingress_burst: int = 2 * MAX_FRAME_SIZE
+    "Bucket depth in bytes: two largest frames back to back arrive at line speed unharmed."
     min_mdu: int = FRAG_HEADER_LEN + 1
     "Smallest subscriber MDU accepted: a fragment header plus one byte of payload."
 
@@ -243,6 +256,8 @@ class EngineConfig:
             "max_queued_bytes",
             "max_queued_packets",
             "max_control_packets",
+            "max_ingress_rate",
+            "max_ingress_burst",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -250,6 +265,8 @@ class EngineConfig:
             raise ConfigError(
                 "discardable_max_age above video_max_age would never drop discardable frames first"
             )
+        if self.max_ingress_burst < MAX_FRAME_SIZE:
+            raise ConfigError("max_ingress_burst below MAX_FRAME_SIZE would refuse a legal frame")
         if self.min_mdu <= FRAG_HEADER_LEN:
             raise ConfigError(f"min_mdu must exceed the {FRAG_HEADER_LEN}-byte fragment header")
 
@@ -375,6 +392,10 @@ class ForwardingEngine:
         self._streams: dict[int, _Stream] = {}
         self._subs: dict[bytes, _Sub] = {}
         self._pub_streams: dict[bytes, set[int]] = {}
+        # publisher link -> [tokens (bytes), relay time of the last refill]
+        self._buckets: dict[bytes, list[float]] = {}
+        self._ingress_rate = float(cfg.max_ingress_rate)
+        self._ingress_burst = float(cfg.max_ingress_burst)
         self._tracks: dict[int, _Track] = {}
         self._kf_pending: dict[int, _Track] = {}
         self._events: list[Event] = []
@@ -409,6 +430,8 @@ class ForwardingEngine:
         stream = self._stream(stream_id)
         stream.publishers.add(link_id)
         self._pub_streams.setdefault(link_id, set()).add(stream_id)
+        if link_id not in self._buckets:
+            self._buckets[link_id] = [float(self.config.max_ingress_burst), now]
 
     def add_subscriber(self, link_id: bytes, stream_id: int, mdu: int, now: float) -> None:
         """Subscribe ``link_id`` to ``stream_id``; video starts at a keyframe, which is requested upstream.
@@ -456,6 +479,7 @@ class ForwardingEngine:
                 if stream is not None:
                     stream.subs = [s for s in stream.subs if s is not sub]
                     touched.add(sid)
+        self._buckets.pop(link_id, None)
         for sid in self._pub_streams.pop(link_id, ()):
             stream = self._streams.get(sid)
             if stream is None:
@@ -528,6 +552,21 @@ class ForwardingEngine:
         if link_id not in stream.publishers:
             self._count_drop(None, "not_publisher")
             return
+        # Per-publisher-link token bucket (bytes): a flooding link cannot take the relay's CPU
+        # from other streams. The bucket exists for every publisher link (add_publisher).
+        bucket = self._buckets[link_id]
+        elapsed = now - bucket[1]
+        tokens = bucket[0]
+        if elapsed > 0:
+            tokens += elapsed * self._ingress_rate
+            if tokens > self._ingress_burst:
+                tokens = self._ingress_burst
+            bucket[1] = now
+        if tokens < n:
+            bucket[0] = tokens
+            self._count_drop(None, "ingress_rate")
+            return
+        bucket[0] = tokens - n
         audio = flags & FLAG_AUDIO
         track = stream.tracks.get(tid)
         if track is None:
