@@ -1,1 +1,91 @@
-"""RFC 9420 Messaging Layer Security in pure Python over ``cryptography`` (sans-I/O)."""
+"""RFC 9420 Messaging Layer Security in pure Python over ``cryptography`` (sans-I/O).
+
+The public API: :class:`CipherSuite`, :class:`KeyPackageBundle`, :class:`Group` (a member) and
+:class:`PublicGroup` (the relay's keyless view), their events and their typed errors.
+"""
+
+from .commit_rules import (
+    DecryptionError,
+    DuplicateMemberError,
+    EpochError,
+    FutureEpochError,
+    GroupError,
+    GroupInactiveError,
+    InvalidCommitError,
+    InvalidGroupInfoError,
+    InvalidKeyPackageError,
+    InvalidPathError,
+    InvalidProposalError,
+    InvalidSignatureError,
+    InvalidTreeError,
+    InvalidWelcomeError,
+    MissingPathError,
+    MissingPSKError,
+    NoMatchingKeyPackageError,
+    OwnCommitError,
+    PendingCommitError,
+    Policy,
+    PolicyRefusedError,
+    StaleEpochError,
+    UnknownMemberError,
+    UnknownProposalError,
+    UnknownSenderError,
+    UnsupportedMessageError,
+    WrongConfirmationTag,
+    WrongGroupError,
+    WrongMembershipTag,
+)
+from .crypto import CipherSuite
+from .errors import MLSError
+from .group import (
+    ApplicationMessage,
+    CommitProcessed,
+    Group,
+    GroupEvent,
+    KeyPackageBundle,
+    PendingCommit,
+    ProposalReceived,
+)
+from .public_group import PublicGroup
+
+__all__ = [
+    "CipherSuite",
+    "KeyPackageBundle",
+    "Group",
+    "PublicGroup",
+    "PendingCommit",
+    "Policy",
+    "ProposalReceived",
+    "CommitProcessed",
+    "ApplicationMessage",
+    "GroupEvent",
+    "MLSError",
+    "GroupError",
+    "WrongGroupError",
+    "EpochError",
+    "FutureEpochError",
+    "StaleEpochError",
+    "UnknownSenderError",
+    "InvalidSignatureError",
+    "DecryptionError",
+    "WrongMembershipTag",
+    "WrongConfirmationTag",
+    "InvalidProposalError",
+    "InvalidKeyPackageError",
+    "InvalidCommitError",
+    "UnknownProposalError",
+    "DuplicateMemberError",
+    "MissingPathError",
+    "InvalidPathError",
+    "MissingPSKError",
+    "InvalidTreeError",
+    "InvalidGroupInfoError",
+    "InvalidWelcomeError",
+    "NoMatchingKeyPackageError",
+    "PolicyRefusedError",
+    "UnsupportedMessageError",
+    "PendingCommitError",
+    "OwnCommitError",
+    "GroupInactiveError",
+    "UnknownMemberError",
+]

@@ -214,6 +214,8 @@ class Policy:
     """False on the relay: it can only follow PublicMessage handshakes."""
     allow_psk: bool = True
     """False on the relay: PSK proposals change the key schedule in a way it cannot see."""
+    allow_reinit: bool = True
+    """False on the relay: ReInit and ExternalInit are refused by policy (typed) before any other check."""
     allow_external_senders: bool = True
     """Proposals from the external_senders extension's senders (§12.1.8)."""
     immutable_identity: bool = True
@@ -222,7 +224,7 @@ class Policy:
     @classmethod
     def relay(cls) -> Policy:
         """The relayed-group policy of ARCHITECTURE.md: PublicMessage handshakes, no PSK/ReInit."""
-        return cls(allow_private_handshakes=False, allow_psk=False)
+        return cls(allow_private_handshakes=False, allow_psk=False, allow_reinit=False)
 
 
 def credential_identity(leaf: LeafNode) -> bytes:
