@@ -168,3 +168,13 @@ def test_vector_runner_missing_file_is_a_clean_error(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_decode_header_at_an_offset():
+    enc = encode_header(0x10301, 77)
+    hdr = decode_header(b"forwarding" + enc + b"ct", 10)
+    assert (hdr.kid, hdr.ctr, hdr.length) == (0x10301, 77, len(enc))
+    with pytest.raises(SFrameHeaderError):
+        decode_header(b"forwarding", 10)
+    with pytest.raises(SFrameHeaderError):
+        decode_header(memoryview(b"xx" + enc[:-1]), 2)
