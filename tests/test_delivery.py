@@ -43,7 +43,9 @@ from ciris_av_plugin.relay.delivery import (
     JOIN_REQUEST_BURST,
     JOIN_REQUEST_REFILL_S,
     JOIN_REQUEST_TTL_S,
+    MAX_PROPOSAL_SIZE,
     MAX_PROPOSALS_PER_EPOCH,
+    MAX_SUBMISSION_SIZE,
     WELCOME_TTL_S,
     AlreadyMember,
     BadGroupInfo,
@@ -69,6 +71,7 @@ from ciris_av_plugin.relay.delivery import (
     SenderMismatch,
     StaleCommit,
     StreamExists,
+    SubmissionTooLarge,
     TooManyProposals,
     UnknownStream,
     WelcomeExpired,
@@ -219,6 +222,8 @@ def test_register_binds_the_stream_to_the_group_info_signer(tmp_path: Path) -> N
         r.ds.register_stream(STREAM, A, welcome_msg())
     with pytest.raises(BadGroupInfo):
         r.ds.register_stream(STREAM, A, b"\x00\x01garbage")
+    with pytest.raises(SubmissionTooLarge):
+        r.ds.register_stream(STREAM, A, group_info(signer=0) + b"\x00" * MAX_SUBMISSION_SIZE)
     assert r.store.stream_ids() == []
     group = r.ds.register_stream(STREAM, A, group_info(signer=0))
     assert group.members == {0: A, 1: B}
@@ -385,6 +390,9 @@ def test_refused_commits_are_typed_and_change_nothing(relay: Relay, alice: Joine
         ("same identity added twice", DuplicateIdentity, A,
          chk.plan(commit_msg(0, 0, tag=b"a9"), added=[(ref, alice.hash), (ref, alice.hash)]), welcome_msg(ref, ref)),
     ]
+    cases.append(("oversized", SubmissionTooLarge, A, commit_msg(0, 0, tag=b"x" * MAX_SUBMISSION_SIZE), None))
+    cases.append(("oversized welcome", SubmissionTooLarge, A, chk.plan(commit_msg(0, 0, tag=b"big"),
+                  added=[(ref, alice.hash)]), welcome_msg(ref) + b"\x00" * MAX_SUBMISSION_SIZE))
     before = snapshot(relay.store)
     for name, error, who, commit, welcome in cases:
         with pytest.raises(error) as ei:
@@ -442,6 +450,7 @@ def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:
         ("non-member", NotAMember, b"C" * 16, proposal_msg(0, 0, Remove(1))),
         ("sender is not submitter", SenderMismatch, B, proposal_msg(0, 0, Remove(1))),
         ("future epoch", FutureCommit, A, proposal_msg(3, 0, Remove(1))),
+        ("oversized", SubmissionTooLarge, A, b"\x00" * (MAX_PROPOSAL_SIZE + 1)),
         ("private message", PrivateHandshake, A,
          MLSMessage(PrivateMessage(GROUP, 0, ContentType.PROPOSAL, b"", b"sd", b"ct")).to_bytes()),
     ]

@@ -68,6 +68,7 @@ __all__ = [
     "AlreadyMember",
     "JoinQueueFull",
     "RateLimited",
+    "SubmissionTooLarge",
     "NotACommit",
     "PrivateHandshake",
     "ExternalCommit",
@@ -128,6 +129,16 @@ MAX_PROPOSALS_PER_EPOCH = 32
 # would let one member change the group's rules without a commit the admitter made.
 ALLOWED_PROPOSAL_TYPES = frozenset({ProposalType.UPDATE, ProposalType.REMOVE})
 
+# Largest commit + Welcome (or GroupInfo) accepted in one submission. A Welcome carrying the ratchet
+# tree of a 128-member suite-1 group runs to ~100 kB, and X-Wing leaves are ~5x larger than X25519
+# ones; 256 KiB matches the transport's request ceiling (control.MAX_REQUEST_SIZE), so nothing the
+# transport lets through is refused here for size, and nothing larger is parsed.
+MAX_SUBMISSION_SIZE = 256 * 1024
+
+# Largest proposal. Members send only Update and Remove: an Update carries one leaf node (~0.5 KB at
+# suite 1, ~3 KB with X-Wing keys and a few extensions); 16 KiB leaves ample room.
+MAX_PROPOSAL_SIZE = 16 * 1024
+
 # Accepted commits kept per stream for members catching up after a missed event. A member further
 # behind than this re-joins (remove and re-add) instead of replaying history.
 COMMIT_LOG_KEEP = 64
@@ -182,6 +193,12 @@ class RateLimited(DeliveryError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SubmissionTooLarge(DeliveryError):
+    """A commit + Welcome, GroupInfo or proposal over :data:`MAX_SUBMISSION_SIZE` / :data:`MAX_PROPOSAL_SIZE`."""
+
+    code = "submission-too-large"
 
 
 class NotACommit(DeliveryError):
@@ -512,6 +529,8 @@ class DeliveryService:
         The GroupInfo's signer leaf must be ``creator`` (the registering link's identity): the relay
         cannot check the confirmation tag, so this first state is bound to whoever signed it.
         """
+        if len(group_info) > MAX_SUBMISSION_SIZE:
+            raise SubmissionTooLarge(f"GroupInfo of {len(group_info)} B exceeds {MAX_SUBMISSION_SIZE} B")
         try:
             msg = MLSMessage.from_bytes(group_info)
         except MLSError as e:
@@ -639,6 +658,9 @@ class DeliveryService:
             raise
 
     def _submit(self, stream_id: int, submitter: bytes, commit: bytes, welcome: bytes | None, now: float) -> Accepted:
+        size = len(commit) + len(welcome or b"")
+        if size > MAX_SUBMISSION_SIZE:
+            raise SubmissionTooLarge(f"commit and Welcome of {size} B exceed {MAX_SUBMISSION_SIZE} B")
         record = self._store.get_stream(stream_id)
         if record is None:
             raise UnknownStream(f"stream {stream_id} is not registered")
@@ -715,6 +737,8 @@ class DeliveryService:
 
     def submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes) -> list[Notify]:
         """Keep a member's proposal of the current epoch and pass it to the other members."""
+        if len(proposal) > MAX_PROPOSAL_SIZE:
+            raise SubmissionTooLarge(f"proposal of {len(proposal)} B exceeds {MAX_PROPOSAL_SIZE} B")
         record = self._store.get_stream(stream_id)
         if record is None:
             raise UnknownStream(f"stream {stream_id} is not registered")
