@@ -148,6 +148,7 @@ def test_replayed_packets_dropped():
     ev = deliver(o, pk)
     assert [d.reason for d in dropped(ev)] == [F.DROP_REPLAY]
     assert o.counters[F.DROP_REPLAY] == 1
+    assert o.drops == {F.DROP_REPLAY: 1}
 
 
 def test_tampered_payload_and_header_dropped():

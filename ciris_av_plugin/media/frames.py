@@ -54,6 +54,24 @@ DROP_HOLD_OVERFLOW = "hold_overflow"
 DROP_HOLD_EXPIRED = "hold_expired"
 DROP_REPLAY = "replay"
 DROP_AUTH = "auth_failed"
+DROP_REASONS = frozenset(
+    {
+        DROP_MALFORMED,
+        DROP_REASSEMBLY,
+        DROP_DEADLINE,
+        DROP_EVICTED,
+        DROP_BAD_FH,
+        DROP_FH_MISMATCH,
+        DROP_BAD_SFRAME,
+        DROP_KID_MISMATCH,
+        DROP_CONTEXT,
+        DROP_STALE_EPOCH,
+        DROP_HOLD_OVERFLOW,
+        DROP_HOLD_EXPIRED,
+        DROP_REPLAY,
+        DROP_AUTH,
+    }
+)
 
 
 # --- publisher -------------------------------------------------------------------------------
@@ -315,6 +333,11 @@ class FrameOpener:
             else:
                 events += self._frame_complete(r, now)
         return events
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Drops so far by reason (the ``DROP_*`` keys of :attr:`counters`)."""
+        return {k: v for k, v in self.counters.items() if k in DROP_REASONS}
 
     def waiting_for_keyframe(self, stream_id: int, track_id: int) -> bool:
         """True while video on this track cannot be decoded until a keyframe arrives.
