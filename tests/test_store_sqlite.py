@@ -441,3 +441,49 @@ def test_racing_commits_for_one_epoch_exactly_one_wins(store: MemoryStore | SQLi
     assert rec.epoch == 1
     # the stored state and the logged commit come from the same winner
     assert c.message.split(b"-")[1] == rec.group_state.split(b"-")[1]
+
+
+_WRITER = r"""
+import sys
+from ciris_av_plugin.store import SQLiteStore
+from ciris_av_plugin.relay.storage import CommitRecord, PendingWelcome, StreamRecord
+s = SQLiteStore(sys.argv[1])
+s.create_stream(StreamRecord(1, b"g", b"A" * 16, 0, b"state-0"))
+print("ready", flush=True)
+e = 0
+while True:
+    s.accept_commit(1, epoch=e, group_state=b"state-%d" % (e + 1), commit=CommitRecord(1, e, b"A" * 16, b"c-%d" % e, 0.0),
+                    welcomes=[PendingWelcome(1, b"J%015d" % e, e + 1, b"w-%d" % e, 1e12)], used_refs=[])
+    e += 1
+"""
+
+
+def test_a_killed_writer_leaves_every_commit_whole(tmp_path: Path) -> None:
+    """SIGKILL a process in the middle of committing epochs: on reopen the epoch, the state, the
+    commit log and the Welcomes agree exactly (each accept_commit is one transaction)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "relay.db"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with SQLiteStore(path) as s:
+        rec = s.get_stream(1)
+        assert rec.epoch > 5, "the writer should have committed several epochs before the kill"
+        assert rec.group_state == b"state-%d" % rec.epoch
+        log = s.commits_since(1, 0)
+        assert [c.epoch for c in log] == list(range(rec.epoch))
+        assert all(c.message == b"c-%d" % c.epoch for c in log)
+        for e in range(rec.epoch):
+            assert s.welcome_for(1, b"J%015d" % e, 0) is not None
+        assert s.welcome_for(1, b"J%015d" % rec.epoch, 0) is None
+        # and the store carries on from there
+        assert s.accept_commit(1, epoch=rec.epoch, group_state=b"next", commit=commit(rec.epoch),
+                               welcomes=[], used_refs=[]) is CommitOutcome.ACCEPTED
