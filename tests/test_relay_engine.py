@@ -986,3 +986,18 @@ def test_a_flooding_publisher_is_cut_at_its_ingress_rate_and_others_flow() -> No
     assert flood_accepted >= cfg.max_ingress_rate * t * 0.9  # the rate is a rate, not a wall
     assert s["drops"] == {"ingress_rate": 1000 - flood_accepted // len(flood[0])}
     assert honest_got == honest_sent
+
+
+def test_hooks_can_be_installed_after_construction() -> None:
+    eng = engine_with(1)
+    eng.set_frame_filter(lambda link, h, now: "old_epoch" if h.kid == 0x101 else None)
+    feed(eng, frame(0, 0, 100, key=True), 0.0)
+    assert eng.stats()["drops"] == {"old_epoch": 1}
+    eng.set_frame_filter(None)
+    feed(eng, frame(1, 1, 100, key=True), 0.0)
+    assert len(drain(eng, b"sub-0", 0.0)) == 1
+    eng.set_authorize_publish(lambda link, sid: False)
+    with pytest.raises(PublishNotAuthorizedError):
+        eng.add_publisher(b"other", SID, 0.0)
+    eng.set_authorize_publish(None)
+    eng.add_publisher(b"other", SID, 0.0)

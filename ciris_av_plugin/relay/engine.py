@@ -421,6 +421,16 @@ class ForwardingEngine:
         self._inflight_resets = 0
         self._resumes = 0
 
+    # ------------------------------------------------------------------ hooks
+
+    def set_authorize_publish(self, hook: Callable[[bytes, int], bool] | None) -> None:
+        """Replace the publish authorisation hook (None: allow all); checked on later ``add_publisher`` calls."""
+        self._authorize_publish = hook or _allow_all
+
+    def set_frame_filter(self, hook: Callable[[bytes, FragmentHeader, float], str | None] | None) -> None:
+        """Replace the per-fragment filter (None: no filter), e.g. once the delivery service is up."""
+        self._frame_filter = hook
+
     # ------------------------------------------------------------------ membership
 
     def add_publisher(self, link_id: bytes, stream_id: int, now: float) -> None:
