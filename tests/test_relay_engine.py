@@ -1001,3 +1001,18 @@ def test_hooks_can_be_installed_after_construction() -> None:
         eng.add_publisher(b"other", SID, 0.0)
     eng.set_authorize_publish(None)
     eng.add_publisher(b"other", SID, 0.0)
+
+
+def test_every_drop_reason_the_engine_counts_is_documented() -> None:
+    import inspect
+    import re
+
+    from ciris_av_plugin.relay import engine as engine_module
+
+    source = inspect.getsource(engine_module)
+    # String literals passed to the drop helpers (calls may span lines and hold one level of
+    # nested parentheses), plus reasons chosen into a variable first.
+    call = r'_(?:count_drop|drop_frame|drop_gop|purge)\((?:[^()"]|\([^()]*\))*"([a-z_]+)"'
+    used = set(re.findall(call, source)) | set(re.findall(r'reason = "([a-z_]+)"', source))
+    assert {"stale_gop", "cap_discardable", "ingress_rate", "age_gop", "stalled"} <= used
+    assert used <= set(engine_module.DROP_REASONS), used - set(engine_module.DROP_REASONS)
