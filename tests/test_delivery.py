@@ -68,6 +68,7 @@ from ciris_av_plugin.relay.delivery import (
     ProposalNotAllowed,
     ProposalReceived,
     RateLimited,
+    RecoveryRequested,
     SenderMismatch,
     StaleCommit,
     StreamExists,
@@ -420,6 +421,31 @@ def test_a_rejoin_is_remove_plus_add_in_one_commit(relay: Relay, alice: Joiner) 
     # the removed-and-re-added member was told about the commit (old leaf) and about its Welcome
     assert Notify(alice.hash, CommitAccepted(STREAM, 1, rejoin)) in acc.notifications
     assert Notify(alice.hash, WelcomeReady(STREAM, 2)) in acc.notifications
+
+
+def test_commit_failed_leads_to_remove_and_re_add(relay: Relay, alice: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0, tag=b"add"), added=[(ref, alice.hash)]),
+                           welcome_msg(ref), NOW)
+    # alice cannot process the commit of epoch 1; she reports it and publishes a fresh KeyPackage
+    with pytest.raises(FutureCommit):
+        relay.ds.report_commit_failed(STREAM, alice.hash, 1, NOW)  # epoch 1 has no commit yet
+    with pytest.raises(NotAMember):
+        relay.ds.report_commit_failed(STREAM, b"C" * 16, 0, NOW)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(1, 0, tag=b"empty")), None, NOW)
+    relay.directory.publish(alice.publishable(), NOW)
+    notes = relay.ds.report_commit_failed(STREAM, alice.hash, 1, NOW)
+    assert notes == [Notify(A, RecoveryRequested(STREAM, alice.hash, 1))]
+    fresh = relay.directory.fetch(A, alice.hash, SUITE, NOW)  # allowed: the report opened fetching
+    readd = relay.checker.plan(commit_msg(2, 0, tag=b"readd"), added=[(fresh.ref, alice.hash)], removed=[alice.hash])
+    acc = relay.ds.submit_commit(STREAM, A, readd, welcome_msg(fresh.ref), NOW)
+    assert acc.epoch == 3 and relay.ds.members_of(STREAM).count(alice.hash) == 1
+    assert relay.ds.fetch_welcome(STREAM, alice.hash, NOW) == welcome_msg(fresh.ref)
+
+
+def test_a_failed_admitter_hands_recovery_to_the_next_member(relay: Relay) -> None:
+    relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1, tag=b"e")), None, NOW)
+    assert relay.ds.report_commit_failed(STREAM, A, 0, NOW) == [Notify(B, RecoveryRequested(STREAM, A, 0))]
 
 
 # --- proposals ----------------------------------------------------------------------------------------

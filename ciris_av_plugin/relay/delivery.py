@@ -90,6 +90,7 @@ __all__ = [
     "WelcomeReady",
     "CommitAccepted",
     "ProposalReceived",
+    "RecoveryRequested",
     "WelcomeExpired",
     "Notify",
     "Accepted",
@@ -377,6 +378,19 @@ class ProposalReceived:
 
 
 @dataclass(frozen=True)
+class RecoveryRequested:
+    """To the admitting member: a member could not process an accepted commit; remove it and re-add it
+    with a fresh KeyPackage in one commit (DAVE's recovery). Its KeyPackages are now fetchable."""
+
+    stream_id: int
+    """Stream of the failed member."""
+    identity: bytes
+    """The member to remove and re-add."""
+    epoch: int
+    """Epoch of the commit it failed to process."""
+
+
+@dataclass(frozen=True)
 class WelcomeExpired:
     """To the admitting member: a joiner never fetched its Welcome; its leaf is a ghost to remove."""
 
@@ -388,7 +402,9 @@ class WelcomeExpired:
     """Epoch the Welcome was for."""
 
 
-DeliveryEvent = JoinRequested | WelcomeReady | CommitAccepted | ProposalReceived | WelcomeExpired
+DeliveryEvent = (
+    JoinRequested | WelcomeReady | CommitAccepted | ProposalReceived | RecoveryRequested | WelcomeExpired
+)
 
 
 @dataclass(frozen=True)
@@ -598,6 +614,34 @@ class DeliveryService:
         self.counters["join_requests"] += 1
         admitter = self.admitter(stream_id)
         return [Notify(admitter, JoinRequested(stream_id, identity))] if admitter else []
+
+    def report_commit_failed(self, stream_id: int, reporter: bytes, epoch: int, now: float) -> list[Notify]:
+        """A member could not process the accepted commit of ``epoch``: ask for its remove and re-add.
+
+        Its stale leaf stays in the tree until the admitter's commit replaces it, so it is still a
+        member here; a join request is recorded for it (through the same rate limit and bound as any
+        other), which is what lets the admitter fetch the fresh KeyPackage it publishes.
+        """
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            raise UnknownStream(f"stream {stream_id} is not registered")
+        if reporter not in self._view(record).members.values():
+            raise NotAMember("only members report failed commits")
+        if not 0 <= epoch < record.epoch:
+            raise FutureCommit(f"no commit of epoch {epoch} has been accepted (stream is at {record.epoch})")
+        self._take_join_token(reporter, now)
+        req = JoinRequest(stream_id, reporter, now, now + JOIN_REQUEST_TTL_S)
+        if not self._store.put_join_request(req, max_per_stream=self._max_pending_joins):
+            raise JoinQueueFull(f"stream {stream_id} has {self._max_pending_joins} pending join requests")
+        self.counters["commit_failed_reports"] += 1
+        log.info("stream %d: %s failed to process the commit of epoch %d", stream_id, reporter.hex(), epoch)
+        admitter = self.admitter(stream_id)
+        if admitter is None or admitter == reporter:
+            # The admitter itself is out of step; the next member in leaf order takes the role.
+            members = self._view(record).members
+            others = [members[i] for i in sorted(members) if members[i] != reporter]
+            admitter = others[0] if others else None
+        return [Notify(admitter, RecoveryRequested(stream_id, reporter, epoch))] if admitter else []
 
     def withdraw_join(self, stream_id: int, identity: bytes) -> bool:
         """The joiner gives up; its KeyPackages can no longer be fetched for this stream."""
