@@ -542,7 +542,8 @@ class Group:
 
     @property
     def identity(self) -> bytes:
-        leaf = self._e.public.tree.leaf(self.leaf_index)
+        tree = self._e.public.tree
+        leaf = tree.leaf(self.leaf_index) if self.leaf_index < tree.n_leaves else None
         return b"" if leaf is None else credential_identity(leaf)
 
     @property
@@ -945,7 +946,8 @@ class Group:
         got: dict[str, object] = {}
 
         def handler(tree: RatchetTree, committer: int, path, provisional: GroupContext, added: Sequence[int]):
-            if tree.leaf(me) is None:
+            if me >= tree.n_leaves or tree.leaf(me) is None or me in added:
+                # we were removed (our leaf may already hold a newcomer): follow publicly
                 return public_path_handler(tree, committer, path, provisional, added)
             try:
                 res = process_update_path(tree, e.private, committer, path, provisional, added)
