@@ -1016,3 +1016,23 @@ def test_every_drop_reason_the_engine_counts_is_documented() -> None:
     used = set(re.findall(call, source)) | set(re.findall(r'reason = "([a-z_]+)"', source))
     assert {"stale_gop", "cap_discardable", "ingress_rate", "age_gop", "stalled"} <= used
     assert used <= set(engine_module.DROP_REASONS), used - set(engine_module.DROP_REASONS)
+
+
+def test_losses_the_relay_caused_by_dropping_discardable_frames_ask_for_no_keyframe() -> None:
+    cfg = EngineConfig()
+    eng = engine_with(1, config=cfg)
+    feed(eng, frame(0, 0, 100, key=True), 0.0)
+    drain(eng, b"sub-0", 0.0)
+    eng.tick(0.0)
+    feed(eng, frame(1, 0, 100, disc=True), 0.0)
+    feed(eng, frame(2, 0, 100, disc=True), 0.0)
+    feed(eng, frame(3, 0, 100), 0.2)
+    t = cfg.discardable_max_age + 0.01
+    assert [h.frame_seq for h in headers(drain(eng, b"sub-0", t))] == [3]
+    # The subscriber sees frames 1 and 2 missing: exactly what the relay dropped.
+    eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 3, 2)), t)
+    assert eng.tick(t) == []
+    assert eng.stats()["keyframe_requests"]["losses_excused"] == 1
+    # A loss the relay did not cause still asks for one.
+    eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 5, 1)), t + 0.1)
+    assert eng.tick(t + 0.1) == [KeyframeRequested(SID, VIDEO, PUB)]

@@ -63,7 +63,8 @@ regardless: queues by age and caps, streams and tracks by the links that exist, 
 ``MAX_PENDING_EVENTS``.
 
 **Keyframe requests** are raised when a subscriber joins (for every video track it must start
-on), stalls and resumes, reports a loss, or loses a group of pictures. They are coalesced (at most
+on), stalls and resumes, reports a loss (beyond the discardable frames the relay itself dropped
+for it, which break no reference chain), or loses a group of pictures. They are coalesced (at most
 one outstanding per track: cleared when a keyframe of a newer group arrives or after
 ``keyframe_request_timeout``) and rate-limited (at most one per ``keyframe_min_interval`` per track),
 and leave through ``tick`` as :class:`KeyframeRequested` events addressed to the link that feeds
@@ -335,6 +336,7 @@ class _Sub:
         "inflight",
         "inflight_age",
         "reported",
+        "excused",
         "lost",
         "pkts_out",
         "bytes_out",
@@ -366,6 +368,8 @@ class _Sub:
         # Track keys this subscriber reports progress on; only those are judged for in-flight age
         # (a bare liveness report says nothing about a track).
         self.reported: set[int] = set()
+        # track key -> discardable frames the relay dropped since the last report on that track.
+        self.excused: dict[int, int] = {}
         self.lost = 0
         self.pkts_out = 0
         self.bytes_out = 0
@@ -419,6 +423,7 @@ class ForwardingEngine:
         self._events_dropped = 0
         self._stalls = 0
         self._inflight_resets = 0
+        self._losses_excused = 0
         self._resumes = 0
 
     # ------------------------------------------------------------------ hooks
@@ -703,9 +708,14 @@ class ForwardingEngine:
                     log_.popleft()
             if tr.lost:
                 sub.lost += tr.lost
+                # Discardable frames the relay itself dropped show up as losses but break no
+                # reference chain: only losses beyond them ask for a keyframe.
+                excused = sub.excused.pop(tkey, 0) if sub.excused else 0
                 track = stream.tracks.get(tr.track_id)
-                if track is not None and not track.audio:
+                if tr.lost > excused and track is not None and not track.audio:
                     self._request_keyframe(track, now)
+                elif excused:
+                    self._losses_excused += 1
         self._check_inflight(sub, now)
 
     def _check_inflight(self, sub: _Sub, now: float) -> None:
@@ -842,11 +852,13 @@ class ForwardingEngine:
         """Drop one whole video frame: queued fragments now, later ones on arrival."""
         sub.skip_frame[tkey] = seq
         self._purge(sub, lambda it: it[_I_TKEY] == tkey and it[_I_SEQ] == seq, reason)
-        self._forget_inflight(sub, tkey, seq)
+        self._gave_up_frame(sub, tkey, seq)
 
     @staticmethod
-    def _forget_inflight(sub: _Sub, tkey: int, seq: int) -> None:
-        """A frame whose head was sent will now never complete: stop counting it as in flight."""
+    def _gave_up_frame(sub: _Sub, tkey: int, seq: int) -> None:
+        """The relay dropped a discardable frame for ``sub``: its loss needs no keyframe, and if its
+        head was sent it will never complete, so it no longer counts as in flight."""
+        sub.excused[tkey] = sub.excused.get(tkey, 0) + 1
         log_ = sub.inflight.get(tkey)
         if log_:
             kept = [e for e in log_ if e[0] != seq]
@@ -927,7 +939,7 @@ class ForwardingEngine:
         if chosen:
             for tkey, seq in chosen:
                 sub.skip_frame[tkey] = seq  # arrival order: the newest per track wins
-                self._forget_inflight(sub, tkey, seq)
+                self._gave_up_frame(sub, tkey, seq)
             self._purge(sub, lambda it: (it[_I_TKEY], it[_I_SEQ]) in chosen, "cap_discardable")
         # 2. Whole groups of pictures, oldest first.
         key_q, rest_q = queues[CLS_KEY], queues[CLS_REST]
@@ -968,6 +980,7 @@ class ForwardingEngine:
         sub.stalled = True
         sub.stalled_at = now
         sub.skip_frame.clear()
+        sub.excused.clear()
         sub.sent_gop.clear()
         sub.inflight.clear()
         sub.inflight_age = 0.0
@@ -1107,6 +1120,7 @@ class ForwardingEngine:
                 "coalesced": self._kf_coalesced,
                 "rate_limited": self._kf_rate_limited,
                 "no_publisher": self._kf_no_publisher,
+                "losses_excused": self._losses_excused,
                 "pending": len(self._kf_pending),
             },
             "stalls": self._stalls,
