@@ -67,3 +67,19 @@ def test_bad_fields_are_typed_media_errors():
         decode_kid(1 << 64, 4)
     with pytest.raises(MediaError):
         decode_kid(-1, 4)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.integers(0, 32), st.data())
+def test_round_trip_property(s, data):
+    leaf_count = 1 << s
+    leaf = data.draw(st.integers(0, leaf_count - 1))
+    epoch = data.draw(st.integers(0, 2**64))
+    context = data.draw(st.integers(0, (1 << (64 - s - EPOCH_BITS)) - 1))
+    kid = encode_kid(context, leaf, epoch, leaf_count)
+    assert 0 <= kid < 2**64
+    parts = decode_kid(kid, leaf_count)
+    assert (parts.context, parts.sender_leaf, parts.epoch_low) == (context, leaf, epoch % 256)

@@ -78,3 +78,28 @@ def test_forget_epoch_low_only_that_epoch():
         accept(w, kid, 0)
     assert w.forget_epoch_low(4) == 4
     assert all((kid in w) == (kid & 0xFF == 5) for kid in kids)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 300), max_size=200), st.sampled_from([1, 8, 64]))
+def test_matches_a_set_based_model(counters, window):
+    """Against the obvious model: accept a counter never seen and not window-or-more below the top."""
+    w = ReplayWindow(window=window)
+    seen: set[int] = set()
+    top = None
+    for ctr in counters:
+        expect = ctr not in seen and (top is None or ctr > top - window)
+        try:
+            w.check(0, ctr)
+            w.commit(0, ctr)
+            got = True
+        except ReplayError:
+            got = False
+        assert got == expect, (ctr, top, window)
+        if expect:
+            seen.add(ctr)
+            top = ctr if top is None else max(top, ctr)

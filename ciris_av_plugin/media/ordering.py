@@ -187,6 +187,12 @@ class FrameOrderer:
                     out.append(self._release(tr, item[0]))
                     tr.next_seq += 1
                     continue
+            if tr.next_seq is None:
+                first = min(tr.pending)
+                head = tr.pending[first][0].header
+                if head.keyframe or head.kind == KIND_AUDIO:
+                    tr.next_seq = first  # the earliest frame waiting can start the track
+                    continue
             oldest = min(t for _, t in tr.pending.values())
             if force or len(tr.pending) > self.max_frames or now >= oldest + self.wait:
                 first = min(tr.pending)
