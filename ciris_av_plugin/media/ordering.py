@@ -4,7 +4,8 @@ Fragments reach a subscriber out of order (RNS delivers link packets from one th
 packet; a relay re-splits), so frame N+1 can complete before frame N. A decoder wants frames in
 order, so :class:`FrameOrderer` holds a frame that arrives after a gap for at most
 ``REORDER_WAIT_S`` and then gives up on the missing ones, counting them lost. A track that starts
-on a video delta frame waits too, so that a frame overtaken at the very start is not late.
+on a video delta frame waits too (until its earliest waiting frame is a keyframe, or the wait
+runs out), so that a frame overtaken at the very start is not late.
 
 Video frames depend on earlier ones: after a late start or a skipped frame, nothing is
 decodable until a keyframe (RFC 9605 §6.2 "Video Key Frames"); such frames are still released
