@@ -1,0 +1,149 @@
+"""PublicGroup: the relay's keyless view — policy refusals, sequencing helpers, persistence."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ciris_av_plugin.mls import (
+    CipherSuite,
+    CommitProcessed,
+    Group,
+    InvalidTreeError,
+    KeyPackageBundle,
+    Policy,
+    PolicyRefusedError,
+    ProposalReceived,
+    PublicGroup,
+    UnsupportedMessageError,
+)
+from ciris_av_plugin.mls.framing import (
+    FramedContent,
+    FramedContentAuthData,
+    MLSMessage,
+    PublicMessage,
+    Sender,
+    SenderType,
+    protect_public,
+    sign_content,
+)
+from ciris_av_plugin.mls.messages import (
+    Commit,
+    ExternalInit,
+    PreSharedKey,
+    PreSharedKeyID,
+    Proposal,
+    ProposalOrRef,
+    PSKType,
+    ReInit,
+    WireFormat,
+)
+
+SUITE = CipherSuite(1)
+NOW = 1_800_000_000
+
+
+def clock() -> float:
+    return NOW
+
+
+def ident(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def setup(n: int = 3) -> tuple[list[Group], PublicGroup]:
+    creator = Group.create(b"relay-test", ident(0), SUITE, clock=clock)
+    public = PublicGroup.from_group_info(creator.group_info())
+    bundles = [KeyPackageBundle.generate(ident(i), SUITE, clock=clock) for i in range(1, n)]
+    pending = creator.commit(adds=[b.key_package for b in bundles])
+    public.process(pending.commit)
+    creator.merge_pending()
+    return [creator] + [Group.join(pending.welcome, [b], clock=clock) for b in bundles], public
+
+
+def member_proposal(g: Group, proposal: Proposal) -> bytes:
+    """A member's PublicMessage proposal built by hand (Group has no API for PSK/ReInit proposals)."""
+    e = g._e
+    content = FramedContent(g.group_id, g.epoch, Sender.member(g.leaf_index), b"", proposal)
+    ac = sign_content(SUITE, WireFormat.PUBLIC_MESSAGE, content, g._sig_priv, e.public.group_context)
+    return MLSMessage(protect_public(SUITE, ac, e.secrets.membership_key, e.public.group_context)).to_bytes()
+
+
+def test_relay_refuses_psk_reinit_and_external_init_proposals() -> None:
+    groups, public = setup()
+    psk = PreSharedKeyID(PSKType.EXTERNAL, os.urandom(SUITE.Nh), psk_id=b"ext")
+    for proposal in (
+        Proposal(PreSharedKey(psk)),
+        Proposal(ReInit(b"new-group", 1)),
+        Proposal(ExternalInit(b"\x01" * 32)),
+    ):
+        raw = member_proposal(groups[1], proposal)
+        before = public.to_bytes()
+        with pytest.raises(PolicyRefusedError):
+            public.process(raw)
+        assert public.to_bytes() == before
+    # a permissive PublicGroup takes the PSK proposal (as the vectors' full client does)
+    permissive = PublicGroup(PublicGroup.from_bytes(public.to_bytes())._s, Policy())
+    ev = permissive.process(member_proposal(groups[1], Proposal(PreSharedKey(psk))))
+    assert isinstance(ev, ProposalReceived)
+    with pytest.raises(UnsupportedMessageError):
+        permissive.process(member_proposal(groups[1], Proposal(ReInit(b"new-group", 1))))
+
+
+def test_relay_refuses_external_commits_and_private_handshakes() -> None:
+    groups, public = setup()
+    content = FramedContent(
+        public.group_id, public.epoch, Sender(SenderType.NEW_MEMBER_COMMIT), b"",
+        Commit([ProposalOrRef(proposal=Proposal(ExternalInit(b"\x01" * 32)))]),
+    )
+    ext = MLSMessage(PublicMessage(content, FramedContentAuthData(b"\x00" * 64, b"\x00" * 32))).to_bytes()
+    with pytest.raises(PolicyRefusedError):
+        public.process(ext)
+    private = groups[1].leave(private=True)
+    with pytest.raises(PolicyRefusedError):
+        public.process(private)
+    with pytest.raises(UnsupportedMessageError):
+        public.process(groups[0].group_info())
+
+
+def test_validate_does_not_change_state_and_welcome_matches_adds() -> None:
+    groups, public = setup()
+    joiner = KeyPackageBundle.generate(ident(9), SUITE, clock=clock)
+    pending = groups[1].commit(adds=[joiner.key_package])
+    before = public.to_bytes()
+    staged = public.validate(pending.commit)
+    assert public.to_bytes() == before
+    assert public.welcome_matches(staged, pending.welcome)
+    other = KeyPackageBundle.generate(ident(10), SUITE, clock=clock)
+    groups[2].commit(adds=[other.key_package])
+    assert not public.welcome_matches(staged, groups[2].pending.welcome)
+    assert not public.welcome_matches(staged, b"garbage")
+    ev = public.process(pending.commit)
+    assert isinstance(ev, CommitProcessed) and ev.added == {3: ident(9)}
+    assert public.epoch == 2 and public.members[3] == ident(9)
+
+
+def test_proposals_survive_restart_and_are_committed_by_reference() -> None:
+    groups, public = setup(4)
+    leave = groups[3].leave()
+    ev = public.process(leave)
+    assert isinstance(ev, ProposalReceived) and ev.removed == ident(3) and ev.sender == 3
+    public = PublicGroup.from_bytes(public.to_bytes())
+    for g in groups[:3]:
+        g.process(leave)
+    pending = groups[2].commit()
+    ev = public.process(pending.commit)
+    assert ev.removed == {3: ident(3)}
+    groups[2].merge_pending()
+    assert public.group_context == groups[2].group_context
+
+
+def test_tree_served_separately() -> None:
+    groups, public = setup()
+    info = groups[0].group_info(ratchet_tree=False)
+    with pytest.raises(InvalidTreeError):
+        PublicGroup.from_group_info(info)
+    rebuilt = PublicGroup.from_group_info(info, public.ratchet_tree())
+    assert rebuilt.group_context == public.group_context
+    assert rebuilt.leaf_of(ident(2)) == 2 and rebuilt.leaf_count == 4
