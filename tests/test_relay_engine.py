@@ -1036,3 +1036,21 @@ def test_losses_the_relay_caused_by_dropping_discardable_frames_ask_for_no_keyfr
     # A loss the relay did not cause still asks for one.
     eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 5, 1)), t + 0.1)
     assert eng.tick(t + 0.1) == [KeyframeRequested(SID, VIDEO, PUB)]
+
+
+def test_excused_losses_may_be_reported_in_parts_but_expire() -> None:
+    cfg = EngineConfig()
+    eng = engine_with(1, config=cfg)
+    feed(eng, frame(0, 0, 100, key=True), 0.0)
+    drain(eng, b"sub-0", 0.0)
+    for seq in (1, 2, 3):
+        feed(eng, frame(seq, 0, 100, disc=True), 0.0)
+    t = cfg.discardable_max_age + 0.01
+    assert drain(eng, b"sub-0", t) == []
+    eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 0, 1)), t)
+    eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 0, 1)), t + 0.1)
+    assert eng.tick(t + 0.1) == []
+    # The third excuse is stale by now: a loss reported this late is treated as a real one.
+    eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 0, 1)), t + 1.2)
+    assert eng.tick(t + 1.2) == [KeyframeRequested(SID, VIDEO, PUB)]
+    assert eng.stats()["keyframe_requests"]["losses_excused"] == 2

@@ -147,6 +147,10 @@ INFLIGHT_LOG = 512
 # When a queue overflows its byte/packet cap it is shed to this fraction of the cap, so the
 # shedding scan (O(queue)) runs once per quarter-queue of overflow, not once per packet.
 SHED_TARGET = 0.75
+# A dropped discardable frame excuses a reported loss for this long: receivers count a gap after
+# their reorder wait (~100 ms) and report every ~100 ms, so 1 s is ample; older excuses would hide
+# real losses.
+EXCUSE_WINDOW = 1.0
 # Events buffered between two tick() calls; a transport that stops ticking cannot grow memory.
 MAX_PENDING_EVENTS = 1024
 
@@ -368,8 +372,9 @@ class _Sub:
         # Track keys this subscriber reports progress on; only those are judged for in-flight age
         # (a bare liveness report says nothing about a track).
         self.reported: set[int] = set()
-        # track key -> discardable frames the relay dropped since the last report on that track.
-        self.excused: dict[int, int] = {}
+        # track key -> [discardable frames the relay dropped not yet matched by a reported loss,
+        # relay time of the latest such drop].
+        self.excused: dict[int, list[Any]] = {}
         self.lost = 0
         self.pkts_out = 0
         self.bytes_out = 0
@@ -710,12 +715,16 @@ class ForwardingEngine:
                 sub.lost += tr.lost
                 # Discardable frames the relay itself dropped show up as losses but break no
                 # reference chain: only losses beyond them ask for a keyframe.
-                excused = sub.excused.pop(tkey, 0) if sub.excused else 0
+                ex = sub.excused.pop(tkey, None) if sub.excused else None
+                excused = ex[0] if ex is not None and now - ex[1] <= EXCUSE_WINDOW else 0
                 track = stream.tracks.get(tr.track_id)
                 if tr.lost > excused and track is not None and not track.audio:
                     self._request_keyframe(track, now)
                 elif excused:
                     self._losses_excused += 1
+                    if excused > tr.lost:
+                        # The rest may be reported next time (receivers count a gap late).
+                        sub.excused[tkey] = [excused - tr.lost, ex[1]]
         self._check_inflight(sub, now)
 
     def _check_inflight(self, sub: _Sub, now: float) -> None:
@@ -776,7 +785,7 @@ class ForwardingEngine:
                 if cls >= CLS_KEY:
                     flags = item[_I_FLAGS]
                     if flags & FLAG_DISCARDABLE and age > disc_age and not flags & FLAG_KEYFRAME:
-                        self._drop_frame(sub, item[_I_TKEY], item[_I_SEQ], "age_discardable")
+                        self._drop_frame(sub, item[_I_TKEY], item[_I_SEQ], "age_discardable", now)
                         continue
                     if flags & FLAG_KEYFRAME:
                         tkey = item[_I_TKEY]
@@ -844,21 +853,26 @@ class ForwardingEngine:
             sub.qbytes -= len(item[_I_PKT])
             self._count_drop(sub, "age_audio")
         elif item[_I_FLAGS] & FLAG_DISCARDABLE and not item[_I_FLAGS] & FLAG_KEYFRAME:
-            self._drop_frame(sub, item[_I_TKEY], item[_I_SEQ], "age_discardable")
+            self._drop_frame(sub, item[_I_TKEY], item[_I_SEQ], "age_discardable", now)
         else:
             self._drop_gop(sub, item[_I_TKEY], item[_I_GOP], "age_gop", now)
 
-    def _drop_frame(self, sub: _Sub, tkey: int, seq: int, reason: str) -> None:
+    def _drop_frame(self, sub: _Sub, tkey: int, seq: int, reason: str, now: float) -> None:
         """Drop one whole video frame: queued fragments now, later ones on arrival."""
         sub.skip_frame[tkey] = seq
         self._purge(sub, lambda it: it[_I_TKEY] == tkey and it[_I_SEQ] == seq, reason)
-        self._gave_up_frame(sub, tkey, seq)
+        self._gave_up_frame(sub, tkey, seq, now)
 
     @staticmethod
-    def _gave_up_frame(sub: _Sub, tkey: int, seq: int) -> None:
+    def _gave_up_frame(sub: _Sub, tkey: int, seq: int, now: float) -> None:
         """The relay dropped a discardable frame for ``sub``: its loss needs no keyframe, and if its
         head was sent it will never complete, so it no longer counts as in flight."""
-        sub.excused[tkey] = sub.excused.get(tkey, 0) + 1
+        ex = sub.excused.get(tkey)
+        if ex is None or now - ex[1] > EXCUSE_WINDOW:
+            sub.excused[tkey] = [1, now]
+        else:
+            ex[0] += 1
+            ex[1] = now
         log_ = sub.inflight.get(tkey)
         if log_:
             kept = [e for e in log_ if e[0] != seq]
@@ -939,7 +953,7 @@ class ForwardingEngine:
         if chosen:
             for tkey, seq in chosen:
                 sub.skip_frame[tkey] = seq  # arrival order: the newest per track wins
-                self._gave_up_frame(sub, tkey, seq)
+                self._gave_up_frame(sub, tkey, seq, now)
             self._purge(sub, lambda it: (it[_I_TKEY], it[_I_SEQ]) in chosen, "cap_discardable")
         # 2. Whole groups of pictures, oldest first.
         key_q, rest_q = queues[CLS_KEY], queues[CLS_REST]
