@@ -58,6 +58,7 @@ HARNESS_CPU_LIMIT = 0.85
 PUBLISHER_MIN_SHARE = 0.97
 
 _FRAG = struct.Struct(">BBQBBIIIIQ")  # media/wire.py fragment header
+DEBUG = bool(os.environ.get("BENCH_DEBUG"))
 
 
 def packet_id(data: bytes) -> int | None:
@@ -87,6 +88,34 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _times(spec: dict[str, Any]) -> dict[str, float]:
+    """Wait for the parent's start file (written once every node is connected) and read it."""
+    path = Path(spec["start_file"])
+    while True:
+        if path.exists():
+            try:
+                times = json.loads(path.read_text())
+                spec.update(times)
+                return times
+            except json.JSONDecodeError:
+                pass
+        time.sleep(0.02)
+
+
+def _window_cpu(spec: dict[str, Any]) -> dict[str, float]:
+    """CPU this process spends inside the measured window, sampled by a helper thread."""
+    out: dict[str, float] = {}
+
+    def run() -> None:
+        _sleep_until(spec["t_start"])
+        c0 = time.process_time()
+        _sleep_until(spec["t_end"])
+        out["cpu_s"] = time.process_time() - c0
+
+    threading.Thread(target=run, daemon=True).start()
+    return out
+
+
 def _sleep_until(t: float) -> None:
     while True:
         d = t - time.time()
@@ -99,6 +128,8 @@ def role_relay(spec: dict[str, Any]) -> None:
     import RNS
 
     workdir = Path(spec["workdir"])
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     _start_rns(spec)
     identity = RNS.Identity()
     latencies: list[float] = []
@@ -131,6 +162,7 @@ def role_relay(spec: dict[str, Any]) -> None:
         from integration.node import make_engine
 
         ingress: dict[int, float] = {}
+        slow_by_thread: dict[str, int] = {}
         clock = time.monotonic
 
         def observer(direction: str, data: bytes) -> None:
@@ -146,8 +178,15 @@ def role_relay(spec: dict[str, Any]) -> None:
                 t_in = ingress.get(key)
                 if t_in is not None:
                     latencies.append(clock() - t_in)
+                    if DEBUG and latencies[-1] > 0.005:
+                        slow_by_thread[threading.current_thread().name] = (
+                            slow_by_thread.get(threading.current_thread().name, 0) + 1)
 
-        relay = RelayNode(identity, make_engine(spec.get("engine", "engine")), observer=observer, clock=clock)
+        relay = RelayNode(identity, make_engine(spec.get("engine", "engine")), clock=clock,
+                          observer=None if os.environ.get("BENCH_NO_LATENCY") else observer,
+                          send_mode=os.environ.get("BENCH_SEND_MODE", "auto"),
+                          **({"sender_min_interval": float(os.environ["BENCH_SENDER_INTERVAL"])}
+                             if os.environ.get("BENCH_SENDER_INTERVAL") else {}))
         relay.start()
         dest_hash = relay.destination_hash
 
@@ -155,6 +194,12 @@ def role_relay(spec: dict[str, Any]) -> None:
             return relay.counters().get("tx_packets", 0)
 
     _write(workdir / "ready.json", {"dest": dest_hash.hex()})
+    # Re-announce while clients connect: one announce can be missed by a client whose interface
+    # came up a moment later, and answering many path requests at once is rate-limited by RNS.
+    while not Path(spec["start_file"]).exists():
+        (dest if spec["kind"] == "raw" else relay).announce()
+        time.sleep(1.0)
+    _times(spec)
     _sleep_until(spec["t_start"])
     cpu0, tx0, w0 = time.process_time(), tx_count(), time.time()
     in_window[0] = True
@@ -169,6 +214,8 @@ def role_relay(spec: dict[str, Any]) -> None:
         result["lat_samples"] = len(lat)
     if spec["kind"] != "raw":
         result["counters"] = relay.counters()
+        if DEBUG:
+            result["slow_by_thread"] = slow_by_thread
     _write(workdir / "result.json", result)
     _sleep_until(spec["t_end"] + TAIL_S + 3)
 
@@ -201,6 +248,9 @@ def role_publisher(spec: dict[str, Any]) -> None:
         send = client.send
         mdu = client.mdu
 
+    _write(workdir / "connected.json", {"mdu": mdu})
+    _times(spec)
+    window_cpu = _window_cpu(spec)
     shape = shape_for_rate(OFFERED_BPS)
     t_begin = spec["t_start"] - WARMUP_S
     duration = spec["t_end"] + TAIL_S - t_begin
@@ -254,7 +304,7 @@ def role_publisher(spec: dict[str, Any]) -> None:
             "planned": planned_in_window,
             "sent": sent_in_window,
             "late_max_s": late_max,
-            "cpu_s": time.process_time(),
+            "cpu_s": window_cpu.get("cpu_s", 0.0),
             "offered_pps": planned_in_window / (spec["t_end"] - spec["t_start"]),
             "mdu": mdu,
         },
@@ -265,11 +315,14 @@ def role_publisher(spec: dict[str, Any]) -> None:
 def _raw_link(relay_hash: bytes) -> Any:
     import RNS
 
-    RNS.Transport.request_path(relay_hash)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
+    asked = 0.0
     while not RNS.Transport.has_path(relay_hash):
         if time.monotonic() > deadline:
             raise RuntimeError("no path to relay")
+        if time.monotonic() - asked > 3:
+            RNS.Transport.request_path(relay_hash)
+            asked = time.monotonic()
         time.sleep(0.02)
     dest = RNS.Destination(RNS.Identity.recall(relay_hash), RNS.Destination.OUT, RNS.Destination.SINGLE,
                            "ciris_av", "relay")
@@ -318,10 +371,12 @@ def role_subscribers(spec: dict[str, Any]) -> None:
             client.subscribe(STREAM_ID)
             clients.append(client)
     _write(workdir / "ready.json", {"links": n})
+    _times(spec)
+    window_cpu = _window_cpu(spec)
     _sleep_until(spec["t_end"] + TAIL_S + 0.5)
     _write(
         workdir / "result.json",
-        {"received": [sorted(s) for s in received], "cpu_s": time.process_time()},
+        {"received": [sorted(s) for s in received], "cpu_s": window_cpu.get("cpu_s", 0.0)},
     )
 
 
@@ -356,39 +411,40 @@ def run_point(kind: str, small: bool, n: int, seconds: float, engine: str = "eng
     cluster = Cluster()
     try:
         port = free_port()
-        common = {"mtu_discovery": not small, "kind": kind, "timeout": seconds + 60, "engine": engine}
-        # Start times are set once everyone is connected (below); the relay needs them first,
-        # so it gets a generous provisional window it is told about through its spec.
-        setup_s = 8.0 + n * 0.05
-        t_start = time.time() + setup_s + WARMUP_S
-        t_end = t_start + seconds
-        times = {"t_start": t_start, "t_end": t_end}
-        relay = cluster.spawn("relay", {**common, **times, "role": "relay", "listen_port": port}, cpus="0", entry=entry)
-        dest = relay.wait_ready(20)["dest"]
+        common: dict[str, Any] = {"mtu_discovery": not small, "kind": kind, "timeout": seconds + 240,
+                                  "engine": engine}
+        start_file = cluster.root / "start.json"
+        common["start_file"] = str(start_file)
+        relay = cluster.spawn("relay", {**common, "role": "relay", "listen_port": port}, cpus="0", entry=entry)
+        dest = relay.wait_ready(60)["dest"]
         procs = min(MAX_SUB_PROCS, n)
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         subs = [
-            cluster.spawn(f"subs{i}", {**common, **times, "role": "subscribers", "connect_port": port,
+            cluster.spawn(f"subs{i}", {**common, "role": "subscribers", "connect_port": port,
                                         "relay": dest, "links": k}, cpus="1", entry=entry)
             for i, k in enumerate(per)
         ]
-        for s in subs:
-            s.wait_ready(setup_s)
-        pub = cluster.spawn("pub", {**common, **times, "role": "publisher", "connect_port": port, "relay": dest},
+        pub = cluster.spawn("pub", {**common, "role": "publisher", "connect_port": port, "relay": dest},
                             cpus="1", entry=entry)
-        pub.wait_ready(max(1.0, t_start - WARMUP_S - time.time()))
-        if time.time() > t_start - WARMUP_S:
-            raise RuntimeError("set-up overran the warm-up; raise setup_s")
+        for s in subs:
+            s.wait_ready(120)
+        _wait_file(pub.workdir / "connected.json", 60, pub)
+        # Everyone is connected: the publisher needs ~1 s to pre-build its packets, then warms up.
+        t_start = time.time() + 2.0 + WARMUP_S
+        t_end = t_start + seconds
+        _write(start_file, {"t_start": t_start, "t_end": t_end})
         budget = t_end - time.time() + TAIL_S + 20
         pub_res = pub.wait_result(budget)
         sub_res = [s.wait_result(budget) for s in subs]
         relay_res = relay.wait_result(budget)
     finally:
         cluster.close()
+    if os.environ.get("BENCH_DEBUG"):
+        print(json.dumps({k: v for k, v in relay_res.items() if k != "lat"}), file=sys.stderr)
     window = set(pub_res["ids"])
     delivered = sum(len(window.intersection(got)) for r in sub_res for got in r["received"])
     fraction = delivered / (len(window) * n) if window else 0.0
-    harness_cpu = (pub_res["cpu_s"] + sum(r["cpu_s"] for r in sub_res)) / (seconds + WARMUP_S + TAIL_S + 2)
+    harness_cpu = (pub_res["cpu_s"] + sum(r["cpu_s"] for r in sub_res)) / seconds
     behind = pub_res["sent"] < PUBLISHER_MIN_SHARE * pub_res["planned"] or pub_res["late_max_s"] > 0.25
     out = {
         "mdu": pub_res["mdu"],
@@ -403,6 +459,14 @@ def run_point(kind: str, small: bool, n: int, seconds: float, engine: str = "eng
         out["added_latency_ms_p50"] = round(relay_res["lat_p50_ms"], 3)
         out["added_latency_ms_p99"] = round(relay_res["lat_p99_ms"], 3)
     return out
+
+
+def _wait_file(path: Path, timeout: float, node: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if node.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{node.name} did not connect: {node.log_tail()}")
+        time.sleep(0.05)
 
 
 def machine() -> str:

@@ -86,7 +86,8 @@ def make_engine(kind: str) -> Any:
         return PassthroughForwarder()
     from ciris_av_plugin.relay.engine import ForwardingEngine
 
-    return ForwardingEngine()
+    # A factory: RelayNode passes its wake-up hook in as the engine's on_pending.
+    return lambda on_pending: ForwardingEngine(on_pending=on_pending)
 
 
 def role_relay(ctx: Ctx) -> None:
@@ -98,10 +99,12 @@ def role_relay(ctx: Ctx) -> None:
         RNS.Identity(),
         make_engine(spec.get("engine", "engine")),
         receive_mode=spec.get("receive_mode", "auto"),
+        send_mode=spec.get("send_mode", "auto"),
         observer=scanner,
     )
     relay.start()
-    ctx.ready(dest=relay.destination_hash.hex(), receive_mode=relay.receive_mode, pid=os.getpid())
+    ctx.ready(dest=relay.destination_hash.hex(), receive_mode=relay.receive_mode, send_mode=relay.send_mode,
+              pid=os.getpid())
     cpu0 = time.process_time()
     deadline = time.monotonic() + spec.get("duration", 60)
     # Peak queue depth per subscriber link, sampled: proves queues stay bounded during a stall.
@@ -126,6 +129,7 @@ def role_relay(ctx: Ctx) -> None:
         engine_events=dict(relay.engine_events),
         queue_peaks=peaks,
         receive_mode=relay.receive_mode,
+        send_mode=relay.send_mode,
         scan=None if scanner is None else {"bytes": scanner.bytes, "packets": scanner.packets, "marker_hits": scanner.hits},
         cpu_s=time.process_time() - cpu0,
         argv=sys.argv,

@@ -12,21 +12,22 @@ from ciris_av_plugin.transport.config import free_port
 from integration.harness import Cluster
 
 
-def _relay(cluster: Cluster, port: int, receive_mode: str = "auto"):
+def _relay(cluster: Cluster, port: int, receive_mode: str = "auto", send_mode: str = "auto"):
     relay = cluster.spawn(
         "relay",
         {"role": "relay", "listen_port": port, "engine": "passthrough", "receive_mode": receive_mode,
-         "duration": 40, "timeout": 50},
+         "send_mode": send_mode, "duration": 40, "timeout": 50},
     )
     return relay, relay.wait_ready(20)
 
 
-@pytest.mark.parametrize("mode", ["inline", "callback"])
-def test_raw_packets_flow_through_relay_on_both_receive_paths(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "send_mode"), [("inline", "inline"), ("callback", "threads")])
+def test_raw_packets_flow_through_relay_on_both_receive_paths(mode: str, send_mode: str) -> None:
+    """Both receive paths (inbound-worker hook, packet callback) and both relay send paths."""
     cluster = Cluster()
     try:
         port = free_port()
-        relay, ready = _relay(cluster, port, mode)
+        relay, ready = _relay(cluster, port, mode, send_mode)
         assert ready["receive_mode"] == mode
         client = cluster.spawn(
             "pubsub",
@@ -44,6 +45,7 @@ def test_raw_packets_flow_through_relay_on_both_receive_paths(mode: str) -> None
         counters = res["relay_counters"]
         assert counters["rx_packets"] >= res["sent"]
         assert counters["tx_packets"] >= res["sent"]
+        assert counters["senders_inline"] == (1 if send_mode == "inline" else 0)
     finally:
         cluster.close()
 

@@ -136,3 +136,70 @@ def _attach_inline(link: RNS.Link, handler: PacketHandler) -> None:
             log.exception("inline packet handler failed")
 
     link.receive = receive  # shadows the class method for this instance only
+
+
+# ---- congestion probe --------------------------------------------------------------------------
+
+# A link counts as congested when its TCP send queue would pass this share of the socket's send
+# buffer. Linux blocks a writer only when the queue reaches the whole buffer (sk_wmem_queued >
+# sk_sndbuf), and counts queued memory with some per-segment overhead, so half leaves a wide margin.
+# On loopback the autotuned buffer is ~4 MB, far more than 2 Mbit/s of media for the 300 ms it
+# takes the relay to declare a silent subscriber stalled.
+CONGESTED_SHARE = 0.5
+
+# Bytes of other writers' traffic (RNS keepalives, request responses) assumed between probes.
+PROBE_SLACK = 64 * 1024
+
+CongestionProbe = Callable[[int], bool]
+
+
+def congestion_probe(link: RNS.Link) -> CongestionProbe | None:
+    """A cheap ``would_block(nbytes)`` test for the TCP socket under ``link``, or None.
+
+    Uses the kernel's unsent-bytes count (``SIOCOUTQ``, Linux) and ``SO_SNDBUF`` of the socket of
+    the link's attached RNS TCP interface. None when the link is not on such an interface or the
+    platform lacks the ioctl: the caller then sends from a thread per link instead.
+    """
+    try:
+        import fcntl
+        import socket as socketlib
+        import struct
+        import termios
+
+        outq_req = termios.TIOCOUTQ  # == SIOCOUTQ on Linux
+    except (ImportError, AttributeError):
+        return None
+    sock = getattr(getattr(link, "attached_interface", None), "socket", None)
+    if not isinstance(sock, socketlib.socket) or sock.type != socketlib.SOCK_STREAM:
+        return None
+    zero = b"\0\0\0\0"
+    unpack = struct.Struct("i").unpack
+    sol, sndbuf_opt = socketlib.SOL_SOCKET, socketlib.SO_SNDBUF
+    # Room measured at the last probe minus what was asked for since: the queue only grows by
+    # what is written, so while this stays positive no syscall is needed (RNS's own small writes
+    # on the link, keepalives and responses, are covered by PROBE_SLACK).
+    budget = [0]
+
+    def would_block(nbytes: int) -> bool:
+        if budget[0] > nbytes + PROBE_SLACK:
+            budget[0] -= nbytes
+            return False
+        try:
+            fd = sock.fileno()
+            if fd < 0:
+                return True
+            (queued,) = unpack(fcntl.ioctl(fd, outq_req, zero))
+            room = int(sock.getsockopt(sol, sndbuf_opt) * CONGESTED_SHARE) - queued
+        except OSError:
+            return True  # a closed or broken socket: do not write to it
+        budget[0] = room // 2  # re-probe after half the room is used
+        if room < nbytes:
+            return True
+        budget[0] -= nbytes
+        return False
+
+    try:
+        would_block(0)
+    except Exception:
+        return None
+    return would_block

@@ -34,7 +34,7 @@ import RNS
 from ..errors import AVError
 from . import control
 from .control import ControlError, EventQueue, RequestLimiter
-from .hook import MODE_AUTO, attach_receiver, resolve_mode
+from .hook import MODE_AUTO, CongestionProbe, attach_receiver, congestion_probe, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ SENDER_IDLE_WAIT_S = 0.5
 # subscriber costs more than the send itself at 431-byte MDUs; draining at most every 4 ms batches
 # a few packets per wake-up and adds at most 4 ms of latency (the p99 budget is 20 ms).
 SENDER_MIN_INTERVAL_S = 0.004
+
+SEND_AUTO = "auto"
+SEND_INLINE = "inline"
+SEND_THREADS = "threads"
 
 _PT_FRAGMENT = 0x01
 _STREAM_ID = struct.Struct(">Q")
@@ -92,54 +96,105 @@ class _LinkState:
 
 
 class _Sender:
-    """Drains one subscriber link's engine queue in its own thread (see the module docstring)."""
+    """Sends one subscriber link's engine queue; never blocks the caller on a full socket.
 
-    def __init__(self, relay: RelayNode, state: _LinkState) -> None:
+    Two ways to run (``RelayNode(send_mode=...)``):
+
+    * **inline** (default where :func:`hook.congestion_probe` works): :meth:`drain` is called
+      right after ``engine.receive_packet`` in RNS's inbound worker, and by the ticker for
+      anything the engine releases later. Before each batch it asks the kernel how much of the
+      link's TCP send buffer is in use (``SIOCOUTQ``); a link whose buffer is half full is skipped
+      (its packets wait in the engine, which ages them out), so ``sendall`` cannot block and one
+      slow subscriber cannot stall the others. No thread hand-off per packet: this is the cheap
+      path.
+    * **threads**: one thread per link waits for a wake-up and drains; a blocked socket blocks
+      only that thread. The portable fallback.
+    """
+
+    def __init__(self, relay: RelayNode, state: _LinkState, probe: CongestionProbe | None) -> None:
         self._relay = relay
         self._state = state
+        self._probe = probe
+        self._lock = threading.Lock()
         self.wake = threading.Event()
         self._stop = False
-        self.sent = 0  # only this sender's thread writes it: no lock on the hot path
-        self._thread = threading.Thread(
-            target=self._run, name=f"relay-send-{state.link_id.hex()[:8]}", daemon=True
-        )
+        self.sent = 0
+        self.deferred = 0  # drains skipped because the socket was congested
+        self.busy = 0  # drains skipped because another thread was draining this link
+        self._thread: threading.Thread | None = None
+        if probe is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"relay-send-{state.link_id.hex()[:8]}", daemon=True
+            )
+
+    @property
+    def inline(self) -> bool:
+        return self._thread is None
 
     def start(self) -> None:
-        self._thread.start()
+        if self._thread is not None:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop = True
         self.wake.set()
 
+    def drain(self) -> None:
+        """Inline mode: send what the engine has for this link, unless its socket is congested."""
+        if not self._lock.acquire(blocking=False):
+            self.busy += 1
+            return  # another thread is draining this link right now; it sends these too
+        try:
+            probe, link = self._probe, self._state.link
+            while not self._stop:
+                batch = SENDER_BATCH
+                if probe is not None and probe(batch * link.mdu):
+                    # Not room for a whole batch of full-size packets: try one packet.
+                    batch = 1
+                    if probe(link.mdu):
+                        self.deferred += 1
+                        return
+                if not self._send_batch(batch):
+                    return
+        finally:
+            self._lock.release()
+
     def _run(self) -> None:
-        relay, link, link_id = self._relay, self._state.link, self._state.link_id
-        observer = relay.observer
+        link = self._state.link
         closed = RNS.Link.CLOSED
-        min_interval = relay.sender_min_interval
+        min_interval = self._relay.sender_min_interval
         while not self._stop and link.status != closed:
             self.wake.wait(SENDER_IDLE_WAIT_S)
             if min_interval > 0:
                 time.sleep(min_interval)  # let a few packets gather: one wake-up, one batch
             self.wake.clear()
-            while not self._stop:
-                with relay.engine_lock:
-                    packets = relay.engine.next_packets(link_id, relay.clock(), SENDER_BATCH)
-                if not packets:
-                    break
-                mdu = link.mdu
-                for data in packets:
-                    if len(data) > mdu:
-                        relay.count("tx_oversize_dropped")
-                        continue
-                    if observer is not None:
-                        observer("out", data)
-                    try:
-                        RNS.Packet(link, data, create_receipt=False).send()
-                    except Exception:
-                        relay.count("tx_errors")
-                        log.debug("send on %s failed", link_id.hex(), exc_info=True)
-                        continue
-                    self.sent += 1
+            with self._lock:
+                while not self._stop and self._send_batch(SENDER_BATCH):
+                    pass
+
+    def _send_batch(self, max_packets: int) -> bool:
+        """Take one batch from the engine and send it; False when there was nothing."""
+        relay, link, link_id = self._relay, self._state.link, self._state.link_id
+        with relay.engine_lock:
+            packets = relay.engine.next_packets(link_id, relay.clock(), max_packets)
+        if not packets:
+            return False
+        observer = relay.observer
+        mdu = link.mdu
+        for data in packets:
+            if len(data) > mdu:
+                relay.count("tx_oversize_dropped")
+                continue
+            if observer is not None:
+                observer("out", data)
+            try:
+                RNS.Packet(link, data, create_receipt=False).send()
+            except Exception:
+                relay.count("tx_errors")
+                log.debug("send on %s failed", link_id.hex(), exc_info=True)
+                continue
+            self.sent += 1
+        return True
 
 
 class RelayNode:
@@ -156,6 +211,7 @@ class RelayNode:
         limiter: RequestLimiter | None = None,
         announce_app_data: bytes | None = None,
         sender_min_interval: float = SENDER_MIN_INTERVAL_S,
+        send_mode: str = SEND_AUTO,
     ) -> None:
         self.identity = identity
         if not hasattr(engine, "receive_packet"):
@@ -170,6 +226,8 @@ class RelayNode:
         self.clock = clock
         self.observer = observer
         self.sender_min_interval = sender_min_interval
+        self.send_mode = send_mode
+        self._due: list[bytes] = []
         self.receive_mode = resolve_mode(receive_mode)
         self._limiter = limiter or RequestLimiter()
         self._links: dict[bytes, _LinkState] = {}
@@ -184,6 +242,7 @@ class RelayNode:
         self.engine_events: Counter[str] = Counter()
         self._rx_packets = 0
         self._tx_closed = 0  # packets sent by senders of links that have gone
+        self._deferred_closed = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -239,7 +298,11 @@ class RelayNode:
             out = dict(self._counters)
         out["rx_packets"] = self._rx_packets
         with self._links_lock:
-            out["tx_packets"] = self._tx_closed + sum(s.sender.sent for s in self._links.values() if s.sender)
+            senders = [s.sender for s in self._links.values() if s.sender is not None]
+            out["tx_packets"] = self._tx_closed + sum(s.sent for s in senders)
+            out["tx_deferred_congested"] = self._deferred_closed + sum(s.deferred for s in senders)
+            out["senders_inline"] = sum(1 for s in senders if s.inline)
+            out["tx_drain_busy"] = sum(s.busy for s in senders)
             out["links"] = len(self._links)
             out["links_confirmed"] = sum(1 for s in self._links.values() if s.confirmed)
         return out
@@ -273,6 +336,7 @@ class RelayNode:
         if state.sender is not None:
             state.sender.stop()
             self._tx_closed += state.sender.sent
+            self._deferred_closed += state.sender.deferred
         state.events.close()
         self._limiter.forget(state.link_id)
         with self.engine_lock:
@@ -292,6 +356,7 @@ class RelayNode:
         try:
             with self.engine_lock:
                 self.engine.receive_packet(state.link_id, data, self.clock())
+                due, self._due = self._due, []
         except AVError:
             self.count("rx_refused")
             return
@@ -301,6 +366,10 @@ class RelayNode:
             log.exception("engine.receive_packet failed")
             return
         self._rx_packets += 1  # the inbound worker is one thread; no lock on the hot path
+        for link_id in due:
+            sub = self._links.get(link_id)
+            if sub is not None and sub.sender is not None:
+                sub.sender.drain()
         if not self._precise_wake and data and data[0] == _PT_FRAGMENT and len(data) >= 10:
             (stream_id,) = _STREAM_ID.unpack_from(data, 2)
             for sub in self._by_stream.get(stream_id, ()):
@@ -310,7 +379,11 @@ class RelayNode:
     def _on_pending(self, link_id: bytes) -> None:
         """Engine hook, called under ``engine_lock`` inside ``receive_packet``: wake one sender."""
         state = self._links.get(link_id)  # a dict read is atomic; no second lock under the engine's
-        if state is not None and state.sender is not None:
+        if state is None or state.sender is None:
+            return
+        if state.sender.inline:
+            self._due.append(link_id)  # drained by _on_packet once the engine lock is released
+        else:
             state.sender.wake.set()
 
     # ---- time ------------------------------------------------------------------------------
@@ -334,7 +407,12 @@ class RelayNode:
                 with self.engine_lock:
                     due = [s for s in senders if self.engine.has_pending(s.link_id)]
                 for state in due:
-                    state.sender.wake.set()  # type: ignore[union-attr]
+                    sender = state.sender
+                    assert sender is not None
+                    if sender.inline:
+                        sender.drain()
+                    else:
+                        sender.wake.set()
             for state in states:
                 if state.sender is None and not state.confirmed and now - state.opened_at > IDENTIFY_DEADLINE_S:
                     self.count("links_unidentified_closed")
@@ -419,7 +497,10 @@ class RelayNode:
         with self.engine_lock:
             self.engine.add_subscriber(state.link_id, stream_id, mdu, self.clock())
         state.role, state.stream_id = "subscriber", stream_id
-        state.sender = _Sender(self, state)
+        probe = congestion_probe(state.link) if self.send_mode != SEND_THREADS else None
+        if probe is None and self.send_mode == SEND_INLINE:
+            log.warning("inline sending unavailable for this link; using a sender thread")
+        state.sender = _Sender(self, state, probe)
         with self._links_lock:
             self._by_stream.setdefault(stream_id, set()).add(state)
         state.sender.start()
