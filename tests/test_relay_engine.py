@@ -1054,3 +1054,13 @@ def test_excused_losses_may_be_reported_in_parts_but_expire() -> None:
     eng.receive_packet(b"sub-0", report(SID, TrackReport(VIDEO, 0, 1)), t + 1.2)
     assert eng.tick(t + 1.2) == [KeyframeRequested(SID, VIDEO, PUB)]
     assert eng.stats()["keyframe_requests"]["losses_excused"] == 2
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 64, "7", 1.5])
+def test_stream_ids_must_be_u64(bad) -> None:
+    eng = ForwardingEngine()
+    with pytest.raises(RelayError):
+        eng.add_publisher(PUB, bad, 0.0)
+    with pytest.raises(RelayError):
+        eng.add_subscriber(b"s", bad, BIG_MDU, 0.0)
+    assert eng.stats()["streams"] == 0 and eng.stats()["subscribers"] == {}

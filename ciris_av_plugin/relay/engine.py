@@ -104,6 +104,7 @@ from ..media.wire import (
 from .errors import (
     ConfigError,
     InvalidMDUError,
+    InvalidStreamError,
     PublishNotAuthorizedError,
     ReportError,
     SubscriberLimitError,
@@ -194,6 +195,12 @@ def _newer(a: int, b: int) -> bool:
 
 def _allow_all(link_id: bytes, stream_id: int) -> bool:
     return True
+
+
+def _check_stream_id(stream_id: int) -> None:
+    """Stream ids are u64 on the wire (wire.py); anything else could never match a fragment."""
+    if not isinstance(stream_id, int) or not 0 <= stream_id < 1 << 64:
+        raise InvalidStreamError(f"stream id {stream_id!r} is not a u64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +452,7 @@ class ForwardingEngine:
 
     def add_publisher(self, link_id: bytes, stream_id: int, now: float) -> None:
         """Let ``link_id`` feed ``stream_id``. Raises :class:`PublishNotAuthorizedError` if the hook says no."""
+        _check_stream_id(stream_id)
         if not self._authorize_publish(link_id, stream_id):
             raise PublishNotAuthorizedError(f"link {link_id.hex()} may not publish stream {stream_id}")
         stream = self._stream(stream_id)
@@ -459,6 +467,7 @@ class ForwardingEngine:
         Subscribing again updates the MDU. Raises :class:`InvalidMDUError` or
         :class:`SubscriberLimitError` without changing anything.
         """
+        _check_stream_id(stream_id)
         if mdu < self.config.min_mdu:
             raise InvalidMDUError(f"MDU {mdu} < {self.config.min_mdu}")
         stream = self._streams.get(stream_id)

@@ -16,6 +16,7 @@ __all__ = [
     "SubscriberLimitError",
     "InvalidMDUError",
     "ConfigError",
+    "InvalidStreamError",
 ]
 
 
@@ -37,3 +38,7 @@ class InvalidMDUError(RelayError):
 
 class ConfigError(RelayError):
     """An ``EngineConfig`` limit is out of range (non-positive, or inconsistent with another)."""
+
+
+class InvalidStreamError(RelayError):
+    """A stream id that is not a u64, so no fragment could ever name it."""
