@@ -117,7 +117,7 @@ class FakeChecker:
         self.effects[commit] = (tuple(added), tuple(removed))
         return commit
 
-    def __call__(self, group: FakeGroup, commit: bytes) -> CommitEffect:
+    def __call__(self, group: FakeGroup, commit: bytes, now: float) -> CommitEffect:
         if commit in self.invalid:
             raise DecodeError("bad signature (fake)")
         added, removed = self.effects.get(commit, ((), ()))
@@ -182,7 +182,7 @@ def make_relay(path: Path, members: dict[int, bytes] | None = None, checker: Fak
     store = SQLiteStore(path)
     checker = checker or FakeChecker()
     ds = DeliveryService(store, load_group=FakeGroup.from_bytes, group_from_info=info_loader(members or {0: A, 1: B}),
-                         check_commit=checker, **kw)
+                         check_commit=checker, check_proposal=lambda group, proposal, now: group, **kw)
     directory = KeyPackageDirectory(store, ds.may_fetch, suites={SUITE})
     ds.directory = directory
     return Relay(store, directory, ds, checker)
@@ -453,17 +453,17 @@ def test_a_failed_admitter_hands_recovery_to_the_next_member(relay: Relay) -> No
 
 def test_a_leavers_self_remove_is_kept_for_the_epoch_and_fanned_out(relay: Relay) -> None:
     leave = proposal_msg(0, 1, Remove(1))
-    assert relay.ds.submit_proposal(STREAM, B, leave) == [Notify(A, ProposalReceived(STREAM, 0, leave))]
+    assert relay.ds.submit_proposal(STREAM, B, leave, NOW) == [Notify(A, ProposalReceived(STREAM, 0, leave))]
     assert relay.ds.proposals(STREAM, A) == [leave]
     with pytest.raises(NotAMember):
         relay.ds.proposals(STREAM, b"C" * 16)
     with pytest.raises(TooManyProposals):
-        relay.ds.submit_proposal(STREAM, B, leave)  # once
+        relay.ds.submit_proposal(STREAM, B, leave, NOW)  # once
     # the admitter commits it; the proposal dies with its epoch
     relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0, tag=b"rm"), removed=[B]), None, NOW)
     assert relay.ds.proposals(STREAM, A) == []
     with pytest.raises(StaleCommit):
-        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0)))
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0)), NOW)
 
 
 def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:
@@ -482,15 +482,15 @@ def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:
     ]
     for name, error, who, msg in cases:
         with pytest.raises(error):
-            relay.ds.submit_proposal(STREAM, who, msg)
+            relay.ds.submit_proposal(STREAM, who, msg, NOW)
         assert snapshot(relay.store) == before, name
 
 
 def test_proposals_per_epoch_are_bounded(relay: Relay) -> None:
     for i in range(MAX_PROPOSALS_PER_EPOCH):
-        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(i + 100)))
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(i + 100)), NOW)
     with pytest.raises(TooManyProposals):
-        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(1)))
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(1)), NOW)
     assert len(relay.ds.proposals(STREAM, B)) == MAX_PROPOSALS_PER_EPOCH
 
 
@@ -528,7 +528,7 @@ def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: P
     r.directory.publish(bob.publishable(last_resort=True), NOW)
     r.ds.request_join(STREAM, bob.hash, NOW)
     leave = proposal_msg(1, 1, Remove(1))
-    r.ds.submit_proposal(STREAM, B, leave)
+    r.ds.submit_proposal(STREAM, B, leave, NOW)
     r.store.close()
 
     again = make_relay(path)

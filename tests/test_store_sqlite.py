@@ -487,3 +487,12 @@ def test_a_killed_writer_leaves_every_commit_whole(tmp_path: Path) -> None:
         # and the store carries on from there
         assert s.accept_commit(1, epoch=rec.epoch, group_state=b"next", commit=commit(rec.epoch),
                                welcomes=[], used_refs=[]) is CommitOutcome.ACCEPTED
+
+
+def test_add_proposal_stores_the_group_state_with_it(store: GroupStateStore) -> None:
+    store.create_stream(StreamRecord(S1, G1, ALICE, 0, b"s0"))
+    assert store.add_proposal(ProposalRecord(S1, 0, b"r1", BOB, b"m"), max_per_epoch=4, group_state=b"s0+p1")
+    assert store.get_stream(S1) == StreamRecord(S1, G1, ALICE, 0, b"s0+p1")
+    # a refused proposal leaves the state alone
+    assert not store.add_proposal(ProposalRecord(S1, 0, b"r1", BOB, b"m"), max_per_epoch=4, group_state=b"evil")
+    assert store.get_stream(S1).group_state == b"s0+p1"

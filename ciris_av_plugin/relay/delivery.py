@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import MLSError, RelayError
+from ..mls.commit_rules import PublicState, StagedCommit, UnsupportedMessageError, credential_identity
 from ..mls.framing import ContentType, MLSMessage, PublicMessage, SenderType
 from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
+from ..mls.public_group import PublicGroup
 from .directory import KeyPackageDirectory, NotAdmissible
 from .storage import (
     CommitOutcome,
@@ -86,6 +88,9 @@ __all__ = [
     "GroupView",
     "CommitEffect",
     "CommitChecker",
+    "ProposalChecker",
+    "public_group_commit",
+    "public_group_proposal",
     "JoinRequested",
     "WelcomeReady",
     "CommitAccepted",
@@ -317,9 +322,43 @@ class CommitEffect:
 
 
 class CommitChecker(Protocol):
-    def __call__(self, group: GroupView, commit: bytes) -> CommitEffect:
-        """Check ``commit`` against ``group`` with every public check; raise ``MLSError`` if invalid."""
+    def __call__(self, group: GroupView, commit: bytes, now: float) -> CommitEffect:
+        """Check ``commit`` against ``group`` with every public check; raise ``MLSError`` if invalid.
+
+        ``now`` (wall-clock seconds) is for the lifetime checks of added KeyPackages.
+        """
         ...
+
+
+class ProposalChecker(Protocol):
+    def __call__(self, group: GroupView, proposal: bytes, now: float) -> GroupView:
+        """Check ``proposal``; return the group with it cached for this epoch (input untouched)."""
+        ...
+
+
+def public_group_commit(group: PublicGroup, commit: bytes, now: float) -> CommitEffect:
+    """:class:`CommitChecker` on the keyless :class:`PublicGroup`: stage, never apply in place.
+
+    One staging does every public check and yields both what the relay must verify (the Adds'
+    KeyPackageRefs) and the next state, so heavy validation runs once per submission.
+    """
+    staged = group.validate(commit, now=now)
+    if not isinstance(staged, StagedCommit):
+        raise UnsupportedMessageError("not a commit")
+    added = tuple(
+        (kp.ref(group.suite), credential_identity(kp.leaf_node)) for _, kp in sorted(staged.added.items())
+    )
+    after = PublicGroup(
+        PublicState(group.suite, staged.group_context, staged.tree, staged.interim_transcript_hash), group.policy
+    )
+    return CommitEffect(added, tuple(staged.removed.values()), after)
+
+
+def public_group_proposal(group: PublicGroup, proposal: bytes, now: float) -> PublicGroup:
+    """:class:`ProposalChecker` on :class:`PublicGroup`: a copy that has validated and cached it."""
+    after = PublicGroup.from_bytes(group.to_bytes())
+    after.process(proposal, now=now)
+    return after
 
 
 GroupLoader = Callable[[bytes], GroupView]
@@ -512,19 +551,18 @@ class DeliveryService:
         self,
         store: GroupStateStore,
         *,
-        load_group: GroupLoader,
-        group_from_info: GroupInfoLoader,
-        check_commit: CommitChecker,
         directory: KeyPackageDirectory | None = None,
-        check_proposal: Callable[[GroupView, bytes], None] | None = None,
+        load_group: GroupLoader = PublicGroup.from_bytes,
+        group_from_info: GroupInfoLoader = PublicGroup.from_group_info,
+        check_commit: CommitChecker = public_group_commit,
+        check_proposal: ProposalChecker = public_group_proposal,
         max_pending_joins: int = MAX_PENDING_JOINS_PER_STREAM,
     ) -> None:
         self._store = store
+        # The PublicGroup seams are parameters so tests can drive sequencing with a stand-in view.
         self._load_group = load_group
         self._group_from_info = group_from_info
         self._check_commit = check_commit
-        # Public checks of a proposal (signature over the GroupContext); until PublicGroup lands,
-        # members check proposals themselves when they commit or process them.
         self._check_proposal = check_proposal
         self.directory = directory
         """Set after construction when the directory needs :meth:`may_fetch` (they refer to each other)."""
@@ -534,6 +572,9 @@ class DeliveryService:
         # The transport calls in from several request threads; the store is atomic on its own, the
         # rate limiter is guarded here.
         self._rate_lock = threading.Lock()
+        # Proposals update the stored group state outside an epoch change; two at once must not
+        # each store a state without the other's proposal.
+        self._proposal_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name, for metrics."""
 
@@ -721,7 +762,7 @@ class DeliveryService:
         if group.members.get(header.sender_leaf) != submitter:
             raise SenderMismatch("commit sender leaf is not the submitting identity")
         try:
-            effect = self._check_commit(group, commit)
+            effect = self._check_commit(group, commit, now)
         except MLSError as e:
             raise InvalidCommit(str(e)) from None
         if effect.group_after.epoch != record.epoch + 1:
@@ -779,8 +820,12 @@ class DeliveryService:
 
     # --- proposals ---------------------------------------------------------------------------------
 
-    def submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes) -> list[Notify]:
+    def submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes, now: float) -> list[Notify]:
         """Keep a member's proposal of the current epoch and pass it to the other members."""
+        with self._proposal_lock:
+            return self._submit_proposal(stream_id, submitter, proposal, now)
+
+    def _submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes, now: float) -> list[Notify]:
         if len(proposal) > MAX_PROPOSAL_SIZE:
             raise SubmissionTooLarge(f"proposal of {len(proposal)} B exceeds {MAX_PROPOSAL_SIZE} B")
         record = self._store.get_stream(stream_id)
@@ -798,18 +843,20 @@ class DeliveryService:
             raise FutureCommit(f"epoch {header.epoch} is ahead of the stream ({record.epoch})")
         if group.members.get(header.sender_leaf) != submitter:
             raise SenderMismatch("proposal sender leaf is not the submitting identity")
-        if self._check_proposal is not None:
-            try:
-                self._check_proposal(group, proposal)
-            except MLSError as e:
-                raise InvalidCommit(f"proposal is not valid: {e}") from None
+        try:
+            cached = self._check_proposal(group, proposal, now)
+        except MLSError as e:
+            raise InvalidCommit(f"proposal is not valid: {e}") from None
         # The relay only needs a dedupe key; members compute the real ProposalRef themselves.
         key = hashlib.sha256(proposal).digest()
         kept = ProposalRecord(stream_id, record.epoch, key, submitter, proposal)
-        if not self._store.add_proposal(kept, max_per_epoch=MAX_PROPOSALS_PER_EPOCH):
+        # The group state with the proposal cached is stored with it: a commit naming it by
+        # reference must still validate after a restart.
+        if not self._store.add_proposal(kept, max_per_epoch=MAX_PROPOSALS_PER_EPOCH, group_state=cached.to_bytes()):
             if self._store.get_stream(stream_id).epoch != record.epoch:  # a commit ended the epoch meanwhile
                 raise StaleCommit("the epoch ended while the proposal was submitted")
             raise TooManyProposals("proposal already kept, or the epoch holds the maximum")
+        self._groups[stream_id] = cached
         self.counters["proposals"] += 1
         event = ProposalReceived(stream_id, record.epoch, proposal)
         return [Notify(m, event) for m in sorted(set(group.members.values()) - {submitter})]

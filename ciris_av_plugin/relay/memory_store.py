@@ -264,7 +264,7 @@ class MemoryStore:
                 del self._joins[k]
             return len(dead)
 
-    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int, group_state: bytes | None = None) -> bool:
         with self._lock:
             record = self._streams.get(proposal.stream_id)
             if record is None or record.epoch != proposal.epoch:
@@ -275,6 +275,8 @@ class MemoryStore:
             if sum(1 for p in kept if p.epoch == proposal.epoch) >= max_per_epoch:
                 return False
             kept.append(proposal)
+            if group_state is not None:
+                self._streams[proposal.stream_id] = replace(record, group_state=group_state)
             return True
 
     def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:

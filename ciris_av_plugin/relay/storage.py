@@ -323,9 +323,13 @@ class GroupStateStore(Protocol):
         """Delete lapsed join requests; return how many."""
         ...
 
-    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int, group_state: bytes | None = None) -> bool:
         """Keep a proposal of the stream's current epoch; ``False`` (no change) if the stream is not at
-        ``proposal.epoch``, the ref is already kept, or ``max_per_epoch`` are kept already."""
+        ``proposal.epoch``, the ref is already kept, or ``max_per_epoch`` are kept already.
+
+        ``group_state``, if given, replaces the stream's state in the same transaction (the public
+        group with the proposal cached, so a commit naming it by reference validates after a restart).
+        """
         ...
 
     def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:

@@ -522,7 +522,7 @@ class SQLiteStore:
         with self._write() as db:
             return db.execute("DELETE FROM join_requests WHERE expires_at <= ?", (now,)).rowcount
 
-    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int) -> bool:
+    def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int, group_state: bytes | None = None) -> bool:
         sid = _sid(proposal.stream_id)
         with self._write() as db:
             row = db.execute("SELECT epoch FROM streams WHERE stream_id = ?", (sid,)).fetchone()
@@ -540,6 +540,8 @@ class SQLiteStore:
                 "INSERT INTO proposals (stream_id, epoch, seq, ref, sender, message) VALUES (?, ?, ?, ?, ?, ?)",
                 (sid, proposal.epoch, top + 1, proposal.ref, proposal.sender, proposal.message),
             )
+            if group_state is not None:
+                db.execute("UPDATE streams SET group_state = ? WHERE stream_id = ?", (group_state, sid))
             return True
 
     def proposals(self, stream_id: int, epoch: int) -> list[ProposalRecord]:
