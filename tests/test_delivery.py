@@ -100,6 +100,9 @@ class FakeGroup:
     def to_bytes(self) -> bytes:
         return msgpack.packb([self.epoch, sorted(self.members.items())])
 
+    def ratchet_tree(self) -> bytes:
+        return b"tree:" + self.to_bytes()
+
     @classmethod
     def from_bytes(cls, data: bytes) -> FakeGroup:
         epoch, members = msgpack.unpackb(data)

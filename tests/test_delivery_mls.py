@@ -24,6 +24,7 @@ from ciris_av_plugin.relay.delivery import (  # noqa: E402
     BadGroupInfo,
     DeliveryService,
     InvalidCommit,
+    NotAMember,
     Notify,
     StaleCommit,
     WelcomeMismatch,
@@ -85,8 +86,13 @@ def test_a_joiner_joins_through_the_relay_with_real_mls_messages(relay) -> None:
     group.merge_pending()
     assert Notify(joiner.hash, WelcomeReady(STREAM, 1)) in accepted.notifications
 
-    # the joiner fetches its Welcome from the relay and joins the same epoch with the same secrets
+    # the joiner fetches its Welcome from the relay and joins the same epoch with the same secrets;
+    # the relay's public tree is the one the Welcome's GroupInfo vouches for, so it can be used too
     welcome = ds.fetch_welcome(STREAM, joiner.hash, NOW + 1)
+    tree = ds.ratchet_tree(STREAM, joiner.hash, NOW + 1)
+    with pytest.raises(NotAMember):
+        ds.ratchet_tree(STREAM, RNS.Identity().hash, NOW + 1)
+    assert Group.join(welcome, bundles, ratchet_tree=tree).epoch_authenticator == group.epoch_authenticator
     joined = Group.join(welcome, bundles)
     assert joined.epoch == group.epoch == accepted.epoch == 1
     assert joined.epoch_authenticator == group.epoch_authenticator

@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import MLSError, RelayError
-from ..mls.commit_rules import PublicState, StagedCommit, UnsupportedMessageError, credential_identity
+from ..mls.commit_rules import (
+    PolicyRefusedError,
+    PublicState,
+    StagedCommit,
+    UnsupportedMessageError,
+    credential_identity,
+)
 from ..mls.framing import ContentType, MLSMessage, PublicMessage, SenderType
 from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
 from ..mls.public_group import PublicGroup
@@ -307,6 +313,10 @@ class GroupView(Protocol):
         ...
 
     def to_bytes(self) -> bytes: ...
+
+    def ratchet_tree(self) -> bytes:
+        """The public ratchet tree (``ratchet_tree`` extension body), served to joiners on request."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -763,6 +773,8 @@ class DeliveryService:
             raise SenderMismatch("commit sender leaf is not the submitting identity")
         try:
             effect = self._check_commit(group, commit, now)
+        except PolicyRefusedError as e:
+            raise ProposalNotAllowed(str(e)) from None
         except MLSError as e:
             raise InvalidCommit(str(e)) from None
         if effect.group_after.epoch != record.epoch + 1:
@@ -875,6 +887,17 @@ class DeliveryService:
         if not self.is_member(stream_id, requester):
             raise NotAMember("only members may read the commit log")
         return self._store.commits_since(stream_id, epoch)
+
+    def ratchet_tree(self, stream_id: int, requester: bytes, now: float) -> bytes:
+        """The stream's current public tree, for a member or a joiner whose Welcome is waiting.
+
+        A joiner checks it against the tree hash in its GroupInfo, so serving it needs no trust; it is
+        still not public, because the tree lists every member's credential.
+        """
+        group = self.group(stream_id)
+        if requester not in group.members.values() and self._store.welcome_for(stream_id, requester, now) is None:
+            raise NotAMember("only members and joiners with a pending Welcome may read the tree")
+        return group.ratchet_tree()
 
     # --- Welcomes ------------------------------------------------------------------------------------
 
