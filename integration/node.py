@@ -110,8 +110,12 @@ def role_relay(ctx: Ctx) -> None:
     # Peak queue depth per subscriber link, sampled: proves queues stay bounded during a stall.
     peaks: dict[str, dict[str, Any]] = {}
     next_sample = 0.0
+    kicked = 0
     while not ctx.should_stop() and time.monotonic() < deadline:
         time.sleep(0.05)
+        if not kicked and (ctx.workdir / "kick").exists():
+            # Close every subscriber link once, as the relay does when a removal takes effect.
+            kicked = sum(relay.close_link(link_id) for link_id in relay.links("subscriber"))
         if spec.get("sample_queues") and time.monotonic() >= next_sample:
             next_sample = time.monotonic() + 0.2
             subs = relay.engine_stats().get("subscribers", {})
@@ -128,6 +132,7 @@ def role_relay(ctx: Ctx) -> None:
         engine=_jsonable(stats),
         engine_events=dict(relay.engine_events),
         queue_peaks=peaks,
+        kicked=kicked,
         receive_mode=relay.receive_mode,
         send_mode=relay.send_mode,
         scan=None if scanner is None else {"bytes": scanner.bytes, "packets": scanner.packets, "marker_hits": scanner.hits},

@@ -81,3 +81,50 @@ def test_handler_exceptions_do_not_escape_into_rns() -> None:
     hook.attach_receiver(link, boom, hook.MODE_CALLBACK)  # type: ignore[arg-type]
     assert link.callback is not None
     link.callback(b"x", None)  # must not raise either
+
+
+def test_congestion_probe_says_stop_before_a_blocking_write_would_block() -> None:
+    """The inline sender's guarantee: while the probe says go, a write to the socket cannot block."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    sender = socket.create_connection(server.getsockname())
+    receiver, _ = server.accept()
+    try:
+        sender.settimeout(2.0)  # a write that blocks would raise here instead of hanging the test
+        link = SimpleNamespace(attached_interface=SimpleNamespace(socket=sender))
+        probe = hook.congestion_probe(link)  # type: ignore[arg-type]
+        assert probe is not None
+        chunk = bytes(16 * 1024)
+        written = 0
+        while not probe(len(chunk)):
+            sender.sendall(chunk)  # never reads on the other side
+            written += len(chunk)
+            assert written < 64 * 1024 * 1024, "probe never reported congestion"
+        assert written > 0
+        # Draining the receiver frees room again (after the probe's next real look).
+        receiver.setblocking(False)
+        try:
+            while receiver.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+        import time
+
+        deadline = time.monotonic() + 2
+        while probe(len(chunk)) and time.monotonic() < deadline:
+            try:
+                receiver.recv(1 << 20)
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert not probe(len(chunk))
+    finally:
+        for s in (sender, receiver, server):
+            s.close()
+
+
+def test_congestion_probe_needs_a_tcp_socket() -> None:
+    assert hook.congestion_probe(SimpleNamespace(attached_interface=SimpleNamespace())) is None  # type: ignore[arg-type]
+    assert hook.congestion_probe(SimpleNamespace()) is None  # type: ignore[arg-type]

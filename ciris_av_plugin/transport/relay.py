@@ -287,6 +287,23 @@ class RelayNode:
         assert self.destination is not None, "start() first"
         return self.destination.hash
 
+    def close_link(self, link_id: bytes) -> bool:
+        """Tear a link down (e.g. a member's removal took effect); False if it is not known."""
+        with self._links_lock:
+            state = self._links.get(link_id)
+        if state is None:
+            return False
+        try:
+            state.link.teardown()
+        finally:
+            self._forget(state)
+        return True
+
+    def links(self, role: str | None = None) -> list[bytes]:
+        """Ids of the confirmed links, optionally only those with ``role`` (publisher/subscriber)."""
+        with self._links_lock:
+            return [s.link_id for s in self._links.values() if s.confirmed and (role is None or s.role == role)]
+
     # ---- counters --------------------------------------------------------------------------
 
     def count(self, name: str, n: int = 1) -> None:
