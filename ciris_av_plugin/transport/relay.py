@@ -407,36 +407,42 @@ class RelayNode:
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_INTERVAL_S):
-            now = self.clock()
             try:
-                with self.engine_lock:
-                    events = self.engine.tick(now)
+                self._tick_once(self.clock())
             except Exception:
-                log.exception("engine.tick failed")
-                events = []
-            for event in events or ():
-                self._route_event(event)
-            with self._links_lock:
-                states = list(self._links.values())
-            senders = [s for s in states if s.sender is not None]
-            if senders:
-                # Only senders with something queued (e.g. a stall just ended) need waking.
-                with self.engine_lock:
-                    due = [s for s in senders if self.engine.has_pending(s.link_id)]
-                for state in due:
-                    sender = state.sender
-                    assert sender is not None
-                    if sender.inline:
-                        sender.drain()
-                    else:
-                        sender.wake.set()
-            for state in states:
-                if state.sender is None and not state.confirmed and now - state.opened_at > IDENTIFY_DEADLINE_S:
-                    self.count("links_unidentified_closed")
-                    try:
-                        state.link.teardown()
-                    finally:
-                        self._forget(state)
+                log.exception("relay tick failed")
+
+    def _tick_once(self, now: float) -> None:
+        """Engine timers and events, senders with released packets, unidentified links."""
+        try:
+            with self.engine_lock:
+                events = self.engine.tick(now)
+        except Exception:
+            log.exception("engine.tick failed")
+            events = []
+        for event in events or ():
+            self._route_event(event)
+        with self._links_lock:
+            states = list(self._links.values())
+        senders = [s for s in states if s.sender is not None]
+        if senders:
+            # Only senders with something queued (e.g. a stall just ended) need waking.
+            with self.engine_lock:
+                due = [s for s in senders if self.engine.has_pending(s.link_id)]
+            for state in due:
+                sender = state.sender
+                assert sender is not None
+                if sender.inline:
+                    sender.drain()
+                else:
+                    sender.wake.set()
+        for state in states:
+            if state.sender is None and not state.confirmed and now - state.opened_at > IDENTIFY_DEADLINE_S:
+                self.count("links_unidentified_closed")
+                try:
+                    state.link.teardown()
+                finally:
+                    self._forget(state)
 
     def _route_event(self, event: Any) -> None:
         kind = type(event).__name__
