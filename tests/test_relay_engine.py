@@ -1064,3 +1064,19 @@ def test_stream_ids_must_be_u64(bad) -> None:
     with pytest.raises(RelayError):
         eng.add_subscriber(b"s", bad, BIG_MDU, 0.0)
     assert eng.stats()["streams"] == 0 and eng.stats()["subscribers"] == {}
+
+
+def test_a_reconnected_publisher_restarting_its_numbering_resumes_at_its_first_keyframe() -> None:
+    eng = engine_with(1)
+    for seq in range(100):
+        feed(eng, frame(seq, 500 + seq // 30, 200, key=seq % 30 == 0), seq / 30)
+        drain(eng, b"sub-0", seq / 30)
+    eng.remove_link(PUB, 3.4)  # link lost mid-group
+    eng.add_publisher(b"pub-again", SID, 3.5)
+    t = 3.5
+    feed(eng, frame(0, 0, 200), t, link=b"pub-again")  # a delta first: not decodable here
+    feed(eng, frame(1, 1, 200, key=True), t, link=b"pub-again")  # gop 1 < 500: numbering restarted
+    feed(eng, frame(2, 1, 200), t, link=b"pub-again")
+    keep_alive(eng, [b"sub-0"], t)
+    assert [h.frame_seq for h in headers(drain(eng, b"sub-0", t))] == [1, 2]
+    assert eng.stats()["drops"] == {"await_keyframe": 1}

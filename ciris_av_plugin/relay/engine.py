@@ -604,7 +604,7 @@ class ForwardingEngine:
             if track.publisher is not None:
                 self._count_drop(None, "track_owned")
                 return
-            track.publisher = link_id
+            self._take_over_track(stream, track, link_id, bool(audio))
         if bool(audio) != track.audio:
             self._count_drop(None, "kind_mismatch")
             return
@@ -692,6 +692,27 @@ class ForwardingEngine:
             for sub in stream.subs:
                 sub.waiting[track.tkey] = None
         return track
+
+    def _take_over_track(self, stream: _Stream, track: _Track, link_id: bytes, audio: bool) -> None:
+        """A new link feeds a track whose publisher went away (a reconnect, a new upstream relay).
+
+        Its frame_seq and gop_id numbering may restart, so nothing learnt from the old feed is
+        compared with the new one: every subscriber restarts the track at its next keyframe.
+        """
+        track.publisher = link_id
+        track.audio = audio
+        track.last_gop = None
+        track.kf_outstanding = False
+        tkey = track.tkey
+        for sub in stream.subs:
+            if not audio:
+                sub.waiting[tkey] = None
+            else:
+                sub.waiting.pop(tkey, None)
+            sub.skip_frame.pop(tkey, None)
+            sub.sent_gop.pop(tkey, None)
+            sub.inflight.pop(tkey, None)
+            sub.excused.pop(tkey, None)
 
     def _receive_report(self, link_id: bytes, packet: bytes, now: float) -> None:
         try:
