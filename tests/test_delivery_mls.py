@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 import RNS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 group_mod = pytest.importorskip("ciris_av_plugin.mls.group")
 
+from ciris_av_plugin.errors import RelayError  # noqa: E402
 from ciris_av_plugin.mls.crypto import CipherSuite  # noqa: E402
 from ciris_av_plugin.relay.delivery import (  # noqa: E402
     BadGroupInfo,
@@ -217,3 +220,47 @@ def test_a_restarted_relay_keeps_the_group_and_admits_a_second_joiner(tmp_path: 
     joined.process([n for n in acc.notifications if n.recipient == member.hash][0].event.message)
     assert late.epoch_authenticator == group.epoch_authenticator == joined.epoch_authenticator
     store.close()
+
+
+_FUZZ: dict[str, object] = {}
+
+
+def _fuzz_setup(tmp: Path):
+    if "ds" not in _FUZZ:
+        store = SQLiteStore(tmp / "fuzz.db")
+        ds = DeliveryService(store)
+        directory = KeyPackageDirectory(store, ds.may_fetch, suites={1})
+        ds.directory = directory
+        publisher, group, member, joined = _stream_with_member(ds, directory)
+        newcomer = RNS.Identity()
+        bundle = KeyPackageBundle.generate(newcomer.hash, SUITE, now=NOW)
+        publish(directory, newcomer, bundle)
+        ds.request_join(STREAM, newcomer.hash, NOW)
+        kp = directory.fetch(publisher.hash, newcomer.hash, 1, NOW).key_package
+        pending = group.commit(adds=[kp], now=NOW)
+        _FUZZ.update(ds=ds, store=store, publisher=publisher, pending=pending)
+    return _FUZZ
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_real_commits_and_welcomes_raise_only_relay_errors(tmp_path_factory, data) -> None:
+    f = _fuzz_setup(tmp_path_factory.mktemp("fuzz"))
+    ds, pending, who = f["ds"], f["pending"], f["publisher"].hash
+    commit, welcome = bytearray(pending.commit), bytearray(pending.welcome)
+    target = data.draw(st.sampled_from(["commit", "welcome"]))
+    buf = commit if target == "commit" else welcome
+    for _ in range(data.draw(st.integers(1, 3))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))  # may cancel out
+    before = ds.group(STREAM).to_bytes()
+    try:
+        ds.submit_commit(STREAM, who, bytes(commit), bytes(welcome), NOW)
+    except RelayError:
+        assert ds.group(STREAM).to_bytes() == before
+    else:
+        # Only the confirmation and membership tags at the end of the commit (which the relay cannot
+        # check), or the Welcome's encrypted parts (which only the joiner can open), may change unnoticed.
+        changed = [i for i, (a, b) in enumerate(zip(commit, pending.commit, strict=True)) if a != b]
+        assert not changed or min(changed) >= len(commit) - 66, f"a change at {changed} went unnoticed"
+        ds._store.close()
+        _FUZZ.clear()
