@@ -456,7 +456,9 @@ def test_a_failed_admitter_hands_recovery_to_the_next_member(relay: Relay) -> No
 
 def test_a_leavers_self_remove_is_kept_for_the_epoch_and_fanned_out(relay: Relay) -> None:
     leave = proposal_msg(0, 1, Remove(1))
-    assert relay.ds.submit_proposal(STREAM, B, leave, NOW) == [Notify(A, ProposalReceived(STREAM, 0, leave))]
+    assert relay.ds.submit_proposal(STREAM, B, leave, NOW) == [
+        Notify(A, ProposalReceived(STREAM, 0, leave, commit_requested=True))
+    ]
     assert relay.ds.proposals(STREAM, A) == [leave]
     with pytest.raises(NotAMember):
         relay.ds.proposals(STREAM, b"C" * 16)
@@ -467,6 +469,24 @@ def test_a_leavers_self_remove_is_kept_for_the_epoch_and_fanned_out(relay: Relay
     assert relay.ds.proposals(STREAM, A) == []
     with pytest.raises(StaleCommit):
         relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0)), NOW)
+
+
+def test_only_the_admitter_is_asked_to_commit_a_proposal(tmp_path: Path) -> None:
+    c = b"C" * 16
+    r = make_relay(tmp_path / "r.db", members={0: A, 1: B, 2: c})
+    r.ds.register_stream(STREAM, A, group_info(signer=0))
+    p = proposal_msg(0, 2, Remove(2))
+    assert r.ds.submit_proposal(STREAM, c, p, NOW) == [
+        Notify(A, ProposalReceived(STREAM, 0, p, commit_requested=True)),
+        Notify(B, ProposalReceived(STREAM, 0, p, commit_requested=False)),
+    ]
+    # the admitter's own proposal goes to the next member in leaf order to commit
+    q = proposal_msg(0, 0, Remove(0))
+    assert r.ds.submit_proposal(STREAM, A, q, NOW) == [
+        Notify(B, ProposalReceived(STREAM, 0, q, commit_requested=True)),
+        Notify(c, ProposalReceived(STREAM, 0, q, commit_requested=False)),
+    ]
+    r.store.close()
 
 
 def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:

@@ -424,6 +424,9 @@ class ProposalReceived:
     """Epoch it belongs to."""
     message: bytes
     """The proposal MLSMessage."""
+    commit_requested: bool = False
+    """Set on the admitting member's copy: it is the one to commit the pending proposals
+    (the committer-of-last-resort rule picks it when the creator is gone)."""
 
 
 @dataclass(frozen=True)
@@ -870,8 +873,14 @@ class DeliveryService:
             raise TooManyProposals("proposal already kept, or the epoch holds the maximum")
         self._groups[stream_id] = cached
         self.counters["proposals"] += 1
-        event = ProposalReceived(stream_id, record.epoch, proposal)
-        return [Notify(m, event) for m in sorted(set(group.members.values()) - {submitter})]
+        admitter = self.admitter(stream_id)
+        if admitter == submitter:  # the admitter proposed (its own Update): the next member commits
+            others = [group.members[i] for i in sorted(group.members) if group.members[i] != submitter]
+            admitter = others[0] if others else None
+        return [
+            Notify(m, ProposalReceived(stream_id, record.epoch, proposal, commit_requested=m == admitter))
+            for m in sorted(set(group.members.values()) - {submitter})
+        ]
 
     def proposals(self, stream_id: int, requester: bytes) -> list[bytes]:
         """Proposals of the current epoch (for a committer, or a member that missed the events)."""
