@@ -349,3 +349,29 @@ def test_relay_policy_is_a_flag() -> None:
     assert relay.policy == Policy.relay() and permissive.policy != relay.policy
     restored = PublicGroup.from_bytes(permissive.to_bytes())
     assert restored.policy == permissive.policy
+
+
+def test_tree_with_two_leaves_of_one_identity_is_refused() -> None:
+    a = Group.create(b"dup", ident(0), SUITE, clock=clock)
+    tree = a.tree
+    tree.add_leaf(bundle(1).package.leaf_node)
+    tree.add_leaf(bundle(1).package.leaf_node)  # same identity, other keys
+    info = MLSMessage.from_bytes(a.group_info()).body
+    info.extensions = [Extension(ExtensionType.RATCHET_TREE, tree.to_bytes())]
+    info.group_context = dataclasses.replace(info.group_context, tree_hash=tree.tree_hash())
+    info.sign(SUITE, a._sig_priv)
+    with pytest.raises(InvalidTreeError):
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes())
+
+
+def test_cached_add_that_expired_is_left_out_of_the_next_commit() -> None:
+    groups, public = small_group(2)
+    soon = KeyPackageBundle.generate(ident(40), SUITE, now=NOW, lifetime=3600)
+    proposal = groups[1].propose_add(soon.key_package)
+    groups[0].process(proposal)
+    later = NOW + 2 * 3600 + 3600
+    pending = groups[0].commit(force_path=True, now=later)
+    assert pending.added == {} and pending.welcome is None
+    groups[0].discard_pending()
+    pending = groups[0].commit(now=NOW)
+    assert set(pending.added.values()) == {ident(40)}

@@ -238,6 +238,16 @@ def credential_identity(leaf: LeafNode) -> bytes:
     return cred.certificates[0]
 
 
+def check_unique_identities(tree: RatchetTree) -> None:
+    """One leaf per credential identity (§12.2 same-client rule, ARCHITECTURE.md) in a received tree."""
+    seen: set[bytes] = set()
+    for i, leaf in tree.leaves():
+        ident = credential_identity(leaf)
+        if ident in seen:
+            raise InvalidTreeError(f"leaf {i} repeats another member's identity")
+        seen.add(ident)
+
+
 def lifetime_ok(leaf: LeafNode, now: float | None, skew: int = KEY_PACKAGE_CLOCK_SKEW) -> bool:
     """Lifetime check with skew on both sides (§7.3); ``None`` means the caller opted out."""
     if now is None or leaf.lifetime is None:
@@ -837,6 +847,7 @@ __all__ = [
     "stage_commit",
     "cache_proposal",
     "credential_identity",
+    "check_unique_identities",
     "check_key_package",
     "lifetime_ok",
     "public_path_handler",

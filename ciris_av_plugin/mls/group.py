@@ -62,10 +62,12 @@ from .commit_rules import (
     check_epoch,
     check_key_package,
     check_path_public,
+    check_unique_identities,
     credential_identity,
     member_signature_key,
     public_path_handler,
     stage_commit,
+    validate_proposal,
     verify_public_message,
 )
 from .crypto import CipherSuite
@@ -699,7 +701,7 @@ class Group:
             if leaf not in remove_leaves:
                 remove_leaves.append(leaf)
 
-        resolved, pors = self._select_proposals(e, kps, remove_leaves, include_pending, psks)
+        resolved, pors = self._select_proposals(e, kps, remove_leaves, include_pending, psks, t)
         applied = apply_proposals(e.public, me, resolved, self.policy, t)
         gc = e.public.group_context
         provisional = dataclasses.replace(gc, epoch=gc.epoch + 1, extensions=list(applied.extensions))
@@ -762,6 +764,7 @@ class Group:
         remove_leaves: list[int],
         include_pending: bool,
         psks: PSKs | None,
+        now: float,
     ) -> tuple[list[ResolvedProposal], list[ProposalOrRef]]:
         """Cached proposals that keep the list valid (§12.2, §12.4), then our own by value."""
         me = self.leaf_index
@@ -780,6 +783,11 @@ class Group:
         for c in cached:
             body = c.proposal.body
             take = False
+            try:
+                validate_proposal(e.public, c.proposal, c.sender.sender_type, c.sender.index, self.policy, now)
+            except MLSError as exc:
+                log.debug("cached %s proposal no longer valid: %s", c.proposal.proposal_type, exc)
+                continue
             if isinstance(body, Remove):
                 take = body.removed != me and body.removed not in touched
                 if take:
@@ -1083,6 +1091,7 @@ def _verified_tree(suite: CipherSuite, info: GroupInfo, supplied: bytes | None) 
         tree.verify(info.group_context.group_id)
     except TreeError as exc:
         raise InvalidTreeError(str(exc)) from exc
+    check_unique_identities(tree)
     return tree
 
 

@@ -29,6 +29,7 @@ from .commit_rules import (
     UnsupportedMessageError,
     cache_proposal,
     check_epoch,
+    check_unique_identities,
     credential_identity,
     stage_commit,
     verify_public_message,
@@ -100,6 +101,7 @@ class PublicGroup:
             tree.verify(gc.group_id)
         except TreeError as exc:
             raise InvalidTreeError(str(exc)) from exc
+        check_unique_identities(tree)
         signer = tree.leaf(info.signer) if info.signer < tree.n_leaves else None
         if signer is None:
             raise InvalidGroupInfoError(f"GroupInfo signer {info.signer} is not a member")
