@@ -334,6 +334,22 @@ def test_first_commit_of_the_epoch_wins(relay: Relay) -> None:
         relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(5, 1)), None, NOW)
 
 
+def test_a_retried_accepted_commit_is_confirmed_again_not_refused(relay: Relay, alice: Joiner) -> None:
+    """A reply lost on the way must not make the committer discard a commit the relay accepted."""
+    ref, _ = admit(relay, alice)
+    commit = relay.checker.plan(commit_msg(0, 0, tag=b"add"), added=[(ref, alice.hash)])
+    first = relay.ds.submit_commit(STREAM, A, commit, welcome_msg(ref), NOW)
+    relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(1, 1, tag=b"next")), None, NOW)
+    before = snapshot(relay.store)
+    again = relay.ds.submit_commit(STREAM, A, commit, welcome_msg(ref), NOW + 1)
+    assert again.repeat and again.epoch == first.epoch == 1 and again.notifications == ()
+    assert snapshot(relay.store) == before
+    with pytest.raises(SenderMismatch):  # only its committer learns it was accepted this way
+        relay.ds.submit_commit(STREAM, B, commit, welcome_msg(ref), NOW + 1)
+    with pytest.raises(StaleCommit):  # a different commit of that epoch lost
+        relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0, tag=b"other")), None, NOW + 1)
+
+
 def test_racing_submissions_exactly_one_accepted(relay: Relay) -> None:
     commits = [relay.checker.plan(commit_msg(0, leaf, tag=b"race-%d" % i)) for i, leaf in enumerate([0, 1] * 4)]
     who = [A, B] * 4

@@ -155,8 +155,11 @@ def test_forged_and_stale_commits_are_refused_by_the_public_group(relay) -> None
     assert ds.group(STREAM).epoch == 1
     ds.submit_commit(STREAM, publisher.hash, pending.commit, None, NOW)
     group.merge_pending()
+    assert ds.submit_commit(STREAM, publisher.hash, pending.commit, None, NOW).repeat  # a retry
+    stale = joined.commit(force_path=True, now=NOW)  # built on epoch 1, which is over
     with pytest.raises(StaleCommit):
-        ds.submit_commit(STREAM, publisher.hash, pending.commit, None, NOW)
+        ds.submit_commit(STREAM, member.hash, stale.commit, None, NOW)
+    joined.discard_pending()
     # the member follows the accepted commit it was sent
     joined.process(ds.commits_since(STREAM, member.hash, 1)[0].message)
     assert joined.epoch == group.epoch == ds.group(STREAM).epoch == 2

@@ -554,7 +554,10 @@ class Accepted:
     epoch: int
     """The stream's epoch now (the commit's epoch + 1)."""
     notifications: tuple[Notify, ...]
-    """Events for members and joiners."""
+    """Events for members and joiners (none for a repeat)."""
+    repeat: bool = False
+    """The very same commit was accepted before (a retry after a lost reply): nothing changed, and
+    the committer must merge its pending commit, not discard it."""
 
 
 class DeliveryService:
@@ -769,6 +772,12 @@ class DeliveryService:
         if header.group_id != record.group_id:
             raise InvalidCommit("commit is for another group")
         if header.epoch < record.epoch:
+            winner = self._store.commits_since(stream_id, header.epoch)
+            if winner and winner[0].epoch == header.epoch and winner[0].message == commit:
+                if winner[0].committer != submitter:
+                    raise SenderMismatch("a commit is confirmed only to the member that submitted it")
+                self.counters["commit_repeats"] += 1
+                return Accepted(stream_id, header.epoch + 1, (), repeat=True)
             raise StaleCommit(f"epoch {header.epoch} was already committed (stream is at {record.epoch})")
         if header.epoch > record.epoch:
             raise FutureCommit(f"epoch {header.epoch} is ahead of the stream ({record.epoch})")
