@@ -80,6 +80,7 @@ from .framing import (
     PrivateMessage,
     PublicMessage,
     Sender,
+    SenderType,
     protect_private,
     protect_public,
     sign_content,
@@ -96,7 +97,6 @@ from .messages import (
     GroupInfo,
     GroupSecrets,
     KeyPackage,
-    LeafNode,
     Lifetime,
     PathSecret,
     PreSharedKey,
@@ -612,9 +612,7 @@ class Group:
 
     # ---------------------------------------------------------------- sending
 
-    def _frame(
-        self, body: Proposal | Commit | bytes, wire_format: WireFormat, authenticated_data: bytes
-    ) -> FramedContent:
+    def _frame(self, body: Proposal | Commit | bytes, authenticated_data: bytes) -> FramedContent:
         return FramedContent(self.group_id, self.epoch, Sender.member(self.leaf_index), authenticated_data, body)
 
     def _protect(self, ac: AuthenticatedContent, e: _Epoch) -> bytes:
@@ -630,7 +628,7 @@ class Group:
         wf = WireFormat.PRIVATE_MESSAGE if private else WireFormat.PUBLIC_MESSAGE
         cached = cache_proposal(
             e.public,
-            sign_content(self.suite, wf, self._frame(proposal, wf, authenticated_data), self._sig_priv,
+            sign_content(self.suite, wf, self._frame(proposal, authenticated_data), self._sig_priv,
                          e.public.group_context),
             self.policy,
             self._now(None),
@@ -656,7 +654,7 @@ class Group:
         """Application data as a PrivateMessage of the current epoch (§6.3)."""
         self._check_active()
         wf = WireFormat.PRIVATE_MESSAGE
-        ac = sign_content(self.suite, wf, self._frame(bytes(data), wf, authenticated_data), self._sig_priv,
+        ac = sign_content(self.suite, wf, self._frame(bytes(data), authenticated_data), self._sig_priv,
                           self._e.public.group_context)
         return self._protect(ac, self._e)
 
@@ -728,7 +726,7 @@ class Group:
 
         wf = WireFormat.PRIVATE_MESSAGE if private else WireFormat.PUBLIC_MESSAGE
         commit = Commit(pors, path_result.update_path if path_result else None)
-        ac = sign_content(suite, wf, self._frame(commit, wf, authenticated_data), self._sig_priv, gc)
+        ac = sign_content(suite, wf, self._frame(commit, authenticated_data), self._sig_priv, gc)
         cth = ks.confirmed_transcript_hash(suite, e.public.interim_transcript_hash, ac.confirmed_transcript_input())
         new_gc = dataclasses.replace(provisional, tree_hash=tree_hash, confirmed_transcript_hash=cth)
         psk_secret = self._psk_secret(applied.psk_ids, psks)
@@ -822,7 +820,7 @@ class Group:
             identities.add(ident)
             own.append(Proposal(Add(kp)))
         for p in own:
-            resolved.append(ResolvedProposal(p, Sender.member(me).sender_type, me))
+            resolved.append(ResolvedProposal(p, SenderType.MEMBER, me))
             pors.append(ProposalOrRef(proposal=p))
         return resolved, pors
 
@@ -937,9 +935,9 @@ class Group:
             removed = None
             if isinstance(body.body, Remove):
                 removed = e.public.members().get(body.body.removed)
-            sender = content.sender.index if content.sender.sender_type == Sender.member(0).sender_type else None
+            sender = content.sender.index if content.sender.sender_type == SenderType.MEMBER else None
             return ProposalReceived(cached.ref, sender, int(body.proposal_type), removed)
-        if content.sender.sender_type == Sender.member(0).sender_type and content.sender.index == self.leaf_index:
+        if content.sender.sender_type == SenderType.MEMBER and content.sender.index == self.leaf_index:
             raise OwnCommitError("our own commit: apply it with merge_pending()")
         event = self._process_commit(ac, psks, self._now(now))
         if self._pending is not None:
@@ -1116,5 +1114,4 @@ __all__ = [
     "DEFAULT_CLOCK",
     "MLSError",
     "PolicyRefusedError",
-    "LeafNode",
 ]
