@@ -250,7 +250,7 @@ class ProposalNotAllowed(DeliveryError):
 
 
 class TooManyProposals(DeliveryError):
-    """The epoch already holds :data:`MAX_PROPOSALS_PER_EPOCH` proposals, or this one is a duplicate."""
+    """The epoch already holds :data:`MAX_PROPOSALS_PER_EPOCH` proposals."""
 
     code = "too-many-proposals"
 
@@ -873,13 +873,15 @@ class DeliveryService:
             raise InvalidCommit(f"proposal is not valid: {e}") from None
         # The relay only needs a dedupe key; members compute the real ProposalRef themselves.
         key = hashlib.sha256(proposal).digest()
+        if any(p.ref == key for p in self._store.proposals(stream_id, record.epoch)):
+            return []  # a retry after a lost reply: already kept and fanned out
         kept = ProposalRecord(stream_id, record.epoch, key, submitter, proposal)
         # The group state with the proposal cached is stored with it: a commit naming it by
         # reference must still validate after a restart.
         if not self._store.add_proposal(kept, max_per_epoch=MAX_PROPOSALS_PER_EPOCH, group_state=cached.to_bytes()):
             if self._store.get_stream(stream_id).epoch != record.epoch:  # a commit ended the epoch meanwhile
                 raise StaleCommit("the epoch ended while the proposal was submitted")
-            raise TooManyProposals("proposal already kept, or the epoch holds the maximum")
+            raise TooManyProposals(f"the epoch holds {MAX_PROPOSALS_PER_EPOCH} proposals already")
         self._groups[stream_id] = cached
         self.counters["proposals"] += 1
         admitter = self.admitter(stream_id)
