@@ -245,6 +245,10 @@ def test_join_requests_bounded_per_stream_refresh_always_allowed(store: GroupSta
     assert store.put_join_request(JoinRequest(S1, b"C" * 16, T0 + 31, T0 + 90), max_per_stream=2)
     assert store.join_request(S1, BOB, T0 + 31) is None
     assert store.sweep_join_requests(T0 + 31) == 1
+    assert [r.stream_id for r in store.join_requests_by(b"C" * 16, T0 + 31)] == [S1]
+    store.put_join_request(JoinRequest(5, b"C" * 16, T0 + 31, T0 + 90), max_per_stream=2)
+    assert [r.stream_id for r in store.join_requests_by(b"C" * 16, T0 + 32)] == [5, S1]
+    assert store.join_requests_by(b"C" * 16, T0 + 90) == []
     assert store.delete_join_request(S1, ALICE) and not store.delete_join_request(S1, ALICE)
 
 
@@ -316,7 +320,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     raw.commit()
     raw.close()
     with SQLiteStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
         assert s.get_stream(S1) == StreamRecord(S1, G1, ALICE, 3, b"state")
         assert s.add_proposal(ProposalRecord(S1, 3, b"r", BOB, b"m"), max_per_epoch=4)
 

@@ -712,10 +712,7 @@ class DeliveryService:
 
     def may_fetch(self, requester: bytes, target: bytes, now: float) -> bool:
         """The directory's fetch rule: ``requester`` is a member of a stream ``target`` asked to join."""
-        for stream_id in self._store.stream_ids():
-            if self._store.join_request(stream_id, target, now) and self.is_member(stream_id, requester):
-                return True
-        return False
+        return any(self.is_member(r.stream_id, requester) for r in self._store.join_requests_by(target, now))
 
     def _take_join_token(self, identity: bytes, now: float) -> None:
         with self._rate_lock:

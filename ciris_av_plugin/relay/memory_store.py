@@ -253,6 +253,13 @@ class MemoryStore:
                 key=lambda r: (r.requested_at, r.identity),
             )
 
+    def join_requests_by(self, identity: bytes, now: float) -> list[JoinRequest]:
+        with self._lock:
+            return sorted(
+                (r for (_, ident), r in self._joins.items() if ident == identity and r.expires_at > now),
+                key=lambda r: (r.stream_id, r.requested_at),
+            )
+
     def delete_join_request(self, stream_id: int, identity: bytes) -> bool:
         with self._lock:
             return self._joins.pop((stream_id, identity), None) is not None

@@ -315,6 +315,10 @@ class GroupStateStore(Protocol):
         """Live join requests of a stream, oldest first."""
         ...
 
+    def join_requests_by(self, identity: bytes, now: float) -> list[JoinRequest]:
+        """Live join requests of one identity, every stream (the KeyPackage fetch rule's lookup)."""
+        ...
+
     def delete_join_request(self, stream_id: int, identity: bytes) -> bool:
         """Withdraw a join request; whether one existed."""
         ...

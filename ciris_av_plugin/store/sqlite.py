@@ -119,6 +119,10 @@ _MIGRATIONS: tuple[str, ...] = (
         UNIQUE (stream_id, ref)
     );
     """,
+    # 2 -> 3: find an identity's join requests across streams (every KeyPackage fetch asks).
+    """
+    CREATE INDEX join_requests_identity ON join_requests (identity, expires_at);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -506,6 +510,17 @@ class SQLiteStore:
                     "SELECT stream_id, identity, requested_at, expires_at FROM join_requests"
                     " WHERE stream_id = ? AND expires_at > ? ORDER BY requested_at, identity",
                     (_sid(stream_id), now),
+                )
+            ]
+
+    def join_requests_by(self, identity: bytes, now: float) -> list[JoinRequest]:
+        with self._read() as db:
+            return [
+                JoinRequest(_uid(r[0]), bytes(r[1]), r[2], r[3])
+                for r in db.execute(
+                    "SELECT stream_id, identity, requested_at, expires_at FROM join_requests"
+                    " WHERE identity = ? AND expires_at > ? ORDER BY stream_id, requested_at",
+                    (identity, now),
                 )
             ]
 
