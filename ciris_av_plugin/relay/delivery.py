@@ -1,19 +1,19 @@
-"""The relay's MLS delivery service, per stream (sans-I/O skeleton).
+"""The relay's MLS delivery service, per stream (sans-I/O).
 
-What is here: the per-stream sequencing that needs no group secrets and no ``PublicGroup`` internals —
-stream registration bound to the GroupInfo signer, join requests (bounded per stream, rate-limited
-per identity, persisted so they survive a restart and gate KeyPackage fetches), the Welcome mailbox
-(fetchable only by its joiner, until it expires), proposals of the current epoch (a leaver's
-self-Remove, kept and fanned out until the epoch's commit), and commit sequencing: the first commit
+Stream registration bound to the GroupInfo signer (trusted on first use); join requests (bounded
+per stream, rate-limited per identity, persisted so they survive a restart and gate KeyPackage
+fetches); the Welcome mailbox (fetchable only by its joiner, until it expires; expiry tells the
+admitting member to remove the ghost leaf); proposals of the current epoch (a leaver's self-Remove,
+kept, fanned out and stored with the group state until the epoch's commit); ``commit_failed``
+recovery (remove and re-add); the public tree on request; and commit sequencing: the first commit
 of the current epoch that passes the checks wins, atomically with its Welcome, its KeyPackages
-marked used and the epoch's proposals dropped.
+marked used and the epoch's proposals dropped. A retried accepted commit is confirmed again.
 
-What is behind seams, to be filled by the keyless ``PublicGroup`` (issue 4):
-
-* :class:`GroupView` — epoch and roster of a stream's public group state, serialisable;
-* :class:`CommitChecker` — the public validity of a commit (signature over the GroupContext,
-  §12.2 proposal rules, UpdatePath, parent and tree hashes) and its effect (Adds with their
-  KeyPackageRefs, Removes, the group after it). It must not mutate the view it is given.
+The group itself is the keyless :class:`~ciris_av_plugin.mls.PublicGroup`, reached through small
+seams (:class:`GroupView`, :class:`CommitChecker`, :class:`ProposalChecker`) that default to it, so
+sequencing can also be tested with a stand-in view. A commit is staged once: every public check
+(signature over the GroupContext, §12.2 proposal rules, UpdatePath, parent and tree hashes) and its
+effect (Adds with their KeyPackageRefs, Removes, the next state) come from one validation.
 
 The service's own checks come first and are cheap: framing (a PublicMessage commit from a member —
 PrivateMessage handshakes and external commits are refused, ARCHITECTURE "MLS"), group id, epoch
