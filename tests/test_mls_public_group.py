@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -16,6 +17,7 @@ from ciris_av_plugin.mls import (
     PolicyRefusedError,
     ProposalReceived,
     PublicGroup,
+    UnknownSenderError,
     UnsupportedMessageError,
 )
 from ciris_av_plugin.mls.framing import (
@@ -30,14 +32,20 @@ from ciris_av_plugin.mls.framing import (
 )
 from ciris_av_plugin.mls.messages import (
     Commit,
+    Credential,
+    Extension,
+    ExtensionType,
     ExternalInit,
+    ExternalSender,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
     ProposalOrRef,
     PSKType,
     ReInit,
+    Remove,
     WireFormat,
+    encode_external_senders,
 )
 
 SUITE = CipherSuite(1)
@@ -147,3 +155,35 @@ def test_tree_served_separately() -> None:
     rebuilt = PublicGroup.from_group_info(info, public.ratchet_tree())
     assert rebuilt.group_context == public.group_context
     assert rebuilt.leaf_of(ident(2)) == 2 and rebuilt.leaf_count == 4
+
+
+def test_external_sender_remove_proposal_committed_by_reference() -> None:
+    """A sender listed in external_senders (§12.1.8.1) proposes a Remove; a member commits it."""
+    ext_priv, ext_pub = SUITE.generate_signature_key_pair()
+    senders = encode_external_senders([ExternalSender(ext_pub, Credential.basic(b"relay"))])
+    creator = Group.create(b"ext", ident(0), SUITE, extensions=[Extension(ExtensionType.EXTERNAL_SENDERS, senders)],
+                           clock=clock)
+    public = PublicGroup.from_group_info(creator.group_info())
+    bundles = [KeyPackageBundle.generate(ident(i), SUITE, clock=clock) for i in (1, 2)]
+    pending = creator.commit(adds=[b.key_package for b in bundles])
+    public.process(pending.commit)
+    creator.merge_pending()
+    b = Group.join(pending.welcome, [bundles[0]], clock=clock)
+    content = FramedContent(creator.group_id, creator.epoch, Sender(SenderType.EXTERNAL, 0), b"",
+                            Proposal(Remove(2)))
+    ac = sign_content(SUITE, WireFormat.PUBLIC_MESSAGE, content, ext_priv, None)
+    raw = MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes()
+    for target in (creator, b, public):
+        ev = target.process(raw)
+        assert isinstance(ev, ProposalReceived) and ev.sender is None and ev.removed == ident(2)
+    pending = b.commit()
+    assert pending.removed == {2: ident(2)}
+    public.process(pending.commit)
+    creator.process(pending.commit)
+    b.merge_pending()
+    assert public.group_context == b.group_context == creator.group_context
+    # a forged external sender index is refused
+    content.sender = Sender(SenderType.EXTERNAL, 5)
+    ac = sign_content(SUITE, WireFormat.PUBLIC_MESSAGE, dataclasses.replace(content, epoch=b.epoch), ext_priv, None)
+    with pytest.raises(UnknownSenderError):
+        b.process(MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes())
