@@ -45,7 +45,7 @@ from ..mls.commit_rules import (
     UnsupportedMessageError,
     credential_identity,
 )
-from ..mls.framing import ContentType, MLSMessage, PublicMessage, SenderType
+from ..mls.framing import ContentType, MLSMessage, PrivateMessage, PublicMessage, SenderType
 from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
 from ..mls.public_group import PublicGroup
 from .directory import KeyPackageDirectory, NotAdmissible
@@ -501,7 +501,7 @@ def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
     except MLSError as e:
         raise NotAProposal(f"not an MLSMessage: {e}") from None
     if not isinstance(msg.body, PublicMessage):
-        if type(msg.body).__name__ == "PrivateMessage":
+        if isinstance(msg.body, PrivateMessage):
             raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
         raise NotAProposal(f"{type(msg.body).__name__} is not a proposal")
     content = msg.body.content
@@ -521,7 +521,7 @@ def _commit_header(message: bytes) -> _CommitHeader:
     except MLSError as e:
         raise NotACommit(f"not an MLSMessage: {e}") from None
     if not isinstance(msg.body, PublicMessage):
-        if type(msg.body).__name__ == "PrivateMessage":
+        if isinstance(msg.body, PrivateMessage):
             raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
         raise NotACommit(f"{type(msg.body).__name__} is not a commit")
     content = msg.body.content
