@@ -61,7 +61,7 @@ def timed(op: Callable[[], object], seconds: float, setup: Callable[[], object] 
 def build(suite: CipherSuite, n: int) -> tuple[Group, Group, PublicGroup]:
     """A group of ``n`` members: (committer, another member, the relay's PublicGroup)."""
     a = Group.create(b"bench-ops", ident(0), suite, clock=clock)
-    public = PublicGroup.from_group_info(a.group_info())
+    public = PublicGroup.from_group_info(a.group_info(), clock=clock)
     if n == 1:
         return a, a, public
     bundles = [KeyPackageBundle.generate(ident(i), suite, clock=clock) for i in range(1, n)]
@@ -89,7 +89,7 @@ def run_size(suite: CipherSuite, n: int, seconds: float) -> dict[str, float | in
         state["b"] = Group.from_bytes(b_bytes, clock=clock)
 
     def fresh_public() -> None:
-        state["p"] = PublicGroup.from_bytes(p_bytes)
+        state["p"] = PublicGroup.from_bytes(p_bytes, clock=clock)
 
     out: dict[str, float | int] = {"members": n}
     out["commit_add_ms"] = timed(lambda: state["a"].commit(adds=[joiner.key_package]), seconds, fresh_a)

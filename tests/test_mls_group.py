@@ -52,7 +52,7 @@ class World:
         self.members: dict[bytes, Group] = {}
         creator = Group.create(GROUP_ID, ident(0), SUITE, clock=clock)
         self.members[ident(0)] = creator
-        self.public = PublicGroup.from_group_info(creator.group_info())
+        self.public = PublicGroup.from_group_info(creator.group_info(), clock=clock)
         self.next_id = 1
 
     def commit(self, by: bytes, **kw) -> CommitProcessed:
@@ -255,7 +255,7 @@ def test_member_restored_from_bytes_carries_on() -> None:
     # restore everyone and the relay, mid-group, and carry on
     for k, g in list(world.members.items()):
         world.members[k] = Group.from_bytes(g.to_bytes(), clock=clock)
-    world.public = PublicGroup.from_bytes(world.public.to_bytes())
+    world.public = PublicGroup.from_bytes(world.public.to_bytes(), clock=clock)
     world.check()
     world.commit(ident(2), force_path=True)
     world.commit(ident(3), removes=[ident(1)], new=1)

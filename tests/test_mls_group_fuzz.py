@@ -29,7 +29,7 @@ def ident(n: int) -> bytes:
 @pytest.fixture(scope="module")
 def world():
     a = Group.create(b"fuzz", ident(0), SUITE, clock=clock)
-    public = PublicGroup.from_group_info(a.group_info())
+    public = PublicGroup.from_group_info(a.group_info(), clock=clock)
     bundles = [KeyPackageBundle.generate(ident(i), SUITE, clock=clock) for i in (1, 2, 3)]
     pending = a.commit(adds=[b.key_package for b in bundles], force_path=True)
     public.process(pending.commit)
@@ -64,7 +64,7 @@ MUTATION = st.tuples(st.integers(0, 1 << 20), st.integers(0, 2), st.integers(0, 
 def test_mutated_messages_raise_mlserror_and_change_nothing(world, which: int, m) -> None:
     raw = mutate(world["messages"][which], *m)
     b = Group.from_bytes(world["b"], clock=clock)
-    public = PublicGroup.from_bytes(world["public"])
+    public = PublicGroup.from_bytes(world["public"], clock=clock)
     for target in (b, public):
         before = target.to_bytes()
         try:

@@ -72,7 +72,7 @@ def bundle(n: int, suite: CipherSuite = SUITE) -> KeyPackageBundle:
 
 def small_group(n: int) -> tuple[list[Group], PublicGroup]:
     creator = Group.create(b"tamper", ident(0), SUITE, clock=clock)
-    public = PublicGroup.from_group_info(creator.group_info())
+    public = PublicGroup.from_group_info(creator.group_info(), clock=clock)
     bundles = [bundle(i) for i in range(1, n)]
     pending = creator.commit(adds=[b.key_package for b in bundles])
     public.process(pending.commit)
@@ -166,7 +166,7 @@ def test_group_info_signed_by_a_leaf_that_is_not_its_signer() -> None:
     info = MLSMessage.from_bytes(groups[0].group_info()).body
     info.sign(SUITE, other)
     with pytest.raises(InvalidSignatureError):
-        PublicGroup.from_group_info(MLSMessage(info).to_bytes())
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes(), clock=clock)
 
 
 def _break_parent_hash(info: GroupInfo) -> None:
@@ -196,7 +196,7 @@ def test_broken_parent_hash_in_welcome_tree_and_group_info() -> None:
     _break_parent_hash(info)
     info.sign(SUITE, groups[1]._sig_priv)
     with pytest.raises(InvalidTreeError):
-        PublicGroup.from_group_info(MLSMessage(info).to_bytes())
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes(), clock=clock)
 
 
 def test_broken_parent_hash_in_commit_path() -> None:
@@ -344,10 +344,10 @@ def test_key_package_lifetime_signature_and_welcome_match() -> None:
 
 def test_relay_policy_is_a_flag() -> None:
     groups, _ = small_group(2)
-    permissive = PublicGroup.from_group_info(groups[0].group_info(), policy=Policy())
-    relay = PublicGroup.from_group_info(groups[0].group_info())
+    permissive = PublicGroup.from_group_info(groups[0].group_info(), policy=Policy(), clock=clock)
+    relay = PublicGroup.from_group_info(groups[0].group_info(), clock=clock)
     assert relay.policy == Policy.relay() and permissive.policy != relay.policy
-    restored = PublicGroup.from_bytes(permissive.to_bytes())
+    restored = PublicGroup.from_bytes(permissive.to_bytes(), clock=clock)
     assert restored.policy == permissive.policy
 
 
@@ -361,7 +361,7 @@ def test_tree_with_two_leaves_of_one_identity_is_refused() -> None:
     info.group_context = dataclasses.replace(info.group_context, tree_hash=tree.tree_hash())
     info.sign(SUITE, a._sig_priv)
     with pytest.raises(InvalidTreeError):
-        PublicGroup.from_group_info(MLSMessage(info).to_bytes())
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes(), clock=clock)
 
 
 def test_cached_add_that_expired_is_left_out_of_the_next_commit() -> None:

@@ -71,9 +71,10 @@ class _Follower:
 
     def __call__(self, n: int, group: Group, messages: list[bytes]) -> None:
         if n < 0:
-            self.public = PublicGroup.from_group_info(group.group_info(ratchet_tree=True), policy=self.policy)
+            self.public = PublicGroup.from_group_info(group.group_info(ratchet_tree=True), policy=self.policy,
+                                                      clock=group.clock)
             rebuilt = PublicGroup.from_group_info(group.group_info(ratchet_tree=False), group.tree.to_bytes(),
-                                                  policy=self.policy)
+                                                  policy=self.policy, clock=group.clock)
             assert rebuilt.group_context == self.public.group_context
         else:
             assert self.public is not None
@@ -81,7 +82,7 @@ class _Follower:
                 self.public.process(raw)
             self.epochs += 1
             # survive a restart mid-case, too
-            self.public = PublicGroup.from_bytes(self.public.to_bytes())
+            self.public = PublicGroup.from_bytes(self.public.to_bytes(), clock=group.clock)
         assert self.public.group_context.to_bytes() == group.group_context.to_bytes()
         assert self.public.members == group.members
         assert self.public.epoch == group.epoch

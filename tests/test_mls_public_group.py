@@ -62,7 +62,7 @@ def ident(n: int) -> bytes:
 
 def setup(n: int = 3) -> tuple[list[Group], PublicGroup]:
     creator = Group.create(b"relay-test", ident(0), SUITE, clock=clock)
-    public = PublicGroup.from_group_info(creator.group_info())
+    public = PublicGroup.from_group_info(creator.group_info(), clock=clock)
     bundles = [KeyPackageBundle.generate(ident(i), SUITE, clock=clock) for i in range(1, n)]
     pending = creator.commit(adds=[b.key_package for b in bundles])
     public.process(pending.commit)
@@ -92,7 +92,7 @@ def test_relay_refuses_psk_reinit_and_external_init_proposals() -> None:
             public.process(raw)
         assert public.to_bytes() == before
     # a permissive PublicGroup takes the PSK proposal (as the vectors' full client does)
-    permissive = PublicGroup(PublicGroup.from_bytes(public.to_bytes())._s, Policy())
+    permissive = PublicGroup(PublicGroup.from_bytes(public.to_bytes())._s, Policy(), clock=clock)
     ev = permissive.process(member_proposal(groups[1], Proposal(PreSharedKey(psk))))
     assert isinstance(ev, ProposalReceived)
     with pytest.raises(UnsupportedMessageError):
@@ -137,7 +137,7 @@ def test_proposals_survive_restart_and_are_committed_by_reference() -> None:
     leave = groups[3].leave()
     ev = public.process(leave)
     assert isinstance(ev, ProposalReceived) and ev.removed == ident(3) and ev.sender == 3
-    public = PublicGroup.from_bytes(public.to_bytes())
+    public = PublicGroup.from_bytes(public.to_bytes(), clock=clock)
     for g in groups[:3]:
         g.process(leave)
     pending = groups[2].commit()
@@ -151,8 +151,8 @@ def test_tree_served_separately() -> None:
     groups, public = setup()
     info = groups[0].group_info(ratchet_tree=False)
     with pytest.raises(InvalidTreeError):
-        PublicGroup.from_group_info(info)
-    rebuilt = PublicGroup.from_group_info(info, public.ratchet_tree())
+        PublicGroup.from_group_info(info, clock=clock)
+    rebuilt = PublicGroup.from_group_info(info, public.ratchet_tree(), clock=clock)
     assert rebuilt.group_context == public.group_context
     assert rebuilt.leaf_of(ident(2)) == 2 and rebuilt.leaf_count == 4
 
@@ -163,7 +163,7 @@ def test_external_sender_remove_proposal_committed_by_reference() -> None:
     senders = encode_external_senders([ExternalSender(ext_pub, Credential.basic(b"relay"))])
     creator = Group.create(b"ext", ident(0), SUITE, extensions=[Extension(ExtensionType.EXTERNAL_SENDERS, senders)],
                            clock=clock)
-    public = PublicGroup.from_group_info(creator.group_info())
+    public = PublicGroup.from_group_info(creator.group_info(), clock=clock)
     bundles = [KeyPackageBundle.generate(ident(i), SUITE, clock=clock) for i in (1, 2)]
     pending = creator.commit(adds=[b.key_package for b in bundles])
     public.process(pending.commit)
@@ -187,3 +187,16 @@ def test_external_sender_remove_proposal_committed_by_reference() -> None:
     ac = sign_content(SUITE, WireFormat.PUBLIC_MESSAGE, dataclasses.replace(content, epoch=b.epoch), ext_priv, None)
     with pytest.raises(UnknownSenderError):
         b.process(MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes())
+
+
+def test_relay_checks_key_package_lifetimes_with_its_clock() -> None:
+    from ciris_av_plugin.mls import InvalidKeyPackageError
+
+    groups, public = setup()
+    proposal = groups[1].propose_add(KeyPackageBundle.generate(ident(50), SUITE, clock=clock).key_package)
+    late = PublicGroup.from_bytes(public.to_bytes(), clock=lambda: NOW + 365 * 24 * 3600)
+    with pytest.raises(InvalidKeyPackageError):
+        late.process(proposal)
+    with pytest.raises(InvalidKeyPackageError):
+        public.process(proposal, now=NOW - 2 * 24 * 3600)
+    assert isinstance(public.process(proposal), ProposalReceived)

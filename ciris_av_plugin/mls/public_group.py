@@ -16,6 +16,7 @@ and ReInit proposals. A permissive policy lets it follow groups that use PSKs (t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .codec import DecodeError, Reader, Writer, decode_all
 from .commit_rules import (
@@ -37,7 +38,7 @@ from .commit_rules import (
 from .crypto import CipherSuite
 from .errors import MLSError
 from .framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
-from .group import CommitProcessed, ProposalReceived
+from .group import DEFAULT_CLOCK, CommitProcessed, ProposalReceived
 from .key_schedule import interim_transcript_hash
 from .messages import Commit, GroupContext, GroupInfo, Proposal, ProposalType, Remove, Welcome
 from .tree import RatchetTree, TreeError
@@ -63,13 +64,22 @@ _POLICY_FLAGS = (
 class PublicGroup:
     """Epoch, roster, tree and transcript hashes of a group, without any of its secrets."""
 
-    def __init__(self, state: PublicState, policy: Policy | None = None) -> None:
+    def __init__(
+        self, state: PublicState, policy: Policy | None = None, *, clock: Callable[[], float] = DEFAULT_CLOCK
+    ) -> None:
         self._s = state
         self.policy = Policy.relay() if policy is None else policy
+        self.clock = clock
+        """Wall-clock seconds for KeyPackage lifetimes when a call passes no ``now``."""
 
     @classmethod
     def from_group_info(
-        cls, group_info: bytes, ratchet_tree: bytes | None = None, *, policy: Policy | None = None
+        cls,
+        group_info: bytes,
+        ratchet_tree: bytes | None = None,
+        *,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = DEFAULT_CLOCK,
     ) -> PublicGroup:
         """Build from an MLSMessage GroupInfo and, if it has no ratchet_tree extension, the tree.
 
@@ -108,7 +118,7 @@ class PublicGroup:
         if not info.verify(suite, signer.signature_key):
             raise InvalidSignatureError("GroupInfo signature does not verify with the signer's leaf key")
         interim = interim_transcript_hash(suite, gc.confirmed_transcript_hash, info.confirmation_tag)
-        return cls(PublicState(suite, gc, tree, interim), policy)
+        return cls(PublicState(suite, gc, tree, interim), policy, clock=clock)
 
     # ---------------------------------------------------------------- views
 
@@ -168,6 +178,7 @@ class PublicGroup:
     def validate(self, message: bytes, *, now: float | None = None) -> StagedCommit | ProposalReceived:
         """Every public check of a handshake without applying it (the relay's sequencing test)."""
         ac = self._verify(message)
+        now = self.clock() if now is None else now
         body = ac.content.body
         if isinstance(body, Commit):
             return stage_commit(self._s, ac, self.policy, now)
@@ -202,6 +213,7 @@ class PublicGroup:
     def process(self, message: bytes, *, now: float | None = None) -> ProposalReceived | CommitProcessed:
         """Follow a PublicMessage proposal or commit; raises a typed error and changes nothing if invalid."""
         ac = self._verify(message)
+        now = self.clock() if now is None else now
         body = ac.content.body
         if isinstance(body, Proposal):
             cached = cache_proposal(self._s, ac, self.policy, now)
@@ -239,13 +251,13 @@ class PublicGroup:
         return w.bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> PublicGroup:
+    def from_bytes(cls, data: bytes, *, clock: Callable[[], float] = DEFAULT_CLOCK) -> PublicGroup:
         def read(r: Reader) -> PublicGroup:
             version = r.u8()
             if version != PUBLIC_STATE_VERSION:
                 raise DecodeError(f"public group state version {version} is not {PUBLIC_STATE_VERSION}")
             policy = Policy(**{name: r.boolean() for name in _POLICY_FLAGS})
-            return cls(PublicState.decode(r), policy)
+            return cls(PublicState.decode(r), policy, clock=clock)
 
         return decode_all(data, read)
 
