@@ -548,6 +548,16 @@ def test_unfetched_welcome_expires_and_the_admitter_is_told(relay: Relay, alice:
     assert relay.ds.tick(NOW + WELCOME_TTL_S + 1) == []  # told once
 
 
+def test_removing_a_joiner_withdraws_its_unfetched_welcome(relay: Relay, alice: Joiner) -> None:
+    ref, _ = admit(relay, alice)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(0, 0), added=[(ref, alice.hash)]),
+                           welcome_msg(ref), NOW)
+    relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(1, 0, tag=b"rm"), removed=[alice.hash]),
+                           None, NOW)
+    with pytest.raises(NoWelcome):
+        relay.ds.fetch_welcome(STREAM, alice.hash, NOW)
+
+
 def test_admitter_falls_back_to_lowest_leaf_when_the_creator_left(relay: Relay) -> None:
     relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1), removed=[A]), None, NOW)
     assert relay.ds.admitter(STREAM) == B

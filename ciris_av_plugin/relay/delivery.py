@@ -818,6 +818,10 @@ class DeliveryService:
         if outcome is CommitOutcome.UNKNOWN_STREAM:
             raise UnknownStream(f"stream {stream_id} is not registered")
         self._groups[stream_id] = effect.group_after
+        readded = {identity for _, identity in effect.added}
+        for gone in set(effect.removed) - readded:
+            # A removed joiner's unfetched Welcome would only lead it into an epoch it is not in.
+            self._store.delete_welcome(stream_id, gone)
         if record.epoch + 1 > COMMIT_LOG_KEEP:
             self._store.prune_commits(stream_id, record.epoch + 1 - COMMIT_LOG_KEEP)
         self.counters["commits_accepted"] += 1
