@@ -310,3 +310,35 @@ def test_proposals_committed_by_reference_prefer_remove_over_update() -> None:
     assert set(pending.removed.values()) == {ident(2)}
     assert set(pending.added.values()) == {ident(7)}
     assert pending.welcome is not None
+
+
+def test_update_proposals_by_reference_and_restart_in_between() -> None:
+    world = World()
+    world.commit(ident(0), new=3)
+    b = world.members[ident(1)]
+    old_key = b.tree.leaf(b.leaf_index).encryption_key
+    proposal = b.propose_update()
+    # b restarts before the commit lands: its proposed key survives in the state
+    world.members[ident(1)] = b = Group.from_bytes(b.to_bytes(), clock=clock)
+    world.public.process(proposal)
+    for k, g in world.members.items():
+        if k != ident(1):
+            ev = g.process(proposal)
+            assert isinstance(ev, ProposalReceived) and ev.sender == b.leaf_index
+    ev = world.commit(ident(2))
+    assert ev.updated == [b.leaf_index]
+    assert b.tree.leaf(b.leaf_index).encryption_key != old_key
+    # b can still follow path commits encrypted to its new leaf key
+    world.commit(ident(3), force_path=True)
+    world.commit(ident(0), removes=[ident(2)])
+
+
+def test_update_proposal_by_the_committer_is_left_out() -> None:
+    world = World()
+    world.commit(ident(0), new=1)
+    a = world.members[ident(0)]
+    proposal = a.propose_update()
+    world.members[ident(1)].process(proposal)
+    pending = a.commit()
+    assert pending.added == {} and pending.removed == {}
+    a.discard_pending()

@@ -66,6 +66,7 @@ from .commit_rules import (
     credential_identity,
     member_signature_key,
     public_path_handler,
+    resolve_proposals,
     stage_commit,
     validate_proposal,
     verify_public_message,
@@ -97,6 +98,7 @@ from .messages import (
     GroupInfo,
     GroupSecrets,
     KeyPackage,
+    LeafNodeSource,
     Lifetime,
     PathSecret,
     PreSharedKey,
@@ -282,6 +284,8 @@ class _Epoch:
     secrets: ks.EpochSecrets
     secret_tree: SecretTree
     confirmation_tag: bytes
+    own_updates: dict[bytes, bytes] = field(default_factory=dict)
+    """ProposalRef of each Update we proposed this epoch -> the new leaf's HPKE private key."""
 
 
 @dataclass
@@ -298,6 +302,8 @@ class PendingCommit:
     """New leaf index -> credential identity."""
     removed: dict[int, bytes] = field(default_factory=dict)
     """Removed leaf index -> credential identity."""
+    updated: list[int] = field(default_factory=list)
+    """Leaves replaced by the Update proposals this commit includes."""
     _next: _Epoch | None = field(default=None, repr=False)
 
 
@@ -637,6 +643,26 @@ class Group:
         e.public.proposals[cached.ref] = cached
         return out
 
+    def propose_update(self, *, private: bool = False, authenticated_data: bytes = b"") -> bytes:
+        """An Update proposal with a fresh leaf encryption key (§12.1.2), for another member to commit.
+
+        Its private key is kept for this epoch, so a commit that includes it can be followed.
+        """
+        self._check_active()
+        e = self._e
+        old = e.public.tree.leaf(self.leaf_index)
+        assert old is not None
+        enc_priv, enc_pub = self.suite.generate_hpke_key_pair()
+        leaf = dataclasses.replace(
+            old, encryption_key=enc_pub, leaf_node_source=LeafNodeSource.UPDATE, lifetime=None, parent_hash=b""
+        )
+        leaf.sign(self.suite, self._sig_priv, self.group_id, self.leaf_index)
+        proposal = Proposal(Update(leaf))
+        out = self._propose(proposal, private, authenticated_data)
+        ref = next(r for r, c in reversed(e.public.proposals.items()) if c.proposal is proposal)
+        e.own_updates[ref] = enc_priv
+        return out
+
     def leave(self, *, private: bool = False, authenticated_data: bytes = b"") -> bytes:
         """A proposal removing ourselves (a member cannot commit its own removal, §12.2)."""
         return self._propose(Proposal(Remove(self.leaf_index)), private, authenticated_data)
@@ -751,6 +777,7 @@ class Group:
             new_gc.epoch,
             {i: credential_identity(kp.leaf_node) for i, kp in applied.added.items()},
             dict(applied.removed),
+            list(applied.updated),
             nxt,
         )
         return self._pending
@@ -851,7 +878,9 @@ class Group:
             raise PendingCommitError("no pending commit to merge")
         self._install(pending._next)
         self._pending = None
-        return CommitProcessed(self.epoch, self.leaf_index, dict(pending.added), dict(pending.removed))
+        return CommitProcessed(
+            self.epoch, self.leaf_index, dict(pending.added), dict(pending.removed), list(pending.updated)
+        )
 
     def discard_pending(self) -> None:
         """Forget our pending commit: another commit won the epoch."""
@@ -950,20 +979,35 @@ class Group:
         suite = self.suite
         me = self.leaf_index
         got: dict[str, object] = {}
+        commit = ac.content.body
+        assert isinstance(commit, Commit)
+        if ac.content.sender.sender_type != SenderType.MEMBER:
+            raise UnsupportedMessageError("external commits are not supported")
+        resolved = resolve_proposals(e.public, commit, SenderType.MEMBER, ac.content.sender.index)
+        own_update = next(
+            (rp.ref for rp in resolved if rp.sender_index == me and rp.proposal.proposal_type == ProposalType.UPDATE),
+            None,
+        )
+        base = e.private
+        if own_update is not None:
+            # §12.1.2: the committed Update replaced our leaf; its key is the one we proposed
+            if own_update not in e.own_updates:
+                raise InvalidCommitError("a commit applies an Update for our leaf that we did not propose")
+            base = TreeKEMPrivate(me, e.own_updates[own_update], dict(e.private.path_keys))
 
         def handler(tree: RatchetTree, committer: int, path, provisional: GroupContext, added: Sequence[int]):
             if me >= tree.n_leaves or tree.leaf(me) is None or me in added:
                 # we were removed (our leaf may already hold a newcomer): follow publicly
                 return public_path_handler(tree, committer, path, provisional, added)
             try:
-                res = process_update_path(tree, e.private, committer, path, provisional, added)
+                res = process_update_path(tree, base, committer, path, provisional, added)
             except (TreeKEMError, TreeError, CryptoError) as exc:
                 raise InvalidPathError(str(exc)) from exc
             got["private"] = res.private
             got["commit_secret"] = res.commit_secret
             return res.tree, res.group_context.tree_hash
 
-        staged = stage_commit(e.public, ac, self.policy, now, handler)
+        staged = stage_commit(e.public, ac, self.policy, now, handler, resolved)
         event = CommitProcessed(
             staged.group_context.epoch,
             staged.committer,
@@ -986,7 +1030,7 @@ class Group:
             return event
         private = got.get("private")
         if private is None:
-            private = TreeKEMPrivate(me, e.private.encryption_priv, dict(e.private.path_keys))
+            private = TreeKEMPrivate(me, base.encryption_priv, dict(base.path_keys))
             private.prune(staged.tree)
         commit_secret = got.get("commit_secret")
         psk_secret = self._psk_secret(staged.psk_ids, psks)
@@ -1024,6 +1068,7 @@ class Group:
         for name in _SECRET_FIELDS:
             w.opaque(getattr(e.secrets, name))
         w.opaque(e.confirmation_tag)
+        w.vector(sorted(e.own_updates.items()), lambda ww, kv: ww.opaque(kv[0]).opaque(kv[1]))
         _encode_secret_tree(w, e.secret_tree)
         w.vector(sorted(self._resumption.items()), lambda ww, kv: ww.u64(kv[0]).opaque(kv[1]))
         return w.bytes()
@@ -1047,9 +1092,10 @@ class Group:
                 joiner_secret=b"", welcome_secret=b"", epoch_secret=b"", encryption_secret=b"", **values
             )
             tag = r.opaque()
+            own_updates = dict(r.vector(lambda rr: (rr.opaque(), rr.opaque())))
             st = _decode_secret_tree(r, public.suite)
             resumption = dict(r.vector(lambda rr: (rr.u64(), rr.opaque())))
-            epoch = _Epoch(public, TreeKEMPrivate(leaf_index, enc_priv, path_keys), secrets, st, tag)
+            epoch = _Epoch(public, TreeKEMPrivate(leaf_index, enc_priv, path_keys), secrets, st, tag, own_updates)
             return cls(epoch, sig_priv, resumption_psks=resumption, active=active, policy=policy, clock=clock)
 
         return decode_all(data, read)
