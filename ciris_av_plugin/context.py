@@ -7,7 +7,7 @@ RNS (only ``transport/`` does): the RNS objects are typed ``Any`` and documented
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -69,9 +69,10 @@ class WelcomeHandler(Protocol):
 
     name: str
 
-    def process_welcome(self, welcome: bytes, joiner: Any) -> Any:
-        """``welcome``: RFC 9420 ``MLSMessage`` bytes; ``joiner``: the joiner's KeyPackage private
-        material (the MLS layer's type). Returns the joined participant state."""
+    def process_welcome(self, welcome: bytes, bundles: Iterable[Any], ratchet_tree: bytes | None = None) -> Any:
+        """``welcome``: RFC 9420 ``MLSMessage`` bytes; ``bundles``: the joiner's KeyPackage private
+        material (``mls.group.KeyPackageBundle``); ``ratchet_tree``: the tree when the Welcome has
+        none. Returns the joined ``mls.group.Group``, which the caller keeps."""
         ...
 
 

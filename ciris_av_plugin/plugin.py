@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,24 +102,23 @@ class RelayDispatcher:
 
 @dataclass(eq=False)
 class MLSWelcomeHandler:
-    """``process_welcome`` for a participating host: MLS ``Group.join`` on a Welcome.
+    """``process_welcome`` for a participating host: MLS ``Group.join`` on a Welcome (§12.4.3.1).
 
-    Pending: the MLS ``Group`` lands with the joiner-path issue. Until then this handler is
-    registered (so hosts can wire it) and raises ``NotImplementedError`` when called. It keeps no
-    state: the returned participant state belongs to the caller, never to the relay.
+    It keeps no state: the returned ``Group`` (keys, epoch secrets) belongs to the caller, never
+    to a dispatcher, so the relay stays keyless on a node that also takes part in calls.
     """
 
     config: Config
     name: str = WELCOME_HANDLER_NAME
 
-    def process_welcome(self, welcome: bytes, joiner: Any) -> Any:
-        try:
-            from ciris_av_plugin.mls.group import Group
-        except ImportError:
-            raise NotImplementedError(
-                "process_welcome is pending: ciris_av_plugin.mls.group.Group.join is not built yet"
-            ) from None
-        return Group.join(welcome, joiner)
+    def process_welcome(
+        self, welcome: bytes, bundles: Iterable[Any], ratchet_tree: bytes | None = None
+    ) -> Any:
+        """``bundles``: the joiner's ``mls.group.KeyPackageBundle``s (the right one is picked by
+        KeyPackageRef); ``ratchet_tree``: the relay-served tree when the Welcome carries none."""
+        from ciris_av_plugin.mls.group import Group
+
+        return Group.join(welcome, bundles, ratchet_tree)
 
 
 @hookimpl

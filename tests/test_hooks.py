@@ -18,6 +18,7 @@ import pytest
 from ciris_av_plugin import hookspecs, plugin
 from ciris_av_plugin.config import Config, ConfigError
 from ciris_av_plugin.context import Dispatcher, NodeContext, WelcomeHandler
+from ciris_av_plugin.errors import AVError
 from ciris_av_plugin.plugins import make_plugin_manager
 from ciris_av_plugin.store.identity import IdentityStore
 
@@ -220,15 +221,26 @@ def test_context_carries_a_shutdown_signal(tmp_path: Path) -> None:
     assert context.data_dir == Config().node.data_dir
 
 
-def test_welcome_handler_is_pending_until_mls_group_lands() -> None:
-    handler = plugin.MLSWelcomeHandler(Config())
-    try:
-        import ciris_av_plugin.mls.group  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match="process_welcome is pending"):
-            handler.process_welcome(b"", None)
-    else:
-        pytest.skip("mls.group exists: the welcome handler is exercised by the joiner tests")
+def test_welcome_handler_joins_a_group_and_the_state_stays_with_the_caller() -> None:
+    from ciris_av_plugin.mls.crypto import CipherSuite
+    from ciris_av_plugin.mls.group import Group, KeyPackageBundle
+
+    host = TestHost(entry_point_manager())
+    host.register(host.configure(ENABLED))
+    (handler,) = host.handlers
+    suite = CipherSuite(1)
+    creator = Group.create(b"\x42" * 16, b"\x00" * 16, suite)
+    joiner = KeyPackageBundle.generate(b"\x01" * 16, suite)
+    pending = creator.commit(adds=[joiner.key_package])
+    creator.merge_pending()
+    joined = handler.process_welcome(pending.welcome, [joiner])
+    assert isinstance(joined, Group)
+    assert joined.epoch == creator.epoch == 1
+    assert joined.export_secret(b"t", b"", 16) == creator.export_secret(b"t", b"", 16)
+    assert vars(handler) == {"config": host.handlers[0].config, "name": "realtime_av.mls"}, "no state kept"
+    stranger = KeyPackageBundle.generate(b"\x02" * 16, suite)
+    with pytest.raises(AVError):
+        handler.process_welcome(pending.welcome, [stranger])
 
 
 def test_default_engine_enforces_the_configured_fan_out() -> None:
