@@ -375,3 +375,19 @@ def test_cached_add_that_expired_is_left_out_of_the_next_commit() -> None:
     groups[0].discard_pending()
     pending = groups[0].commit(now=NOW)
     assert set(pending.added.values()) == {ident(40)}
+
+
+def test_tree_must_meet_the_group_context_capabilities() -> None:
+    from ciris_av_plugin.mls.messages import RequiredCapabilities
+
+    a = Group.create(b"caps", ident(0), SUITE, clock=clock)
+    info = MLSMessage.from_bytes(a.group_info()).body
+    required = RequiredCapabilities(extension_types=[0xFF00]).to_bytes()
+    info.group_context.extensions = [Extension(ExtensionType.REQUIRED_CAPABILITIES, required)]
+    info.sign(SUITE, a._sig_priv)
+    with pytest.raises(InvalidTreeError):
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes(), clock=clock)
+    info.group_context.extensions = [Extension(0xFF01, b"")]  # a group extension no member supports
+    info.sign(SUITE, a._sig_priv)
+    with pytest.raises(InvalidTreeError):
+        PublicGroup.from_group_info(MLSMessage(info).to_bytes(), clock=clock)

@@ -248,6 +248,20 @@ def check_unique_identities(tree: RatchetTree) -> None:
         seen.add(ident)
 
 
+def check_tree_against_context(tree: RatchetTree, extensions: Sequence) -> None:
+    """A received tree fits its GroupContext: every member supports the group's extensions and
+    required capabilities (§7.3, §11.1), and holds one leaf per identity."""
+    check_unique_identities(tree)
+    required = required_capabilities(extensions)
+    for i, leaf in tree.leaves():
+        try:
+            _check_extensions_supported(extensions, leaf, i)
+            if required is not None:
+                check_required_capabilities(leaf, required)
+        except (InvalidProposalError, TreeError) as exc:
+            raise InvalidTreeError(str(exc)) from exc
+
+
 def lifetime_ok(leaf: LeafNode, now: float | None, skew: int = KEY_PACKAGE_CLOCK_SKEW) -> bool:
     """Lifetime check with skew on both sides (§7.3); ``None`` means the caller opted out."""
     if now is None or leaf.lifetime is None:
@@ -848,6 +862,7 @@ __all__ = [
     "cache_proposal",
     "credential_identity",
     "check_unique_identities",
+    "check_tree_against_context",
     "check_key_package",
     "lifetime_ok",
     "public_path_handler",

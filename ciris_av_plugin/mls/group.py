@@ -62,7 +62,7 @@ from .commit_rules import (
     check_epoch,
     check_key_package,
     check_path_public,
-    check_unique_identities,
+    check_tree_against_context,
     credential_identity,
     member_signature_key,
     public_path_handler,
@@ -1135,7 +1135,7 @@ def _verified_tree(suite: CipherSuite, info: GroupInfo, supplied: bytes | None) 
         tree.verify(info.group_context.group_id)
     except TreeError as exc:
         raise InvalidTreeError(str(exc)) from exc
-    check_unique_identities(tree)
+    check_tree_against_context(tree, info.group_context.extensions)
     return tree
 
 

@@ -30,7 +30,7 @@ from .commit_rules import (
     UnsupportedMessageError,
     cache_proposal,
     check_epoch,
-    check_unique_identities,
+    check_tree_against_context,
     credential_identity,
     stage_commit,
     verify_public_message,
@@ -111,7 +111,7 @@ class PublicGroup:
             tree.verify(gc.group_id)
         except TreeError as exc:
             raise InvalidTreeError(str(exc)) from exc
-        check_unique_identities(tree)
+        check_tree_against_context(tree, gc.extensions)
         signer = tree.leaf(info.signer) if info.signer < tree.n_leaves else None
         if signer is None:
             raise InvalidGroupInfoError(f"GroupInfo signer {info.signer} is not a member")
