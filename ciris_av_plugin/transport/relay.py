@@ -6,10 +6,14 @@ bytes between it and RNS:
 * **In.** Media and receiver-report packets arrive in RNS's inbound worker (``hook.py``) and go
   straight into ``engine.receive_packet`` under one lock: the engine is not thread-safe and the
   lock is held for microseconds.
-* **Out.** One sender thread per subscriber link drains ``engine.next_packets`` and calls
-  ``RNS.Packet(...).send()``. RNS gives no backpressure and its TCP interface blocks in
-  ``sendall`` when a socket buffer is full, so a subscriber that stops reading blocks only its
-  own sender thread; its queue is bounded by age inside the engine.
+* **Out.** ``engine.next_packets`` is drained per subscriber link by a :class:`_Sender`. RNS
+  gives no backpressure and its TCP interface blocks in ``sendall`` when a socket buffer is
+  full, so no send may wait on one subscriber. *Inline* (the default where the kernel tells us a
+  socket's queue, ``hook.congestion_probe``): the inbound worker sends right after the engine
+  queued a packet (woken by the engine's ``on_pending``), skipping any link whose socket is
+  congested, whose packets then wait in the engine and age out. No thread hand-off per packet:
+  sub-millisecond relay latency and less CPU than a naive relay. *Threads* (fallback): one
+  sender thread per link, so a blocked socket blocks only that thread.
 * **Time.** A ticker calls ``engine.tick`` (stall detection, keyframe requests), routes the
   engine's events to the clients' long-poll queues and closes links that never identified.
 * **Control.** Requests (``identify-confirm``, ``publish``, ``subscribe``, ``events``) run on
