@@ -1112,7 +1112,9 @@ def _welcome_psk_secret(suite: CipherSuite, ids: Sequence[PreSharedKeyID], psks:
     values = []
     for p in ids:
         if p.psktype != PSKType.EXTERNAL:
-            raise UnsupportedMessageError("resumption PSKs in a Welcome (reinit/branch) are not supported")
+            if p.usage == ResumptionPSKUsage.APPLICATION:
+                raise MissingPSKError("a joiner holds no resumption PSK of the group it joins")
+            raise UnsupportedMessageError("reinit/branch resumption PSKs in a Welcome are not supported")
         if psks is None or p.psk_id not in psks:
             raise MissingPSKError(f"external PSK {p.psk_id.hex()[:16]} not supplied")
         values.append((p, psks[p.psk_id]))
