@@ -399,3 +399,36 @@ def test_external_and_resumption_psks_in_commits_and_welcomes() -> None:
         Group.join(pending.welcome, [joiner], clock=clock)
     d = Group.join(pending.welcome, [joiner], psks=psks, clock=clock)
     assert a.epoch_authenticator == b.epoch_authenticator == c.epoch_authenticator == d.epoch_authenticator
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_operations_keep_everyone_in_agreement(seed: int) -> None:
+    """60 epochs of random adds, removes, leaves, updates, forced paths and private commits."""
+    rng = random.Random(seed)
+    world = World()
+    for _ in range(60):
+        ids = sorted(world.members)
+        committer = rng.choice(ids)
+        others = [i for i in ids if i != committer]
+        op = rng.random()
+        # proposals by others first, delivered to everyone and the relay
+        if others and rng.random() < 0.4:
+            proposer = rng.choice(others)
+            g = world.members[proposer]
+            raw = g.propose_update() if rng.random() < 0.5 else g.leave()
+            world.public.process(raw)
+            for k, other in world.members.items():
+                if k != proposer:
+                    other.process(raw)
+        if op < 0.35 or len(ids) < 3:
+            world.commit(committer, new=rng.randint(1, 3))
+        elif op < 0.6 and others:
+            world.commit(committer, removes=rng.sample(others, rng.randint(1, min(3, len(others)))))
+        elif op < 0.75 and others:
+            world.commit(committer, removes=[rng.choice(others)], new=1)
+        else:
+            world.commit(committer, force_path=True)
+        if rng.random() < 0.1:
+            k = rng.choice(sorted(world.members))
+            world.members[k] = Group.from_bytes(world.members[k].to_bytes(), clock=clock)
+    assert world.members
