@@ -35,6 +35,7 @@ ERR_RATE_LIMITED = "rate-limited"
 ERR_BUSY = "busy"
 ERR_REFUSED = "refused"
 ERR_UNKNOWN_LINK = "unknown-link"
+ERR_NOT_MEMBER = "not-member"
 ERR_INTERNAL = "internal"
 
 # Largest control request body the relay accepts. Control bodies here are a few dozen bytes;

@@ -84,6 +84,9 @@ class Forwarder(Protocol):
 
 
 PacketObserver = Callable[[str, bytes], None]
+RequestHandler = Callable[["_LinkState", dict[str, Any], "RNS.Identity | None"], dict[str, Any]]
+# ``authorize_role(identity_hash, role, stream_id) -> bool``: may this identity publish/subscribe?
+RoleAuthorizer = Callable[[bytes, str, int], bool]
 
 
 @dataclass(eq=False)
@@ -247,6 +250,41 @@ class RelayNode:
         self._rx_packets = 0
         self._tx_closed = 0  # packets sent by senders of links that have gone
         self._deferred_closed = 0
+        self._extra_handlers: dict[str, RequestHandler] = {}
+        self.authorize_role: RoleAuthorizer | None = None
+        """Checked before ``publish``/``subscribe`` (the delivery service's roster); None allows all."""
+
+    def add_request_handler(self, path: str, fn: RequestHandler) -> None:
+        """Register one more control request (before :meth:`start`); same gate, limits and typed errors."""
+        if self.destination is not None:
+            raise RuntimeError("add request handlers before start()")
+        self._extra_handlers[path] = fn
+
+    def link_identity(self, link_id: bytes) -> bytes | None:
+        """The confirmed identity hash of a link (None if unknown or not confirmed)."""
+        state = self._links.get(link_id)  # a dict read is atomic: callable under the engine lock
+        return state.identity_hash if state is not None and state.confirmed else None
+
+    def links_of(self, identity: bytes, role: str | None = None, stream_id: int | None = None) -> list[bytes]:
+        """Confirmed links of ``identity``; ``role``/``stream_id`` narrow it (role \"control\": no media role)."""
+        with self._links_lock:
+            return [
+                s.link_id
+                for s in self._links.values()
+                if s.confirmed
+                and s.identity_hash == identity
+                and (role is None or s.role == role or (role == "control" and s.role is None))
+                and (stream_id is None or s.stream_id == stream_id)
+            ]
+
+    def push_event(self, link_id: bytes, kind: str, data: dict[str, Any]) -> bool:
+        """Queue an event on one link's long poll (False if the link is gone)."""
+        with self._links_lock:
+            state = self._links.get(link_id)
+        if state is None:
+            return False
+        state.events.put(kind, _wire_safe(data))
+        return True
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -260,6 +298,7 @@ class RelayNode:
             control.PATH_SUBSCRIBE: self._req_subscribe,
             control.PATH_EVENTS: self._req_events,
             control.PATH_STATS: self._req_stats,
+            **self._extra_handlers,
         }
         for path, fn in handlers.items():
             dest.register_request_handler(
@@ -507,10 +546,17 @@ class RelayNode:
         state.confirmed = True
         return {"identity": remote_identity.hash, "mdu": state.link.mdu}
 
+    def _authorize(self, state: _LinkState, role: str, stream_id: int) -> None:
+        check = self.authorize_role
+        if check is not None and (state.identity_hash is None or not check(state.identity_hash, role, stream_id)):
+            self.count(f"{role}_refused_not_member")
+            raise ControlError(control.ERR_NOT_MEMBER, f"identity may not {role} stream {stream_id}")
+
     def _req_publish(self, state: _LinkState, body: dict[str, Any], _: RNS.Identity | None) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")
         if state.role is not None:
             raise ControlError(control.ERR_REFUSED, f"link already has role {state.role}")
+        self._authorize(state, "publisher", stream_id)
         with self.engine_lock:
             self.engine.add_publisher(state.link_id, stream_id, self.clock())
         state.role, state.stream_id = "publisher", stream_id
@@ -520,6 +566,7 @@ class RelayNode:
         stream_id = control.require_int(body, "stream_id")
         if state.role is not None:
             raise ControlError(control.ERR_REFUSED, f"link already has role {state.role}")
+        self._authorize(state, "subscriber", stream_id)
         mdu = state.link.mdu
         with self.engine_lock:
             self.engine.add_subscriber(state.link_id, stream_id, mdu, self.clock())
