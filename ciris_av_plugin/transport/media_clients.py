@@ -79,6 +79,12 @@ class PublisherClient:
         if self._on_event_extra is not None:
             self._on_event_extra(event)
 
+    def update_keys(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (e.g. ``MediaKeyBinding.sync``) under the lock that guards the sealer, so an
+        epoch switch never lands in the middle of sealing a frame."""
+        with self._lock:
+            return fn()
+
     def take_keyframe_request(self, track_id: int) -> bool:
         """True (once) if a keyframe was requested for ``track_id`` since the last call."""
         with self._lock:
@@ -148,6 +154,13 @@ class SubscriberClient:
         self.events.append(event)
         if self._on_event_extra is not None:
             self._on_event_extra(event)
+
+    def update_keys(self, fn: Callable[[], list[Any]]) -> None:
+        """Run ``fn`` (e.g. ``MediaKeyBinding.sync``) under the opener's lock and deliver the frames
+        it releases (held future-epoch frames whose key just arrived)."""
+        with self._lock:
+            events = fn()
+        self._dispatch(events)
 
     def _on_packet(self, data: bytes) -> None:
         with self._lock:
