@@ -432,3 +432,28 @@ def test_random_operations_keep_everyone_in_agreement(seed: int) -> None:
             k = rng.choice(sorted(world.members))
             world.members[k] = Group.from_bytes(world.members[k].to_bytes(), clock=clock)
     assert world.members
+
+
+def test_the_public_api_of_issue_4_verbatim() -> None:
+    from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle, PublicGroup
+
+    bundle_ = KeyPackageBundle.generate(identity=b"joiner-identity!", suite=CipherSuite(1))
+    assert isinstance(bundle_.key_package, bytes)
+    group = Group.create(b"group-id", identity=b"creator-identity", suite=CipherSuite(1))
+    public = PublicGroup.from_group_info(group.group_info(ratchet_tree=True), ratchet_tree=None)
+    pending = group.commit(adds=[bundle_.key_package], removes=[], force_path=False)
+    assert isinstance(pending.commit, bytes) and isinstance(pending.welcome, bytes)
+    public.process(pending.commit)
+    group.merge_pending()
+    joined = Group.join(pending.welcome, [bundle_], ratchet_tree=None, psks=None)
+    assert joined.export_secret(b"label", b"context", 16) == group.export_secret(b"label", b"context", 16)
+    assert (joined.epoch, joined.epoch_authenticator) == (group.epoch, group.epoch_authenticator)
+    assert (group.leaf_index, joined.leaf_index) == (0, 1)
+    assert group.members == joined.members == public.members == {0: b"creator-identity", 1: b"joiner-identity!"}
+    pending = joined.commit(removes=[b"creator-identity"])
+    public.process(pending.commit)
+    joined.merge_pending()
+    assert group.process(pending.commit, psks=None).self_removed
+    restored = Group.from_bytes(joined.to_bytes())
+    assert restored.epoch == public.epoch == 2
+    assert PublicGroup.from_bytes(public.to_bytes()).members == {1: b"joiner-identity!"}
