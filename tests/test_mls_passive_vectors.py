@@ -121,3 +121,16 @@ def test_relay_policy_refuses_psk_proposals_of_the_vectors() -> None:
             refused += 1
     # cases 2, 3, 5 carry PSKs inline; 9, 10 and 12 by reference in a proposal message
     assert refused == 6
+
+
+def test_runner_counts_a_wrong_expectation_as_failed() -> None:
+    from ciris_av_plugin.mls.vectors._passive import run_passive
+
+    case = dict(_cases("passive-client-handling-commit")[0])
+    case["epochs"] = [dict(e) for e in case["epochs"]]
+    case["epochs"][1]["epoch_authenticator"] = "00" * 32
+    counts = run_passive("tampered", [case, {**_cases("passive-client-welcome")[0], "initial_epoch_authenticator": "00"}])
+    assert (counts.passed, counts.failed) == (0, 2)
+    unknown = {**_cases("passive-client-welcome")[0], "cipher_suite": 0x0A0A}
+    counts = run_passive("grease", [unknown])
+    assert (counts.passed, counts.failed, counts.skipped) == (0, 0, 1)
