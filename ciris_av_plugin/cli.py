@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ciris_av_plugin import __version__
-from ciris_av_plugin.config import Config, ConfigError
+from ciris_av_plugin.config import Config, ConfigError, parse_config
 from ciris_av_plugin.errors import AVError
 
 log = logging.getLogger("ciris_av_plugin.cli")
@@ -43,11 +43,13 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def load_cli_config(path: str | None, sets: Sequence[str], defaults: Mapping[str, Any] | None = None) -> Config:
-    """The configuration a subcommand runs with: subcommand defaults < file < ``--set`` overrides."""
-    from ciris_av_plugin.host import load_config_file
+def load_cli_settings(
+    path: str | None, sets: Sequence[str], defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings a subcommand runs with: subcommand defaults < file < ``--set`` overrides."""
+    from ciris_av_plugin.host import load_settings
 
-    return load_config_file(path, defaults=defaults, overrides=dict(_parse_override(item) for item in sets))
+    return load_settings(path, defaults=defaults, overrides=dict(_parse_override(item) for item in sets))
 
 
 # ---- keys -------------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def load_cli_config(path: str | None, sets: Sequence[str], defaults: Mapping[str
 def cmd_keys(args: argparse.Namespace) -> int:
     from ciris_av_plugin.store.identity import IdentityStore
 
-    config = load_cli_config(args.config, args.set)
+    config = parse_config(load_cli_settings(args.config, args.set))
     store = IdentityStore(Path(args.data_dir).expanduser() if args.data_dir else config.node.data_dir)
     if args.keys_command == "create":
         ident = store.create(args.name)
@@ -81,17 +83,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from ciris_av_plugin.host import run_node
+    from ciris_av_plugin.host import FabricNode, run_node
 
-    config = load_cli_config(args.config, args.set, NODE_DEFAULTS)
+    node = FabricNode.from_settings(load_cli_settings(args.config, args.set, NODE_DEFAULTS))
+    config = node.config
     if not args.verbose:
         logging.getLogger().setLevel(config.node.log_level.upper())
     if args.check:
         print(f"configuration OK: {_describe(config)}")
         return EXIT_OK
 
-    def on_ready(node: Any) -> None:
-        status = node.status()
+    def on_ready(running: FabricNode) -> None:
+        status = running.status()
         print(f"node <{status['identity']}> listening on {status['listen_addr']}", flush=True)
         for plugin_status in status["plugins"]:
             for name, dispatcher in plugin_status.get("dispatchers", {}).items():
@@ -101,7 +104,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
             write_json_file(args.ready_file, status)
 
-    return run_node(config, on_ready=on_ready)
+    return run_node(node, on_ready=on_ready)
 
 
 def _describe(config: Config) -> str:

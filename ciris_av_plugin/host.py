@@ -38,15 +38,17 @@ that an idle node's log stays readable."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def load_config_file(
+def load_settings(
     path: Path | str | None,
     *,
     defaults: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> Config:
-    """Validate ``defaults`` < the file at ``path`` (if any) < ``overrides`` (dotted keys)."""
+) -> dict[str, Any]:
+    """Dotted-key settings: ``defaults`` < the file at ``path`` (if any) < ``overrides``.
+
+    Not yet validated: that is the configure hook's job (:meth:`FabricNode.from_settings`)."""
     document = {} if path is None else parse_toml(read_config_text(path), source=str(path))
-    return parse_config(merge_settings(defaults or {}, document, overrides or {}))
+    return merge_settings(defaults or {}, document, overrides or {})
 
 
 def start_rns(config: Config) -> Any:
@@ -100,7 +102,8 @@ class FabricNode:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], pm: pluggy.PluginManager | None = None) -> FabricNode:
-        """Configure through the plugins' ``realtime_av_configure`` (the config phase)."""
+        """Configure through the plugins' ``realtime_av_configure`` (the config phase); raises
+        ``ConfigError`` before anything starts."""
         pm = pm or make_plugin_manager()
         config = pm.hook.realtime_av_configure(settings=settings)
         return cls(config=config if config is not None else parse_config(settings), pm=pm)
@@ -187,10 +190,9 @@ def install_stop_signals(shutdown: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def run_node(config: Config, *, on_ready: Callable[[FabricNode], None] | None = None) -> int:
-    """Run a node until SIGINT/SIGTERM; returns the process exit status (0 clean, 1 failed)."""
+def run_node(node: FabricNode, *, on_ready: Callable[[FabricNode], None] | None = None) -> int:
+    """Run ``node`` until SIGINT/SIGTERM; returns the process exit status (0 clean, 1 failed)."""
     shutdown = threading.Event()
-    node = FabricNode(config)
     try:
         node.start(shutdown)
         if threading.current_thread() is threading.main_thread():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ciris_av_plugin import host
-from ciris_av_plugin.config import Config, HostPort, parse_config
+from ciris_av_plugin.config import Config, ConfigError, HostPort, parse_config
 from ciris_av_plugin.errors import RelayError
 from ciris_av_plugin.hookspecs import hookimpl
 from ciris_av_plugin.plugins import make_plugin_manager
@@ -131,14 +131,14 @@ def test_run_node_returns_0_after_shutdown_and_1_on_failure(fakes: list[Config],
         node.context.shutdown.set()
 
     result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(host.run_node(node_config(tmp_path), on_ready=on_ready)))
+    thread = threading.Thread(target=lambda: result.append(host.run_node(host.FabricNode(node_config(tmp_path)), on_ready=on_ready)))
     thread.start()
     thread.join(10)
     assert result == [0] and len(seen) == 1 and FakeRelayNode.instances[0].stopped
 
     bad = parse_config({"realtime_av": {"enabled": True}, "node": {"data_dir": str(tmp_path / "data"), "identity": "other"}})
     (tmp_path / "data" / "identities").chmod(0o777)  # the store refuses: run_node reports failure
-    assert host.run_node(bad) == 1
+    assert host.run_node(host.FabricNode(bad)) == 1
 
 
 def test_from_settings_goes_through_the_configure_hook(tmp_path: Path) -> None:
@@ -169,13 +169,18 @@ def test_rns_config_has_the_listener_and_every_bootstrap_peer(tmp_path: Path) ->
     assert "target_host = 127.0.0.2" in text and "target_port = 5002" in text
 
 
-def test_load_config_file_layers_defaults_file_and_overrides(tmp_path: Path) -> None:
+def test_load_settings_layers_defaults_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text("[realtime_av]\nenabled = false\nroles = ['watch']\n")
     defaults = {"realtime_av.enabled": True, "realtime_av.max_subscribers_per_stream": 9}
-    config = host.load_config_file(path, defaults=defaults)
+    config = parse_config(host.load_settings(path, defaults=defaults))
     assert not config.realtime_av.enabled, "the file beats the defaults"
     assert config.realtime_av.max_subscribers_per_stream == 9
-    config = host.load_config_file(path, defaults=defaults, overrides={"realtime_av.enabled": True})
+    config = parse_config(host.load_settings(path, defaults=defaults, overrides={"realtime_av.enabled": True}))
     assert config.realtime_av.enabled and config.realtime_av.roles == ("watch",)
-    assert host.load_config_file(None, defaults=defaults).realtime_av.enabled
+    assert parse_config(host.load_settings(None, defaults=defaults)).realtime_av.enabled
+
+
+def test_from_settings_refuses_a_bad_config_through_the_hook() -> None:
+    with pytest.raises(ConfigError, match=r"unknown configuration key 'node\.identiy'; did you mean 'node\.identity'\?"):
+        host.FabricNode.from_settings({"node.identiy": "x"})
