@@ -200,3 +200,28 @@ def test_relay_checks_key_package_lifetimes_with_its_clock() -> None:
     with pytest.raises(InvalidKeyPackageError):
         public.process(proposal, now=NOW - 2 * 24 * 3600)
     assert isinstance(public.process(proposal), ProposalReceived)
+
+
+def test_group_context_extensions_committed_then_used() -> None:
+    """A member commits external_senders (GroupContextExtensions); the listed sender may then propose."""
+    groups, public = setup(3)
+    ext_priv, ext_pub = SUITE.generate_signature_key_pair()
+    senders = encode_external_senders([ExternalSender(ext_pub, Credential.basic(b"relay"))])
+    pending = groups[1].commit(extensions=[Extension(ExtensionType.EXTERNAL_SENDERS, senders)])
+    public.process(pending.commit)
+    groups[1].merge_pending()
+    groups[0].process(pending.commit)
+    groups[2].process(pending.commit)
+    assert public.group_context == groups[0].group_context
+    assert public.group_context.extensions[0].extension_type == ExtensionType.EXTERNAL_SENDERS
+    content = FramedContent(public.group_id, public.epoch, Sender(SenderType.EXTERNAL, 0), b"", Proposal(Remove(2)))
+    ac = sign_content(SUITE, WireFormat.PUBLIC_MESSAGE, content, ext_priv, None)
+    raw = MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes()
+    assert public.process(raw).removed == ident(2)
+    assert groups[0].process(raw).removed == ident(2)
+    # an extension type a member does not support cannot be committed
+    from ciris_av_plugin.mls import InvalidProposalError
+
+    with pytest.raises(InvalidProposalError):
+        groups[0].commit(extensions=[Extension(0xFF01, b"")])
+    assert groups[0].pending is None

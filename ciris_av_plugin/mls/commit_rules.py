@@ -686,8 +686,12 @@ def apply_proposals(
                 check_required_capabilities(leaf, required)
             except TreeError as exc:
                 raise InvalidCommitError(f"member {i}: {exc} (§12.1.7)") from exc
-        if gces:
-            _check_extensions_supported(extensions, leaf, i)
+        if gces or i in added:
+            # new members, and everyone under new extensions, must support the group's extensions
+            try:
+                _check_extensions_supported(extensions, leaf, i)
+            except InvalidProposalError as exc:
+                raise InvalidCommitError(str(exc)) from exc
 
     psk_ids = [rp.proposal.body.psk for rp in psks]  # type: ignore[union-attr]
     path_required = not proposals or any(int(rp.proposal.proposal_type) in PATH_REQUIRED_TYPES for rp in proposals)

@@ -95,6 +95,7 @@ from .messages import (
     Extension,
     ExtensionType,
     GroupContext,
+    GroupContextExtensions,
     GroupInfo,
     GroupSecrets,
     KeyPackage,
@@ -690,6 +691,7 @@ class Group:
         removes: Sequence[bytes] = (),
         force_path: bool = False,
         *,
+        extensions: Sequence[Extension] | None = None,
         include_pending: bool = True,
         private: bool = False,
         authenticated_data: bytes = b"",
@@ -702,7 +704,8 @@ class Group:
         leaves now: leaf indices are reused). Proposals cached this epoch are included by reference
         when they form a valid list with these (a Remove wins over an Update of the same leaf,
         §12.2). An UpdatePath is added when required, when ``force_path`` is set, or for an empty
-        commit. Sent as a PublicMessage unless ``private``.
+        commit. ``extensions`` replaces the GroupContext extensions (a GroupContextExtensions
+        proposal, §12.1.7; it needs a path). Sent as a PublicMessage unless ``private``.
         """
         self._check_active()
         if self._pending is not None:
@@ -725,7 +728,9 @@ class Group:
             if leaf not in remove_leaves:
                 remove_leaves.append(leaf)
 
-        resolved, pors = self._select_proposals(e, kps, remove_leaves, include_pending, psks, t)
+        resolved, pors = self._select_proposals(
+            e, kps, remove_leaves, include_pending, psks, t, None if extensions is None else list(extensions)
+        )
         applied = apply_proposals(e.public, me, resolved, self.policy, t)
         gc = e.public.group_context
         provisional = dataclasses.replace(gc, epoch=gc.epoch + 1, extensions=list(applied.extensions))
@@ -790,6 +795,7 @@ class Group:
         include_pending: bool,
         psks: PSKs | None,
         now: float,
+        extensions: list[Extension] | None = None,
     ) -> tuple[list[ResolvedProposal], list[ProposalOrRef]]:
         """Cached proposals that keep the list valid (§12.2, §12.4), then our own by value."""
         me = self.leaf_index
@@ -832,7 +838,7 @@ class Group:
                 if take:
                     seen_psks.add(key)
             elif body.proposal_type == ProposalType.GROUP_CONTEXT_EXTENSIONS:
-                take = not have_gce
+                take = not have_gce and extensions is None
                 have_gce = True
             if take:
                 resolved.append(ResolvedProposal(c.proposal, c.sender.sender_type, c.sender.index, c.ref))
@@ -840,6 +846,8 @@ class Group:
             else:
                 log.debug("leaving cached %s proposal out of our commit", c.proposal.proposal_type)
         own: list[Proposal] = [Proposal(Remove(leaf)) for leaf in remove_leaves if leaf not in touched]
+        if extensions is not None:
+            own.insert(0, Proposal(GroupContextExtensions(extensions)))
         for kp in kps:
             ident = credential_identity(kp.leaf_node)
             if ident in identities:
