@@ -225,3 +225,19 @@ def test_group_context_extensions_committed_then_used() -> None:
     with pytest.raises(InvalidProposalError):
         groups[0].commit(extensions=[Extension(0xFF01, b"")])
     assert groups[0].pending is None
+
+
+def test_proposals_per_epoch_are_bounded(monkeypatch) -> None:
+    from ciris_av_plugin.mls import ProposalLimitError, commit_rules
+
+    monkeypatch.setattr(commit_rules, "MAX_PROPOSALS_PER_EPOCH", 3)
+    groups, public = setup(2)
+    for _ in range(3):
+        public.process(groups[1].propose_update())
+    with pytest.raises(ProposalLimitError):
+        groups[1].propose_update()  # the sender's own cache is bounded too
+    fourth = groups[0].propose_update()
+    before = public.to_bytes()
+    with pytest.raises(ProposalLimitError):
+        public.process(fourth)
+    assert public.to_bytes() == before

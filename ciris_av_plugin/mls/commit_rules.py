@@ -127,6 +127,10 @@ class InvalidKeyPackageError(InvalidProposalError):
     """A KeyPackage failing §10.1: suite, version, signature, lifetime, capabilities, keys."""
 
 
+class ProposalLimitError(InvalidProposalError):
+    """This epoch already holds :data:`MAX_PROPOSALS_PER_EPOCH` proposals; commit them first."""
+
+
 class InvalidCommitError(GroupError):
     """A commit whose proposal list (§12.2) or shape (§12.4) is invalid."""
 
@@ -199,6 +203,11 @@ PATH_REQUIRED_TYPES = frozenset(
     {ProposalType.UPDATE, ProposalType.REMOVE, ProposalType.EXTERNAL_INIT, ProposalType.GROUP_CONTEXT_EXTENSIONS}
 )
 """§12.4 / §17.4: proposal types whose commit must carry an UpdatePath."""
+
+MAX_PROPOSALS_PER_EPOCH = 512
+"""Proposals cached per epoch (by Group and PublicGroup). A call of up to a few hundred members
+sees at most one leave/update per member and a handful of adds between commits; the bound stops a
+misbehaving member from growing the relay's memory without limit."""
 
 KEY_PACKAGE_CLOCK_SKEW = 5 * 60
 """Seconds of clock difference tolerated on KeyPackage lifetimes. KeyPackages here are back-dated
@@ -816,6 +825,8 @@ def cache_proposal(
     """Validate a received proposal (§12.1) and return its cache entry (the caller stores it)."""
     proposal = ac.content.body
     assert isinstance(proposal, Proposal)
+    if len(state.proposals) >= MAX_PROPOSALS_PER_EPOCH:
+        raise ProposalLimitError(f"{MAX_PROPOSALS_PER_EPOCH} proposals are already pending this epoch")
     validate_proposal(state, proposal, ac.content.sender.sender_type, ac.content.sender.index, policy, now)
     ref = ac.proposal_ref(state.suite)
     return CachedProposal(ref, ac)
@@ -875,5 +886,6 @@ __all__ = [
     "member_signature_key",
     "PATH_REQUIRED_TYPES",
     "KEY_PACKAGE_CLOCK_SKEW",
+    "MAX_PROPOSALS_PER_EPOCH",
     "PathHandler",
 ]
