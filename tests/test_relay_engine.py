@@ -34,7 +34,7 @@ from ciris_av_plugin.relay.errors import (
     PublishNotAuthorizedError,
     SubscriberLimitError,
 )
-from ciris_av_plugin.relay.events import KeyframeRequested, SubscriberResumed, SubscriberStalled
+from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream, SubscriberResumed, SubscriberStalled
 from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report
 
 SID = 0xC1C1
@@ -594,7 +594,7 @@ def _bad_packets() -> dict[str, bytes]:
         "bad_offset": patch(">I", 20, 50),
         "unknown_stream": frame(0, 0, 100, key=True, sid=SID + 1)[0],
         "unknown_packet_type": b"\x7f" + good[1:],
-        "nack_unsupported": bytes([PT_NACK]) + b"\x00" * 20,
+        "bad_nack": bytes([PT_NACK]) + b"\x00" * 20,
         "bad_report": b"\x02\x01garbage",
     }
 
@@ -801,7 +801,7 @@ def test_random_operations_never_raise_and_keep_queues_consistent(script) -> Non
             eng.receive_packet(link, report(SID, TrackReport(VIDEO, seq, arg % 4)), now)
         elif op == "tick":
             for ev in eng.tick(now):
-                assert isinstance(ev, KeyframeRequested | SubscriberStalled | SubscriberResumed)
+                assert isinstance(ev, KeyframeRequested | SubscriberStalled | SubscriberResumed | NackUpstream)
         elif op == "join":
             try:
                 eng.add_subscriber(link, SID, mdus[idx], now)

@@ -86,6 +86,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..media.nack import LossDetector, NackError, decode_nack
+from ..media.retransmit import NACK_RATE, NackResponder, RetransmitRing
 from ..media.wire import (
     FLAG_AUDIO,
     FLAG_DISCARDABLE,
@@ -109,7 +111,7 @@ from .errors import (
     ReportError,
     SubscriberLimitError,
 )
-from .events import Event, KeyframeRequested, SubscriberResumed, SubscriberStalled
+from .events import Event, KeyframeRequested, NackUpstream, SubscriberResumed, SubscriberStalled
 from .reports import REPORT_INTERVAL_S, decode_receiver_report
 
 __all__ = ["EngineConfig", "ForwardingEngine", "DROP_REASONS"]
@@ -138,6 +140,7 @@ _I_T, _I_PKT, _I_TKEY, _I_SEQ, _I_GOP, _I_FLAGS, _I_FIRST = range(7)
 
 _U32 = 0xFFFFFFFF
 _HALF = 0x80000000
+_U32S = struct.Struct(">I")
 
 # Queue-age samples kept for the p50/max figures in stats(): ~4 s of egress at 1,000 packets/s,
 # enough for a stable median, small enough to sort on demand.
@@ -167,7 +170,20 @@ DROP_REASONS = {
     "track_owned": "fragment on a track another live publisher link feeds",
     "kind_mismatch": "audio flag differs from the track's first fragment",
     "unknown_packet_type": "first byte names no packet type the relay handles",
-    "nack_unsupported": "NACKs are end to end; the relay does not retransmit",
+    "bad_nack": "NACK packet failed to decode (truncated, too many ranges, reserved bits)",
+    "nack_not_subscriber": "NACK from a link that is not a subscriber",
+    "nack_other_stream": "NACK for a stream the link is not subscribed to",
+    "nack_stalled": "NACK from a stalled subscriber (it restarts at a keyframe instead)",
+    "nack_unsupported": "NACK while retransmission is off (EngineConfig.retransmit)",
+    NACK_RATE: "NACKs over the per-link rate (flood)",
+    "nack_never_sent": "NACKed frame newer than anything the relay received on that track",
+    "nack_expired": "NACKed frame older than the ring or the subscriber's queue age bound",
+    "nack_missing": "NACKed bytes the relay never received (lost upstream; it NACKs upstream itself)",
+    "nack_unknown_track": "NACK names a track the stream does not have",
+    "nack_refused": "NACKed frame the relay dropped on purpose for the subscriber (or it awaits a keyframe)",
+    "nack_retransmit_budget": "per-link retransmitted-bytes budget spent",
+    "nack_work_bound": "NACK named more stored packets than one NACK may make the relay scan",
+    "nack_no_publisher": "upstream NACK for a track nobody feeds right now",
     "bad_report": "receiver report failed to decode",
     "report_not_subscriber": "receiver report from a link not subscribed to that stream",
     "await_keyframe": "video fragment before the subscriber's (re)start keyframe",
@@ -249,6 +265,12 @@ class EngineConfig:
     "Bucket depth in bytes: two largest frames back to back arrive at line speed unharmed."
     min_mdu: int = FRAG_HEADER_LEN + 1
     "Smallest subscriber MDU accepted: a fragment header plus one byte of payload."
+    retransmit: bool = True
+    "Hop-by-hop loss recovery: keep a ~1 s ring per track (media/retransmit.py), answer subscribers'"
+    " NACKs from it, and NACK the publisher for fragments lost on its hop (media/nack.py)."
+    nack_deadline: float = 0.3
+    "Seconds the relay keeps asking its publisher for a lost fragment before it gives up and asks for"
+    " a keyframe instead: past it the frame has spent most of video_max_age and is near useless."
 
     def __post_init__(self) -> None:
         for name in (
@@ -260,6 +282,7 @@ class EngineConfig:
             "keyframe_min_interval",
             "keyframe_request_timeout",
             "max_inflight_age",
+            "nack_deadline",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive")
@@ -304,9 +327,12 @@ class _Track:
         "kf_pending",
         "kf_outstanding",
         "kf_last_sent",
+        "ring",
     )
 
-    def __init__(self, stream_id: int, track_id: int, audio: bool, publisher: bytes) -> None:
+    def __init__(
+        self, stream_id: int, track_id: int, audio: bool, publisher: bytes, ring: RetransmitRing | None = None
+    ) -> None:
         self.stream_id = stream_id
         self.track_id = track_id
         self.tkey = (stream_id << 8) | track_id
@@ -316,6 +342,8 @@ class _Track:
         self.kf_pending = False
         self.kf_outstanding = False
         self.kf_last_sent = -math.inf
+        # Packets received from the publisher, kept ~1 s to answer subscribers' NACKs.
+        self.ring = ring
 
 
 class _Stream:
@@ -353,6 +381,8 @@ class _Sub:
         "bytes_out",
         "drops",
         "reports",
+        "nack_refused",
+        "retransmitted",
     )
 
     def __init__(self, link_id: bytes, mdu: int, now: float) -> None:
@@ -387,6 +417,9 @@ class _Sub:
         self.bytes_out = 0
         self.drops: dict[str, int] = {}
         self.reports = 0
+        # NACK ranges refused by reason: kept apart from ``drops`` (no media was dropped).
+        self.nack_refused: dict[str, int] = {}
+        self.retransmitted = 0
 
 
 class ForwardingEngine:
@@ -437,6 +470,11 @@ class ForwardingEngine:
         self._inflight_resets = 0
         self._losses_excused = 0
         self._resumes = 0
+        self._responder = NackResponder()
+        self._detector = LossDetector(deadline=cfg.nack_deadline) if cfg.retransmit else None
+        self._observe = self._detector.observe if self._detector is not None else None
+        self._retransmitted = 0
+        self._nacks_in = 0
 
     # ------------------------------------------------------------------ hooks
 
@@ -509,6 +547,7 @@ class ForwardingEngine:
                     stream.subs = [s for s in stream.subs if s is not sub]
                     touched.add(sid)
         self._buckets.pop(link_id, None)
+        self._responder.forget(link_id)
         for sid in self._pub_streams.pop(link_id, ()):
             stream = self._streams.get(sid)
             if stream is None:
@@ -549,7 +588,7 @@ class ForwardingEngine:
             elif pt == PT_KEEPALIVE:
                 self._keepalives_in += 1
             elif pt == PT_NACK:
-                self._count_drop(None, "nack_unsupported")
+                self._receive_nack(link_id, packet, now)
             else:
                 self._count_drop(None, "unknown_packet_type")
         except Exception:
@@ -620,6 +659,10 @@ class ForwardingEngine:
             track.kf_outstanding = False
         self._fragments_in += 1
         self._bytes_in += n
+        ring = track.ring
+        if ring is not None:
+            ring.add(seq, packet, now)
+            self._observe(sid, tid, seq, off, n - FRAG_HEADER_LEN, total, flags, now)  # type: ignore[misc]
         first = off == 0
         if first:
             self._frames_in += 1
@@ -684,7 +727,8 @@ class ForwardingEngine:
         return [(t, p, tkey, seq, gop, flags, first and i == 0) for i, p in enumerate(pieces)]
 
     def _new_track(self, stream: _Stream, track_id: int, audio: bool, link_id: bytes) -> _Track:
-        track = _Track(stream.stream_id, track_id, audio, link_id)
+        ring = RetransmitRing() if self.config.retransmit else None
+        track = _Track(stream.stream_id, track_id, audio, link_id, ring)
         stream.tracks[track_id] = track
         self._tracks[track.tkey] = track
         if not audio:
@@ -703,6 +747,10 @@ class ForwardingEngine:
         track.audio = audio
         track.last_gop = None
         track.kf_outstanding = False
+        if track.ring is not None:
+            track.ring.clear()
+        if self._detector is not None:
+            self._detector.forget_track(stream.stream_id, track.track_id)
         tkey = track.tkey
         for sub in stream.subs:
             if not audio:
@@ -756,6 +804,118 @@ class ForwardingEngine:
                         # The rest may be reported next time (receivers count a gap late).
                         sub.excused[tkey] = [excused - tr.lost, ex[1]]
         self._check_inflight(sub, now)
+
+    def _receive_nack(self, link_id: bytes, packet: bytes, now: float) -> None:
+        """A subscriber asks for fragments again: answer from the tracks' rings (bounded work).
+
+        Repairs go to the front of their priority class (they are older than anything queued
+        behind them) with their original arrival time, so the queue's age bounds and strict
+        priorities apply to them as to any packet; what is already too old is not resent.
+        """
+        try:
+            nack = decode_nack(packet)
+        except NackError:
+            self._count_drop(None, "bad_nack")
+            return
+        sub = self._subs.get(link_id)
+        if sub is None:
+            self._count_drop(None, "nack_not_subscriber")
+            return
+        if nack.stream_id not in sub.streams:
+            self._count_drop(None, "nack_other_stream")
+            return
+        if self._detector is None:
+            self._count_drop(None, "nack_unsupported")
+            return
+        if sub.stalled:
+            self._count_drop(None, "nack_stalled")
+            return
+        responder = self._responder
+        if not responder.admit(link_id, now):
+            self._count_nack_refusal(sub, NACK_RATE)
+            return
+        self._nacks_in += 1
+        stream = self._streams[nack.stream_id]
+        sid8 = nack.stream_id << 8
+        tracks = stream.tracks
+        cfg = self.config
+        # A little under the queue bounds, so a repair is not already expiring when it is queued.
+        audio_age, video_age = cfg.audio_max_age * 0.8, cfg.video_max_age * 0.8
+
+        def ring_of(tid: int) -> RetransmitRing | None:
+            track = tracks.get(tid)
+            return None if track is None else track.ring
+
+        def allow(tid: int, seq: int) -> bool:
+            tkey = sid8 | tid
+            return tkey not in sub.waiting and sub.skip_frame.get(tkey) != seq
+
+        repairs = responder.answer(
+            link_id,
+            nack,
+            ring_of,
+            now,
+            sub.mdu,
+            lambda flags: audio_age if flags & FLAG_AUDIO else video_age,
+            allow,
+            lambda reason: self._count_nack_refusal(sub, reason),
+        )
+        if not repairs:
+            return
+        was_empty = not sub.qpkts
+        by_class: list[list[tuple[Any, ...]]] = [[] for _ in range(_N_CLASSES)]
+        nbytes = 0
+        for r in repairs:
+            pkt, flags = r.packet, r.flags
+            if flags & FLAG_AUDIO:
+                cls = CLS_AUDIO
+            elif flags & FLAG_KEYFRAME or pkt[11] < BASE_LAYER_PRIORITY:
+                cls = CLS_KEY
+            else:
+                cls = CLS_REST
+            (gop,) = _U32S.unpack_from(pkt, 16)
+            by_class[cls].append((r.arrival, pkt, sid8 | r.track_id, r.frame_seq, gop, flags, False))
+            nbytes += len(pkt)
+        for cls, items in enumerate(by_class):
+            if items:
+                sub.queues[cls].extendleft(reversed(items))
+        sub.qpkts += len(repairs)
+        sub.qbytes += nbytes
+        sub.retransmitted += len(repairs)
+        self._retransmitted += len(repairs)
+        if sub.qbytes > cfg.max_queued_bytes or sub.qpkts > cfg.max_queued_packets:
+            self._shed(sub, now)
+        if was_empty and self._on_pending is not None and sub.qpkts:
+            self._on_pending(sub.link_id)
+
+    def _count_nack_refusal(self, sub: _Sub, reason: str) -> None:
+        """A refused NACK range: counted with the engine's drops (by reason) and per subscriber."""
+        self._drops[reason] = self._drops.get(reason, 0) + 1
+        sub.nack_refused[reason] = sub.nack_refused.get(reason, 0) + 1
+
+    def _nack_upstream(self, now: float) -> None:
+        """Send due NACKs for fragments lost on the publisher's hop; missed deadlines ask for keyframes."""
+        det = self._detector
+        if det is None:
+            return
+        due = det.next_due()
+        if due is not None and now >= due:
+            tracks = self._tracks
+
+            def route(sid: int, tid: int) -> bytes | None:
+                track = tracks.get((sid << 8) | tid)
+                return None if track is None else track.publisher
+
+            for out in det.poll(now, route):
+                if out.route is None:
+                    self._count_drop(None, "nack_no_publisher")
+                    continue
+                self._push_event(NackUpstream(out.route, out.stream_id, out.packet))
+        for g in det.take_gave_up():
+            if not g.audio:
+                track = self._tracks.get((g.stream_id << 8) | g.track_id)
+                if track is not None:
+                    self._request_keyframe(track, now)
 
     def _check_inflight(self, sub: _Sub, now: float) -> None:
         """Bound the age of media the path holds for ``sub`` (ARCHITECTURE.md, receiver reports).
@@ -1079,6 +1239,7 @@ class ForwardingEngine:
                     track = self._tracks.get(tkey)
                     if track is not None and track.publisher is not None:
                         self._request_keyframe(track, now, count=False)
+        self._nack_upstream(now)
         if self._kf_pending:
             for tkey, track in list(self._kf_pending.items()):
                 if track.publisher is None:
@@ -1140,6 +1301,8 @@ class ForwardingEngine:
                 "reports": sub.reports,
                 "reported_lost": sub.lost,
                 "drops": dict(sub.drops),
+                "retransmitted": sub.retransmitted,
+                "nack_refused": dict(sub.nack_refused),
             }
         return {
             "packets_in": self._packets_in,
@@ -1166,6 +1329,13 @@ class ForwardingEngine:
                 "no_publisher": self._kf_no_publisher,
                 "losses_excused": self._losses_excused,
                 "pending": len(self._kf_pending),
+            },
+            "retransmit": {
+                "nacks_in": self._nacks_in,
+                "packets_retransmitted": self._retransmitted,
+                "responder": dict(self._responder.counters),
+                "upstream": {} if self._detector is None else dict(self._detector.counters),
+                "ring_bytes": sum(t.ring.bytes for t in self._tracks.values() if t.ring is not None),
             },
             "stalls": self._stalls,
             "inflight_resets": self._inflight_resets,

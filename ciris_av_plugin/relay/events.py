@@ -1,7 +1,8 @@
 """Events the forwarding engine returns from :meth:`ForwardingEngine.tick` (aioquic style).
 
 The transport routes them: ``KeyframeRequested`` to the publisher's long-poll ``events`` queue,
-``SubscriberStalled``/``SubscriberResumed`` to the subscriber (and to logs and metrics).
+``SubscriberStalled``/``SubscriberResumed`` to the subscriber (and to logs and metrics),
+``NackUpstream`` as a media packet on the publisher's link (not through the events queue).
 """
 
 from __future__ import annotations
@@ -46,3 +47,19 @@ class SubscriberResumed(Event):
     "The subscriber link."
     stalled_for: float
     "Seconds between the stall being declared and the report that ended it."
+
+
+@dataclass(frozen=True, slots=True)
+class NackUpstream(Event):
+    """Fragments from a publisher went missing on its hop: send this NACK on its link.
+
+    The transport sends ``packet`` as an unreliable media packet on ``link_id`` (the publisher,
+    or upstream relay, that feeds the tracks named in it); it is not a long-poll event.
+    """
+
+    link_id: bytes
+    "The link that feeds the NACKed tracks."
+    stream_id: int
+    "The stream the NACK is about."
+    packet: bytes
+    "The encoded PT_NACK packet (media/nack.py)."

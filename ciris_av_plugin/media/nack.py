@@ -1,0 +1,492 @@
+"""Negative acknowledgements: the ``PT_NACK`` packet codec and the receiver-side loss detector.
+
+Loss recovery is hop by hop (ARCHITECTURE.md, "Frames and fragments"): every receiver of
+fragments (a subscriber, or a relay receiving from its publisher) finds the byte ranges it is
+missing from the fragment headers' ``(frame_seq, offset, total_len)`` and asks the sender it
+got them from to send those bytes again; every sender keeps a short ring of what it sent
+(:mod:`.retransmit`). Ranges are in bytes of the frame object, not packets, because a relay may
+re-split fragments for a smaller MDU: a range names the same bytes on every hop.
+
+NACK packet (packet type ``PT_NACK`` = 0x03), fixed layout, version 1, big-endian,
+``11 + 14 * n`` bytes::
+
+     0 u8  packet type (PT_NACK)
+     1 u8  version (1)
+     2 u64 stream_id
+    10 u8  n, the number of ranges (1..MAX_NACK_RANGES)
+    11 n x range:
+         0 u8  track_id
+         1 u8  flags            reserved, must be zero
+         2 u32 frame_seq
+         6 u32 start            first missing byte of the frame object
+        10 u32 end              one past the last missing byte, > start; NACK_TO_END (0xFFFFFFFF)
+                                means "to the end of the frame" (a whole frame lost: its length
+                                is unknown to the receiver)
+
+With ``MAX_NACK_RANGES`` = 24 a NACK is at most 347 bytes, inside the smallest RNS link MDU
+(431 bytes). Ranges are listed most urgent first (audio, then keyframes, then the rest), so a
+sender that stops early (rate limit, work bound) still repairs what matters most.
+
+:class:`LossDetector` is sans-I/O: ``observe`` every fragment as it arrives, ``poll(now)`` for the
+NACK packets due. It NACKs a hole after a short reorder guard, re-NACKs while the repair does not
+arrive (the retransmission may be lost too), and gives up at the frame's deadline, after which
+the usual loss path (receiver report, coalesced keyframe request) takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import HeaderError
+from .wire import (
+    FLAG_AUDIO,
+    FLAG_KEYFRAME,
+    FLAG_RETRANSMISSION,
+    FRAG_HEADER_LEN,
+    MAX_FRAME_SIZE,
+    PT_FRAGMENT,
+    PT_NACK,
+)
+
+log = logging.getLogger(__name__)
+
+NACK_VERSION = 1
+# Ranges per NACK: 11 + 24 * 14 = 347 bytes fits the 431-byte minimum MDU with room to spare.
+# 24 ranges cover a burst of ~0.8 s of 30 fps video lost frame by frame; more is a burst that a
+# keyframe repairs more cheaply than retransmission.
+MAX_NACK_RANGES = 24
+# ``end`` value meaning "to the end of the frame" (whole frames lost: length unknown).
+NACK_TO_END = 0xFFFFFFFF
+
+_HEAD = struct.Struct(">BBQB")
+_RANGE = struct.Struct(">BBIII")
+NACK_HEADER_LEN = _HEAD.size
+NACK_RANGE_LEN = _RANGE.size
+MAX_NACK_LEN = NACK_HEADER_LEN + MAX_NACK_RANGES * NACK_RANGE_LEN
+assert NACK_HEADER_LEN == 11 and NACK_RANGE_LEN == 14 and MAX_NACK_LEN <= 431
+
+# Detector timing. The reorder guard: the relay serves keyframe fragments ahead of delta
+# fragments of the same track and RNS may reorder a few packets, so a hole is NACKed only once
+# it has existed this long (WebRTC's NACK module waits for a few packets of reordering likewise).
+NACK_REORDER_GUARD_S = 0.01
+# A frame whose last fragment arrived this long ago and is still short has lost its tail (the
+# next frame usually reveals it sooner: 33 ms at 30 fps).
+NACK_TAIL_TIMEOUT_S = 0.04
+# Re-NACK interval bounds; in between it is twice the measured repair time (NACK to first
+# retransmitted byte), like a retransmission timeout from a smoothed RTT (RFC 6298 in spirit).
+NACK_RETRY_MIN_S = 0.02
+NACK_RETRY_MAX_S = 0.3
+NACK_INITIAL_RTT_S = 0.05
+# NACKs per frame at most: with 5 % loss each way, 4 tries fail ~1e-5 of the time; more only
+# loads a link that is failing anyway.
+MAX_NACK_TRIES = 5
+# Default give-up time for a frame, from its first sign: a subscriber's decoder has moved on long
+# before (the orderer waits ~100-200 ms); a relay keeps 0.5 s of video in its queues.
+NACK_DEADLINE_S = 0.3
+# A jump of more frames than this is not a loss to repair (a restart, a stall, a skipped group
+# of pictures): ~1 s of 30 fps video. The keyframe path handles it.
+MAX_GAP_FRAMES = 32
+# Frames tracked at once (partial or missing), over all tracks: 0.3 s of a few 60 fps tracks.
+MAX_TRACKED_FRAMES = 256
+# Tracks tracked at once (least recently used evicted): as FrameOrderer's MAX_TRACKS.
+MAX_TRACKS = 1024
+# NACK packets one poll emits at most; the rest waits for the next poll.
+MAX_NACK_PACKETS_PER_POLL = 4
+
+_U32 = 0xFFFFFFFF
+_HALF = 0x80000000
+_FRAG_PEEK = struct.Struct(">BBQBBIIII")  # the fragment header up to total_len
+
+
+class NackError(HeaderError):
+    """A NACK packet is truncated, of an unknown version, or has out-of-range fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class NackRange:
+    """Bytes ``[start, end)`` of one frame are missing (``end == NACK_TO_END``: to its end)."""
+
+    track_id: int
+    "Track (0..255) within the NACK's stream."
+    frame_seq: int
+    "The frame (u32)."
+    start: int
+    "First missing byte of the frame object."
+    end: int
+    "One past the last missing byte, or NACK_TO_END."
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """One NACK packet: a stream and 1..MAX_NACK_RANGES missing ranges, most urgent first."""
+
+    stream_id: int
+    "The stream the ranges belong to."
+    ranges: tuple[NackRange, ...]
+    "Missing ranges, most urgent first."
+
+
+def encode_nack(nack: Nack) -> bytes:
+    """Encode ``nack``; raises :class:`NackError` for an empty, oversized or out-of-range NACK."""
+    n = len(nack.ranges)
+    if not 1 <= n <= MAX_NACK_RANGES:
+        raise NackError(f"a NACK carries 1..{MAX_NACK_RANGES} ranges, not {n}")
+    parts = []
+    try:
+        parts.append(_HEAD.pack(PT_NACK, NACK_VERSION, nack.stream_id, n))
+        for r in nack.ranges:
+            _check_range(r.start, r.end)
+            parts.append(_RANGE.pack(r.track_id, 0, r.frame_seq, r.start, r.end))
+    except struct.error as exc:
+        raise NackError(f"NACK field out of range: {exc}") from None
+    return b"".join(parts)
+
+
+def decode_nack(packet: bytes | memoryview) -> Nack:
+    """Decode one NACK packet; any deviation from the layout raises :class:`NackError`.
+
+    Work is bounded: the range count is checked before anything is parsed.
+    """
+    size = len(packet)
+    if size < NACK_HEADER_LEN + NACK_RANGE_LEN:
+        raise NackError(f"NACK truncated ({size} bytes)")
+    pt, version, stream_id, n = _HEAD.unpack_from(packet, 0)
+    if pt != PT_NACK:
+        raise NackError(f"not a NACK (packet type {pt:#x})")
+    if version != NACK_VERSION:
+        raise NackError(f"unknown NACK version {version}")
+    if not 1 <= n <= MAX_NACK_RANGES:
+        raise NackError(f"{n} ranges outside 1..{MAX_NACK_RANGES}")
+    if size != NACK_HEADER_LEN + n * NACK_RANGE_LEN:
+        raise NackError(f"NACK of {n} ranges must be {NACK_HEADER_LEN + n * NACK_RANGE_LEN} bytes, got {size}")
+    ranges = []
+    for i in range(n):
+        tid, flags, seq, start, end = _RANGE.unpack_from(packet, NACK_HEADER_LEN + i * NACK_RANGE_LEN)
+        if flags:
+            raise NackError(f"reserved NACK range flags set: {flags:#x}")
+        _check_range(start, end)
+        ranges.append(NackRange(tid, seq, start, end))
+    return Nack(stream_id, tuple(ranges))
+
+
+def _check_range(start: int, end: int) -> None:
+    if not 0 <= start < MAX_FRAME_SIZE:
+        raise NackError(f"range start {start} outside the largest frame")
+    if end <= start or (end != NACK_TO_END and end > MAX_FRAME_SIZE):
+        raise NackError(f"range [{start}, {end}) is empty or past the largest frame")
+
+
+# --- receiver side ------------------------------------------------------------------------------
+
+
+class _Frame:
+    """What a receiver knows of one incomplete frame: bytes contiguous from the start up to the
+    highest byte seen (``edge``), holes below it, and whether its tail is known to be lost."""
+
+    __slots__ = ("total", "edge", "holes", "first_t", "last_t", "tail_lost", "nack_at", "nacked_at", "tries", "urgency")
+
+    def __init__(self, total: int | None, now: float, urgency: int) -> None:
+        self.total = total
+        self.edge = 0
+        self.holes: list[list[int]] = []
+        self.first_t = now
+        self.last_t = now
+        self.tail_lost = False
+        self.nack_at = float("inf")
+        self.nacked_at = 0.0
+        self.tries = 0
+        self.urgency = urgency  # 0 audio, 1 keyframe, 2 the rest
+
+
+class _DTrack:
+    __slots__ = ("next_seq", "audio", "frames")
+
+    def __init__(self, next_seq: int, audio: bool) -> None:
+        self.next_seq = next_seq
+        self.audio = audio
+        self.frames: dict[int, _Frame] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class NackOut:
+    """A NACK packet to send, and where: ``route`` is what the caller's ``route`` function said."""
+
+    route: Any
+    "The caller's routing key for the tracks in this packet (None without a route function)."
+    stream_id: int
+    "The stream the NACK is about."
+    packet: bytes
+    "The encoded PT_NACK packet."
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """A frame could not be repaired before its deadline (or within MAX_NACK_TRIES)."""
+
+    stream_id: int
+    "Its stream."
+    track_id: int
+    "Its track."
+    frame_seq: int
+    "The frame."
+    audio: bool
+    "Whether the track is audio (no keyframe can help it)."
+
+
+class LossDetector:
+    """Finds missing bytes per (stream, track) from fragment headers and schedules NACKs.
+
+    Bounded: at most ``max_frames`` frames and ``MAX_TRACKS`` tracks are tracked (oldest frames
+    given up first), a gap of more than ``MAX_GAP_FRAMES`` frames is not repaired, and each
+    frame is NACKed at most ``MAX_NACK_TRIES`` times before its ``deadline``.
+    """
+
+    def __init__(
+        self,
+        deadline: float = NACK_DEADLINE_S,
+        guard: float = NACK_REORDER_GUARD_S,
+        tail_timeout: float = NACK_TAIL_TIMEOUT_S,
+        max_frames: int = MAX_TRACKED_FRAMES,
+    ) -> None:
+        self.deadline = deadline
+        self.guard = guard
+        self.tail_timeout = tail_timeout
+        self.max_frames = max_frames
+        self.srtt = NACK_INITIAL_RTT_S
+        self._tracks: OrderedDict[tuple[int, int], _DTrack] = OrderedDict()
+        self._n_frames = 0
+        self._next_due = float("inf")
+        self._gave_up: list[GaveUp] = []
+        self.counters: dict[str, int] = {
+            "nack_packets": 0,
+            "ranges_nacked": 0,
+            "frames_nacked": 0,
+            "renacks": 0,
+            "recovered": 0,
+            "gave_up": 0,
+            "superseded": 0,
+            "gap_too_large": 0,
+            "evicted": 0,
+        }
+
+    @property
+    def tracked_frames(self) -> int:
+        return self._n_frames
+
+    def retry_interval(self) -> float:
+        return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 2.0 * self.srtt))
+
+    def observe_packet(self, packet: bytes | memoryview, now: float) -> None:
+        """:meth:`observe` a media link packet; anything but a well-formed fragment is ignored."""
+        n = len(packet)
+        if n <= FRAG_HEADER_LEN or packet[0] != PT_FRAGMENT:
+            return
+        _, flags, sid, tid, _, seq, _, off, total = _FRAG_PEEK.unpack_from(packet, 0)
+        length = n - FRAG_HEADER_LEN
+        if total == 0 or total > MAX_FRAME_SIZE or off + length > total:
+            return
+        self.observe(sid, tid, seq, off, length, total, flags, now)
+
+    def observe(
+        self, stream_id: int, track_id: int, seq: int, offset: int, length: int, total: int, flags: int, now: float
+    ) -> None:
+        """Record that bytes ``[offset, offset+length)`` of frame ``seq`` (``total`` long) arrived."""
+        key = (stream_id, track_id)
+        tr = self._tracks.get(key)
+        if tr is None:
+            tr = self._tracks[key] = _DTrack(seq, bool(flags & FLAG_AUDIO))
+            if len(self._tracks) > MAX_TRACKS:
+                _, old = self._tracks.popitem(last=False)
+                self._n_frames -= len(old.frames)
+                self.counters["evicted"] += len(old.frames)
+        d = (seq - tr.next_seq) & _U32
+        frames = tr.frames
+        if d < _HALF:
+            # A frame never seen before, at or after the next expected one.
+            keyframe = flags & FLAG_KEYFRAME
+            if frames:
+                if keyframe:
+                    # A new group of pictures: older frames no longer matter to any decoder.
+                    self.counters["superseded"] += len(frames)
+                    self._n_frames -= len(frames)
+                    frames.clear()
+                else:
+                    for f in frames.values():
+                        if not f.tail_lost:
+                            f.tail_lost = True
+                            if f.total is None or f.edge < f.total:
+                                self._schedule(f, now + self.guard)
+            if d and not keyframe:
+                if d > MAX_GAP_FRAMES:
+                    self.counters["gap_too_large"] += 1
+                else:
+                    urgency = 0 if tr.audio else 2
+                    for i in range(d):
+                        f = _Frame(None, now, urgency)
+                        f.tail_lost = True
+                        frames[(tr.next_seq + i) & _U32] = f
+                        self._n_frames += 1
+                        self._schedule(f, now + self.guard)
+            tr.next_seq = (seq + 1) & _U32
+            if offset == 0 and length == total:
+                self._bound(now)
+                return  # a whole frame in one packet: nothing to track
+            frame = _Frame(total, now, 0 if tr.audio else (1 if keyframe else 2))
+            frames[seq] = frame
+            self._n_frames += 1
+            self._schedule(frame, now + self.tail_timeout)
+            self._bound(now)
+        else:
+            frame = frames.get(seq)
+            if frame is None:
+                return  # complete, given up, or older than anything tracked
+            if frame.total is None:
+                frame.total = total
+                if flags & FLAG_KEYFRAME:
+                    frame.urgency = min(frame.urgency, 1)
+            if flags & FLAG_RETRANSMISSION and frame.tries:
+                sample = now - frame.nacked_at
+                if sample >= 0:
+                    self.srtt += (sample - self.srtt) / 8
+        frame.last_t = now
+        edge = frame.edge
+        end = offset + length
+        if offset == edge:
+            frame.edge = end
+        elif offset > edge:
+            frame.holes.append([edge, offset])
+            frame.edge = end
+            self._schedule(frame, now + self.guard)
+        else:
+            if frame.holes:
+                _cut(frame.holes, offset, end)
+            if end > edge:
+                frame.edge = end
+        if frame.edge >= total and not frame.holes:
+            del frames[seq]
+            self._n_frames -= 1
+            if frame.tries:
+                self.counters["recovered"] += 1
+
+    def _schedule(self, frame: _Frame, at: float) -> None:
+        if at < frame.nack_at:
+            frame.nack_at = at
+        if at < self._next_due:
+            self._next_due = at
+
+    def _bound(self, now: float) -> None:
+        while self._n_frames > self.max_frames:
+            oldest: tuple[_DTrack, int, _Frame] | None = None
+            for tr in self._tracks.values():
+                for seq, f in tr.frames.items():
+                    if oldest is None or f.first_t < oldest[2].first_t:
+                        oldest = (tr, seq, f)
+                    break  # insertion order: a track's first frame is its oldest
+            if oldest is None:
+                return
+            del oldest[0].frames[oldest[1]]
+            self._n_frames -= 1
+            self.counters["evicted"] += 1
+
+    def next_due(self) -> float | None:
+        """When :meth:`poll` next has work (None: nothing tracked)."""
+        return None if self._n_frames == 0 else self._next_due
+
+    def take_gave_up(self) -> list[GaveUp]:
+        """Frames given up on since the last call (the caller may ask for a keyframe)."""
+        out, self._gave_up = self._gave_up, []
+        return out
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Stop tracking a stream (its link went away, or the track restarted its numbering)."""
+        for key in [k for k in self._tracks if k[0] == stream_id]:
+            self._n_frames -= len(self._tracks.pop(key).frames)
+
+    def forget_track(self, stream_id: int, track_id: int) -> None:
+        """Stop tracking one track (a new publisher took it over: numbering may restart)."""
+        tr = self._tracks.pop((stream_id, track_id), None)
+        if tr is not None:
+            self._n_frames -= len(tr.frames)
+
+    def poll(self, now: float, route: Any = None) -> list[NackOut]:
+        """NACK packets due now, most urgent ranges first; gives up frames past their deadline.
+
+        ``route(stream_id, track_id)`` (optional) names where a track's NACKs go (a relay feeds
+        each track from one publisher link); ranges are grouped by (route, stream).
+        """
+        if now < self._next_due or not self._n_frames:
+            return []
+        deadline, tail_timeout = self.deadline, self.tail_timeout
+        retry = self.retry_interval()
+        due: list[tuple[int, float, tuple[int, int], int, _Frame]] = []
+        next_due = float("inf")
+        for key, tr in self._tracks.items():
+            frames = tr.frames
+            if not frames:
+                continue
+            for seq, f in list(frames.items()):
+                if now - f.first_t >= deadline or (f.tries >= MAX_NACK_TRIES and now >= f.nack_at):
+                    del frames[seq]
+                    self._n_frames -= 1
+                    self.counters["gave_up"] += 1
+                    if len(self._gave_up) < self.max_frames:
+                        self._gave_up.append(GaveUp(key[0], key[1], seq, tr.audio))
+                    continue
+                if not f.tail_lost and now - f.last_t >= tail_timeout:
+                    f.tail_lost = True
+                    f.nack_at = min(f.nack_at, now)
+                if f.nack_at <= now and (f.holes or f.tail_lost):
+                    due.append((f.urgency, f.first_t, key, seq, f))
+                elif not f.tail_lost:
+                    next_due = min(next_due, f.last_t + tail_timeout)
+                next_due = min(next_due, f.nack_at, f.first_t + deadline)
+        out: list[NackOut] = []
+        if due:
+            due.sort(key=lambda e: (e[0], e[1]))
+            groups: dict[tuple[Any, int], list[NackRange]] = {}
+            budget = MAX_NACK_PACKETS_PER_POLL * MAX_NACK_RANGES
+            for _, _, (sid, tid), seq, f in due:
+                ranges = [NackRange(tid, seq, a, b) for a, b in f.holes]
+                if f.tail_lost:
+                    end = NACK_TO_END if f.total is None else f.total
+                    if f.edge < end:
+                        ranges.append(NackRange(tid, seq, f.edge, end))
+                if not ranges:
+                    continue
+                if len(ranges) > budget:
+                    next_due = now  # the rest next time
+                    break
+                budget -= len(ranges)
+                g = (None if route is None else route(sid, tid), sid)
+                groups.setdefault(g, []).extend(ranges)
+                self.counters["frames_nacked" if not f.tries else "renacks"] += 1
+                f.tries += 1
+                f.nacked_at = now
+                f.nack_at = now + retry * f.tries
+                next_due = min(next_due, f.nack_at)
+            for (rt, sid), ranges in groups.items():
+                for i in range(0, len(ranges), MAX_NACK_RANGES):
+                    chunk = tuple(ranges[i : i + MAX_NACK_RANGES])
+                    out.append(NackOut(rt, sid, encode_nack(Nack(sid, chunk))))
+                    self.counters["nack_packets"] += 1
+                    self.counters["ranges_nacked"] += len(chunk)
+        self._next_due = next_due
+        return out
+
+
+def _cut(holes: list[list[int]], start: int, end: int) -> None:
+    """Remove ``[start, end)`` from the hole list in place (holes are few: a handful per frame)."""
+    out: list[list[int]] = []
+    for a, b in holes:
+        if b <= start or a >= end:
+            out.append([a, b])
+            continue
+        if a < start:
+            out.append([a, start])
+        if b > end:
+            out.append([end, b])
+    holes[:] = out
