@@ -33,6 +33,7 @@ from . import control
 from .control import Event
 from .errors import ControlError, LinkDown, PacketTooLarge, RelayUnreachable
 from .hook import MODE_AUTO, attach_receiver, resolve_mode
+from .loss import LossInjector
 from .relay import APP_NAME, RELAY_ASPECT
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,15 @@ class RelayClient:
         on_tick: TickCallback | None = None,
         on_reconnect: Callable[[RelayClient], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        loss_out: LossInjector | None = None,
+        loss_in: LossInjector | None = None,
     ) -> None:
         self.identity = identity
         self.relay_hash = relay_hash
+        # The loss-injection seam (transport/loss.py), for tests and benchmarks only: media
+        # packets this client sends or receives are dropped as a lossy hop would.
+        self.loss_out = loss_out
+        self.loss_in = loss_in
         self.receive_mode = resolve_mode(receive_mode)
         self.on_packet = on_packet
         self.on_event = on_event
@@ -274,6 +281,9 @@ class RelayClient:
             return False
         if len(data) > link.mdu:
             raise PacketTooLarge(f"{len(data)} bytes > link MDU {link.mdu}")
+        if self.loss_out is not None and self.loss_out.drop(self.clock()):
+            self.sent_packets += 1  # "sent" and lost on the hop
+            return True
         try:
             ok = RNS.Packet(link, data, create_receipt=False).send() is not False
         except Exception:
@@ -286,6 +296,8 @@ class RelayClient:
         return ok
 
     def _on_data(self, data: bytes) -> None:
+        if self.loss_in is not None and self.loss_in.drop(self.clock()):
+            return
         self.received_packets += 1
         if self.on_packet is not None:
             self.on_packet(data)
