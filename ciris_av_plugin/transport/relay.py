@@ -497,9 +497,30 @@ class RelayNode:
             state = self._links.get(link_id)
         if state is None:
             return
+        packet = getattr(event, "packet", None)
+        if isinstance(packet, bytes):
+            # A media-plane packet for this link (the engine's NackUpstream to a publisher):
+            # sent unreliably like media, not queued as a long-poll event.
+            self._send_media(state, packet)
+            return
         data = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else {}
         data.pop("link_id", None)
         state.events.put(kind, _wire_safe(data))
+
+    def _send_media(self, state: _LinkState, packet: bytes) -> None:
+        """One unreliable media packet to any link (e.g. a NACK to a publisher), from the ticker."""
+        link = state.link
+        if len(packet) > link.mdu:
+            self.count("tx_oversize_dropped")
+            return
+        if self.observer is not None:
+            self.observer("out", packet)
+        try:
+            RNS.Packet(link, packet, create_receipt=False).send()
+            self.count("tx_upstream")
+        except Exception:
+            self.count("tx_errors")
+            log.debug("send on %s failed", state.link_id.hex(), exc_info=True)
 
     # ---- control requests ------------------------------------------------------------------
 
