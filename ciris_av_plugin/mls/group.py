@@ -435,6 +435,7 @@ class Group:
         leaf = bundle.package.leaf_node
         tree = RatchetTree(suite, [leaf])
         gc = GroupContext(suite.id, bytes(group_id), 0, tree.tree_hash(), b"", list(extensions))
+        check_tree_against_context(tree, gc.extensions)  # our own leaf must support them (§11.1)
         # §11: the epoch secret is fresh randomness. Deriving it from a random joiner_secret gives
         # exactly that and reuses the one key-schedule function.
         secrets = ks.epoch_secrets_from_joiner(suite, os.urandom(suite.Nh), None, gc)
