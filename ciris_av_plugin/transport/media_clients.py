@@ -11,6 +11,12 @@
 
 Both run the opener/sealer under one lock: with the inline receive path packets arrive on one
 RNS thread, with the callback path on many.
+
+**Loss recovery** (``recovery=True``, the default): the publisher keeps what it sent for ~1 s in a
+``media.retransmit.RetransmitRing`` per track and answers the relay's NACKs from it; the
+subscriber runs a ``media.nack.LossDetector`` over every fragment and sends NACKs to the relay as
+soon as they are due (from the packet path and the ticker), within the opener's reorder wait, after
+which the frame counts as lost and the receiver report asks for a keyframe.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from typing import Any
 import RNS
 
 from ..media.frames import FrameDecrypted, FrameDropped, FrameOpener, FrameSealer
-from ..media.wire import ForwardingHeader
+from ..media.nack import LossDetector, NackError, decode_nack
+from ..media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing
+from ..media.wire import PT_NACK, ForwardingHeader
 from ..relay.reports import MAX_REPORT_TRACKS, ReceiverReport, TrackReport, encode_receiver_report
 from .client import RelayClient
 from .control import Event
 from .hook import MODE_AUTO
+from .loss import LossInjector
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +57,17 @@ class PublisherClient:
         receive_mode: str = MODE_AUTO,
         on_keyframe_request: Callable[[int], None] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        recovery: bool = True,
+        loss_out: LossInjector | None = None,
+        loss_in: LossInjector | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.sealer = sealer
+        self.recovery = recovery
+        self._rings: dict[int, RetransmitRing] = {}
+        self.responder = NackResponder()
+        self.nack_drops: dict[str, int] = {}
+        self.retransmitted = 0
         self.on_keyframe_request = on_keyframe_request
         self._on_event_extra = on_event
         self._lock = threading.Lock()
@@ -58,7 +75,15 @@ class PublisherClient:
         self.keyframe_requests = 0
         self.frames_sent = 0
         self.packets_failed = 0
-        self.client = RelayClient(identity, relay_hash, receive_mode=receive_mode, on_event=self._on_event)
+        self.client = RelayClient(
+            identity,
+            relay_hash,
+            receive_mode=receive_mode,
+            on_event=self._on_event,
+            on_packet=self._on_packet,
+            loss_out=loss_out,
+            loss_in=loss_in,
+        )
 
     def connect(self) -> None:
         self.client.connect()
@@ -103,10 +128,53 @@ class PublisherClient:
             # No link right now (reconnecting): the frame is lost, as it would be on the wire.
             self.packets_failed += 1
             return 0
+        if self.recovery:
+            now = self.client.clock()
+            with self._lock:
+                ring = self._rings.get(fh.track_id)
+                if ring is None:
+                    ring = self._rings[fh.track_id] = RetransmitRing()
+                for p in packets:
+                    ring.add(fh.frame_seq, p, now)
         sent = sum(1 for p in packets if self.client.send(p))
         self.packets_failed += len(packets) - sent
         self.frames_sent += 1
         return sent
+
+    def _on_packet(self, data: bytes) -> None:
+        """Media-plane packets from the relay: NACKs for what it lost on our hop."""
+        if not data or data[0] != PT_NACK:
+            self._nack_drop("unexpected_packet")
+            return
+        if not self.recovery:
+            self._nack_drop("nack_unsupported")
+            return
+        try:
+            nack = decode_nack(data)
+        except NackError:
+            self._nack_drop("bad_nack")
+            return
+        if nack.stream_id != self.stream_id:
+            self._nack_drop("nack_other_stream")
+            return
+        try:
+            mdu = self.client.mdu
+        except Exception:
+            return  # the link just went down; the relay will ask for a keyframe instead
+        now = self.client.clock()
+        with self._lock:
+            if not self.responder.admit(b"relay", now):
+                self._nack_drop("nack_rate")
+                return
+            repairs = self.responder.answer(
+                b"relay", nack, self._rings.get, now, mdu, lambda _flags: RING_MAX_AGE_S, refused=self._nack_drop
+            )
+        for r in repairs:
+            if self.client.send(r.packet):
+                self.retransmitted += 1
+
+    def _nack_drop(self, reason: str) -> None:
+        self.nack_drops[reason] = self.nack_drops.get(reason, 0) + 1
 
 
 class SubscriberClient:
@@ -123,9 +191,15 @@ class SubscriberClient:
         receive_mode: str = MODE_AUTO,
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recovery: bool = True,
+        loss_out: LossInjector | None = None,
+        loss_in: LossInjector | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.opener = opener
+        # NACKing past the opener's reorder wait is pointless: the frame is counted lost by then.
+        self.detector = LossDetector(deadline=max(0.1, opener.orderer.wait)) if recovery else None
+        self.nacks_sent = 0
         self.on_frame = on_frame
         self.clock = clock
         self._lock = threading.Lock()
@@ -141,6 +215,8 @@ class SubscriberClient:
             on_tick=self._on_tick,
             on_event=self._on_event,
             clock=clock,
+            loss_out=loss_out,
+            loss_in=loss_in,
         )
 
     def connect(self) -> None:
@@ -163,9 +239,23 @@ class SubscriberClient:
         self._dispatch(events)
 
     def _on_packet(self, data: bytes) -> None:
+        nacks: list[bytes] = []
         with self._lock:
-            events = self.opener.receive_packet(data, self.clock())
+            now = self.clock()
+            events = self.opener.receive_packet(data, now)
+            if self.detector is not None:
+                self.detector.observe_packet(data, now)
+                nacks = self._due_nacks(now)
+        for packet in nacks:
+            self.client.send(packet)
         self._dispatch(events)
+
+    def _due_nacks(self, now: float) -> list[bytes]:
+        """NACK packets due now (call under the lock)."""
+        assert self.detector is not None
+        out = [n.packet for n in self.detector.poll(now)]
+        self.nacks_sent += len(out)
+        return out
 
     def _dispatch(self, events: list[Any]) -> None:
         for ev in events:
@@ -182,6 +272,7 @@ class SubscriberClient:
         with self._lock:
             expired = self.opener.expire(now)
             tracks = self.opener.tracks()
+            nacks = self._due_nacks(now) if self.detector is not None else []
         self._dispatch(expired)
         entries: list[TrackReport] = []
         for (stream_id, track_id), st in sorted(tracks.items()):
@@ -190,4 +281,4 @@ class SubscriberClient:
             lost = max(0, st.frames_lost - self._lost_reported.get(track_id, 0))
             self._lost_reported[track_id] = max(st.frames_lost, self._lost_reported.get(track_id, 0))
             entries.append(TrackReport(track_id, st.highest_seq, lost))
-        return [encode_receiver_report(ReceiverReport(self.stream_id, tuple(entries)))]
+        return [*nacks, encode_receiver_report(ReceiverReport(self.stream_id, tuple(entries)))]
