@@ -169,6 +169,16 @@ def test_private_handshakes_and_application_messages() -> None:
     for i in (1, 2, 3):
         ev = world.members[ident(i)].process(msg)
         assert ev == ApplicationMessage(a.leaf_index, b"hello", b"aad")
+    # a private leave proposal, committed privately by reference
+    leave = world.members[ident(3)].leave(private=True)
+    for i in (0, 1, 2):
+        assert world.members[ident(i)].process(leave).removed == ident(3)
+    pending = world.members[ident(1)].commit(private=True)
+    world.members[ident(1)].merge_pending()
+    for i in (0, 2, 3):
+        world.members[ident(i)].process(pending.commit)
+    assert not world.members[ident(3)].active
+    assert a.epoch_authenticator == world.members[ident(1)].epoch_authenticator == b.epoch_authenticator
 
 
 def test_foreign_commit_for_pending_epoch_discards_ours() -> None:
