@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Waiting for a path to the relay: an announce or path response arrives within ms on loopback and
 # within seconds over slow hops; RNS's own path-request timeout is 15 s.
 PATH_TIMEOUT_S = 15.0
+# Interval between path requests while waiting for one (RNS rate-limits answers to bursts).
+PATH_REREQUEST_S = 3.0
 # Link establishment (a request and a proof, ~3 ms on loopback; RNS allows 6 s per hop itself).
 LINK_TIMEOUT_S = 10.0
 # Ordinary control requests (one round trip, or a Resource for large bodies).
@@ -130,12 +132,15 @@ class RelayClient:
 
     def _open(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        if not RNS.Transport.has_path(self.relay_hash):
-            RNS.Transport.request_path(self.relay_hash)
-            while not RNS.Transport.has_path(self.relay_hash):
-                if time.monotonic() > deadline:
-                    raise RelayUnreachable(f"no path to relay {self.relay_hash.hex()}")
-                time.sleep(0.05)
+        asked = -PATH_REREQUEST_S
+        while not RNS.Transport.has_path(self.relay_hash):
+            if time.monotonic() > deadline:
+                raise RelayUnreachable(f"no path to relay {self.relay_hash.hex()}")
+            if time.monotonic() - asked >= PATH_REREQUEST_S:
+                # Re-ask now and then: a request sent before the relay was up is simply lost.
+                RNS.Transport.request_path(self.relay_hash)
+                asked = time.monotonic()
+            time.sleep(0.05)
         relay_identity = RNS.Identity.recall(self.relay_hash)
         if relay_identity is None:
             raise RelayUnreachable("relay identity unknown after path resolution")
