@@ -366,7 +366,8 @@ def role_subscribers(spec: dict[str, Any]) -> None:
                 # A liveness-only report: these receivers count packets, they do not reassemble.
                 return [encode_receiver_report(ReceiverReport(STREAM_ID, ()))]
 
-            client = RelayClient(RNS.Identity(), relay_hash, on_packet=on_packet, on_tick=on_tick)
+            client = RelayClient(RNS.Identity(), relay_hash, on_packet=on_packet,
+                                 on_tick=None if os.environ.get("BENCH_NO_REPORTS") else on_tick)
             client.connect()
             client.subscribe(STREAM_ID)
             clients.append(client)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import struct
 import threading
 import time
@@ -16,6 +17,8 @@ from typing import Any
 import RNS
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
+from ciris_av_plugin.media.ordering import FrameOrderer
+from ciris_av_plugin.transport.loss import LossInjector
 from ciris_av_plugin.transport.media_clients import PublisherClient, SubscriberClient
 from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, schedule
 from integration.node import Ctx
@@ -25,6 +28,24 @@ _IDS = struct.Struct(">BI")
 
 def digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def _injector(spec: dict[str, Any] | None, t0: float) -> LossInjector | None:
+    """A loss seam from a spec entry; bursts are timed from the stream start ``t0`` (wall clock)."""
+    if not spec:
+        return None
+    return LossInjector(
+        rate=spec.get("rate", 0.0),
+        burst_s=spec.get("burst_s", 0.0),
+        burst_period_s=spec.get("burst_period_s", 0.0),
+        burst_offset_s=spec.get("burst_offset_s", 0.0),
+        origin=time.monotonic() + (t0 - time.time()),
+        seed=spec.get("seed"),
+    )
+
+
+def _maxrss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _sleep_until(t: float) -> None:
@@ -40,8 +61,10 @@ def role_publisher(ctx: Ctx) -> None:
     sealer.set_epoch(keys["epoch"], bytes.fromhex(keys["base_key"]), keys["leaf_count"], keys["sender_leaf"])
     stream = spec["stream_id"]
     marker = bytes.fromhex(spec["marker"])
+    loss_out = _injector(spec.get("loss_out"), spec["t0"])
     pub = PublisherClient(RNS.Identity(), bytes.fromhex(spec["relay"]), stream, sealer,
-                          receive_mode=spec.get("receive_mode", "auto"))
+                          receive_mode=spec.get("receive_mode", "auto"), recovery=spec.get("recovery", True),
+                          loss_out=loss_out)
     pub.connect()
     ctx.ready(mdu=pub.client.mdu)
     t0 = spec["t0"]
@@ -77,6 +100,11 @@ def role_publisher(ctx: Ctx) -> None:
         forced_keyframes=forced,
         packets_failed=pub.packets_failed,
         reconnects=pub.client.reconnects,
+        retransmitted=pub.retransmitted,
+        nack_drops=pub.nack_drops,
+        responder=pub.responder.counters,
+        loss=None if loss_out is None else loss_out.stats(),
+        maxrss_kb=_maxrss_kb(),
     )
     pub.close()
 
@@ -86,7 +114,7 @@ def role_subscriber(ctx: Ctx) -> None:
     ctx.start_rns()
     keys = spec["keys"]
     marker = bytes.fromhex(spec["marker"])
-    opener = FrameOpener()
+    opener = FrameOpener(orderer=FrameOrderer(wait=spec["reorder_wait"])) if "reorder_wait" in spec else FrameOpener()
     opener.install_epoch(keys["epoch"], bytes.fromhex(keys["base_key"]), keys["leaf_count"], time.monotonic())
     frames: list[list[Any]] = []
     lock = threading.Lock()
@@ -98,8 +126,10 @@ def role_subscriber(ctx: Ctx) -> None:
         with lock:
             frames.append(row)
 
+    loss_in = _injector(spec.get("loss_in"), spec.get("t0", time.time()))
     sub = SubscriberClient(RNS.Identity(), bytes.fromhex(spec["relay"]), spec["stream_id"], opener, on_frame,
-                           receive_mode=spec.get("receive_mode", "auto"))
+                           receive_mode=spec.get("receive_mode", "auto"), recovery=spec.get("recovery", True),
+                           loss_in=loss_in)
     sub.connect()
     link_id = sub.client.link.link_id.hex()
     ctx.ready(mdu=sub.client.mdu, link_id=link_id)
@@ -114,6 +144,11 @@ def role_subscriber(ctx: Ctx) -> None:
         events=[e.kind for e in sub.events],
         reconnects=sub.client.reconnects,
         receive_mode=sub.client.receive_mode,
+        nacks_sent=sub.nacks_sent,
+        detector=None if sub.detector is None else dict(sub.detector.counters),
+        detector_tracked=None if sub.detector is None else sub.detector.tracked_frames,
+        loss=None if loss_in is None else loss_in.stats(),
+        maxrss_kb=_maxrss_kb(),
     )
     sub.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import struct
 import sys
 import threading
@@ -111,6 +112,7 @@ def role_relay(ctx: Ctx) -> None:
     peaks: dict[str, dict[str, Any]] = {}
     next_sample = 0.0
     kicked = 0
+    ring_peak = 0  # peak bytes held in retransmission rings (sampled with the queues)
     while not ctx.should_stop() and time.monotonic() < deadline:
         time.sleep(0.05)
         if not kicked and (ctx.workdir / "kick").exists():
@@ -126,12 +128,16 @@ def role_relay(ctx: Ctx) -> None:
                 peak["queued_bytes"] = max(peak["queued_bytes"], sub["queued_bytes"])
                 peak["stalled_samples"] += bool(sub["stalled"])
                 peak["drops"] = dict(sub["drops"])  # latest; the engine forgets a link when it closes
+            ring = relay.engine_stats().get("retransmit", {}).get("ring_bytes", 0)
+            ring_peak = max(ring_peak, ring)
     stats = relay.engine_stats()
     ctx.result(
         counters=relay.counters(),
         engine=_jsonable(stats),
         engine_events=dict(relay.engine_events),
         queue_peaks=peaks,
+        ring_peak_bytes=ring_peak,
+        maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         kicked=kicked,
         receive_mode=relay.receive_mode,
         send_mode=relay.send_mode,
