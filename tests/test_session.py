@@ -1,0 +1,197 @@
+"""The client session against the real delivery service, directory and SQLite store (no network).
+
+Sessions speak to the relay's DeliveryPlane handlers through an in-process stand-in for RNS
+(``support_session.Net``): join with admission policy, fan-out, leave, removal, a commit race, the
+committer of last resort, keyframe requests by epoch, and restore without SFrame counter reuse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
+
+from ciris_av_plugin.session import (
+    AdmissionFailed,
+    AllowList,
+    EpochChanged,
+    Joined,
+    KeyframeNeeded,
+    Removed,
+    Session,
+    SessionError,
+    admit_all,
+)
+
+
+def _setup(tmp_path: Path, policy=None):
+    plane, store = make_plane(tmp_path / "relay.db")
+    net = Net(plane)
+    rns = new_identity()
+    pub = net.add(Session(rns.hash, STREAM, publisher=True, policy=policy or admit_all), rns)
+    net.run(pub, pub.session.create(GROUP_ID, net.now()))
+    pub.media = net.relay.open_link(rns.hash, "publisher", STREAM)
+    plane.enforcer.bind(pub.media.link_id, rns.hash, STREAM)
+    return net, pub, store
+
+
+def _join(net: Net, policy=None) -> Peer:
+    rns = new_identity()
+    peer = net.add(Session(rns.hash, STREAM, policy=policy or AllowList()), rns)
+    net.run(peer, peer.session.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
+    net.run(peer, peer.session.request_join())
+    net.pump()
+    return peer
+
+
+def test_a_joiner_admitted_by_the_publisher_joins_the_same_epoch_and_asks_for_a_keyframe(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    assert pub.installed[-1].epoch == 0 and pub.installed[-1].send
+    joiner = _join(net)
+    assert joiner.session.epoch == pub.session.epoch == 1
+    assert joiner.session.group.epoch_authenticator == pub.session.group.epoch_authenticator
+    assert any(isinstance(a, Joined) for a in joiner.app)
+    assert joiner.media is not None  # it subscribed once it was a leaf
+    assert joiner.session.bundles == []  # one-time private keys dropped after the join
+    assert joiner.saved is not None and pub.saved is not None
+    # the publisher keyframes on its epoch change and on the joiner's request for epoch 1
+    kfs = [a for a in pub.app if isinstance(a, KeyframeNeeded)]
+    assert kfs[-1].epoch == 1 and any(k.track_id == 1 for k in kfs)
+    store.close()
+
+
+def test_the_allow_list_decides_who_is_admitted(tmp_path: Path) -> None:
+    allowed = AllowList()
+    net, pub, store = _setup(tmp_path, policy=allowed)
+    stranger = _join(net)
+    assert stranger.session.group is None and pub.session.epoch == 0
+    assert pub.session.counters["joins_not_admitted"] == 1
+    allowed.identities.add(stranger.rns.hash)
+    net.run(pub, pub.session.admit(stranger.rns.hash))  # its join request is still live
+    net.pump()
+    assert stranger.session.epoch == 1
+    store.close()
+
+
+def test_every_member_follows_commits_and_a_leaver_is_removed_and_its_links_closed(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a, b = _join(net), _join(net)
+    assert a.session.epoch == b.session.epoch == pub.session.epoch == 2
+    media = b.media
+    net.run(b, b.session.leave())
+    net.pump()
+    assert pub.session.epoch == a.session.epoch == 3
+    assert any(isinstance(x, Removed) for x in b.app) and b.session.removed and b.saved is None
+    assert media.link_id in net.relay.closed  # its subscription went with its leaf
+    assert a.session.group.epoch_authenticator == pub.session.group.epoch_authenticator
+    store.close()
+
+
+def test_a_member_removed_by_the_admitter_goes_dark(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a, b = _join(net), _join(net)
+    net.run(pub, pub.session.remove(b.rns.hash))
+    net.pump()
+    assert b.session.removed and not net.plane.ds.is_member(STREAM, b.rns.hash)
+    ev = [x for x in a.app if isinstance(x, EpochChanged)][-1]
+    assert ev.removed == (b.rns.hash,)
+    store.close()
+
+
+def test_two_members_race_for_one_epoch_one_wins_and_the_loser_retries(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net)
+    # both build a commit for epoch 1 before either reaches the relay
+    first = pub.session.rekey()
+    second = a.session.rekey()
+    net.run(a, second)  # a's wins
+    net.run(pub, first)  # the publisher's is stale: it follows a's, then retries on top
+    net.pump()
+    assert a.session.counters["commits_won"] == 1
+    assert pub.session.counters["commits_lost"] == 1 and pub.session.counters["commits_won"] == 2  # admit + retry
+    assert pub.session.epoch == a.session.epoch == 3
+    assert pub.session.group.epoch_authenticator == a.session.group.epoch_authenticator
+    store.close()
+
+
+def test_the_lowest_active_leaf_commits_when_the_creator_is_gone(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net, policy=admit_all)
+    b = _join(net)
+    # the creator leaves: the relay asks the lowest remaining leaf (a) to commit its self-Remove
+    net.run(pub, pub.session.leave())
+    net.pump()
+    assert pub.session.removed and a.session.epoch == b.session.epoch == 3
+    assert net.plane.ds.admitter(STREAM) == a.rns.hash
+    late = _join(net)  # a admits by its own policy now
+    assert late.session.epoch == 4 == a.session.epoch
+    store.close()
+
+
+def test_keyframe_requests_are_honoured_only_at_the_requested_epoch_or_later(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    s = pub.session
+    assert s.on_event("KeyframeWanted", {"stream_id": STREAM, "track_id": 1, "epoch": 5}, net.now()) == []
+    out = s.on_event("KeyframeWanted", {"stream_id": STREAM, "track_id": 1, "epoch": 0}, net.now())
+    assert out == [KeyframeNeeded(1, 0)]
+    store.close()
+
+
+def test_a_restored_publisher_commits_an_update_before_it_may_send(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net)
+    saved = pub.saved
+    # the publisher process restarts: a new session from the stored state, same identity
+    restored = Session(pub.rns.hash, STREAM, publisher=True, policy=admit_all)
+    peer = net.add(restored, pub.rns)
+    actions = restored.restore(saved)
+    assert not restored.may_send and actions[0].send is False
+    net.run(peer, actions)
+    net.pump()
+    assert restored.may_send and restored.epoch == 2 == a.session.epoch
+    assert [i.send for i in peer.installed] == [False, True]
+    assert restored.group.epoch_authenticator == a.session.group.epoch_authenticator
+    store.close()
+
+
+def test_a_restarted_relay_keeps_the_group_and_a_second_joiner_joins(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net)
+    store.close()
+    plane, store = make_plane(tmp_path / "relay.db", net.relay)  # same links, new service over the same file
+    net.plane = plane
+    late = _join(net)
+    assert late.session.epoch == 2 == a.session.epoch == pub.session.epoch
+    store.close()
+
+
+def test_session_verbs_refuse_the_wrong_state(tmp_path: Path) -> None:
+    s = Session(new_identity().hash, STREAM)
+    with pytest.raises(SessionError):
+        s.leave()
+    with pytest.raises(SessionError):
+        s.request_join()  # no KeyPackages published
+
+
+def test_malformed_or_foreign_events_are_counted_not_raised(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    s = pub.session
+    now = net.now()
+    assert s.on_event("CommitAccepted", {"stream_id": STREAM, "epoch": "x", "message": 3}, now) == []
+    assert s.on_event("JoinRequested", {"stream_id": STREAM}, now) == []
+    assert s.on_event("CommitAccepted", {"stream_id": STREAM + 1}, now) == []
+    assert s.on_event("Whatever", {"stream_id": STREAM}, now) == []
+    garbage = s.on_event("CommitAccepted", {"stream_id": STREAM, "epoch": 0, "message": b"\x00" * 40}, now)
+    assert [a.path for a in garbage] == ["commit-failed"]
+    assert s.counters["events_malformed"] == 2 and s.epoch == 0
+    store.close()
+
+
+def test_an_admission_for_an_identity_without_key_packages_fails_cleanly(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    ghost = new_identity()
+    net.run(pub, pub.session.admit(ghost.hash))  # never asked to join: the fetch is refused
+    assert any(isinstance(a, AdmissionFailed) and a.code == "not-authorised" for a in pub.app)
+    assert pub.session.epoch == 0
+    store.close()
