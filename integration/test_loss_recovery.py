@@ -1,0 +1,89 @@
+"""Loss recovery over real RNS (issue 7): 1 %, 5 % and 200 ms bursts of loss on either side of a relay.
+
+One run of :func:`integration.loss_scenario.run_loss_scenario` (~16 s, 11 processes) backs every
+assertion; each test names one promise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ciris_av_plugin.media.nack import MAX_TRACKED_FRAMES
+from ciris_av_plugin.media.retransmit import RING_MAX_BYTES
+from integration.loss_scenario import LossReport, run_loss_scenario
+
+# The issue's bars: frames decrypted complete at 1 % and 5 % random loss, and how soon decoding
+# must resume after a burst.
+COMPLETE_AT_1 = 0.995
+COMPLETE_AT_5 = 0.97
+RESUME_WITHIN_S = 1.0
+# Peak resident memory any child may reach: an RNS process starts at ~36 MB; a leak of media
+# buffers at 2 Mbit/s would pass this within the run.
+MAX_RSS_KB = 250_000
+
+
+@pytest.fixture(scope="module")
+def scenario() -> LossReport:
+    return run_loss_scenario()
+
+
+def _figures_line(report: LossReport, name: str) -> str:
+    f = report.figures[name]
+    return (f"{name}: {f.decrypted}/{f.sent} decrypted, {f.decodable_video}/{f.video_sent} video decodable, "
+            f"p99 {f.latency_p99_ms:.0f} ms, {f.nacks_sent} NACKs, resume {f.resume_after_burst_s}")
+
+
+@pytest.mark.parametrize("name", ["down_1", "up_1_sub"])
+def test_one_percent_loss_leaves_at_least_99_5_percent_of_frames_complete(scenario: LossReport, name: str) -> None:
+    f = scenario.figures[name]
+    assert f.complete_fraction >= COMPLETE_AT_1, _figures_line(scenario, name)
+    assert f.nacks_sent > 0 or name.startswith("up_"), "loss on the subscriber's hop must be NACKed by it"
+
+
+@pytest.mark.parametrize("name", ["down_5", "up_5_sub"])
+def test_five_percent_loss_leaves_at_least_97_percent_of_frames_complete(scenario: LossReport, name: str) -> None:
+    f = scenario.figures[name]
+    assert f.complete_fraction >= COMPLETE_AT_5, _figures_line(scenario, name)
+
+
+@pytest.mark.parametrize("name", ["down_burst", "up_burst_sub"])
+def test_decoding_resumes_within_one_second_after_each_200_ms_burst(scenario: LossReport, name: str) -> None:
+    f = scenario.figures[name]
+    assert len(f.resume_after_burst_s) >= 3, "the run must span several bursts"
+    assert all(r <= RESUME_WITHIN_S for r in f.resume_after_burst_s), _figures_line(scenario, name)
+
+
+def test_losses_on_the_publisher_hop_are_repaired_by_the_publisher(scenario: LossReport) -> None:
+    relay = scenario.results["relay"]["engine"]["retransmit"]
+    assert relay["upstream"]["frames_nacked"] > 0 and relay["upstream"]["recovered"] > 0, relay
+    for name in ("pub_up_1", "pub_up_5", "pub_up_burst"):
+        pub = scenario.results[name]
+        assert pub["loss"]["dropped"] > 0 and pub["retransmitted"] > 0, (name, pub["loss"], pub["retransmitted"])
+    assert scenario.results["pub_down"]["retransmitted"] == 0
+
+
+def test_losses_on_the_subscriber_hop_are_repaired_by_the_relay(scenario: LossReport) -> None:
+    relay = scenario.results["relay"]["engine"]["retransmit"]
+    assert relay["nacks_in"] > 0 and relay["packets_retransmitted"] > 0, relay
+    assert relay["responder"].get("nack_never_sent", 0) == 0, relay
+
+
+def test_memory_stays_bounded(scenario: LossReport) -> None:
+    relay = scenario.results["relay"]
+    tracks = sum(len(s["tracks"]) for s in relay["engine"]["per_stream"].values())
+    assert 0 < relay["ring_peak_bytes"] <= tracks * RING_MAX_BYTES, relay["ring_peak_bytes"]
+    for name, res in scenario.results.items():
+        assert res["maxrss_kb"] <= MAX_RSS_KB, (name, res["maxrss_kb"])
+        tracked = res.get("detector_tracked")
+        assert tracked is None or tracked <= MAX_TRACKED_FRAMES, (name, tracked)
+    peaks = relay["queue_peaks"]
+    assert max(p["queued_bytes"] for p in peaks.values()) <= 512 * 1024
+
+
+def test_latency_stays_interactive(scenario: LossReport) -> None:
+    # A repaired frame costs about one NACK round trip plus the detection delay; a burst's frames
+    # wait for its end. Nothing may take longer than the relay's 1 s ring.
+    for f in scenario.figures.values():
+        assert not math.isnan(f.latency_p99_ms) and f.latency_p99_ms < 1000, _figures_line(scenario, f.name)
