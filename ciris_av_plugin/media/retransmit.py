@@ -95,18 +95,21 @@ class RetransmitRing:
 
     def add(self, seq: int, packet: bytes, now: float) -> None:
         """Keep ``packet`` (a fragment of frame ``seq``); evicts frames past the age or byte bound."""
-        entry = self._frames.get(seq)
+        frames = self._frames
+        entry = frames.get(seq)
         if entry is None:
-            self._frames[seq] = [now, packet]
+            frames[seq] = [now, packet]
             self._order.append(seq)
-            if self.highest is None or _newer(seq, self.highest):
+            high = self.highest
+            if high is None or 0 < ((seq - high) & _U32) < _HALF:  # _newer, inlined: hot path
                 self.highest = seq
             if not self.bytes:
                 self.oldest_t = now
         else:
             entry.append(packet)
-        self.bytes += len(packet)
-        if self.bytes > self.max_bytes or now - self.oldest_t > self.max_age:
+        size = self.bytes + len(packet)
+        self.bytes = size
+        if size > self.max_bytes or now - self.oldest_t > self.max_age:
             self._evict(now)
 
     def _evict(self, now: float) -> None:
