@@ -212,11 +212,16 @@ def run(loss_percent: float, recovery: bool, seconds: float, delay_ms: float, se
         drain_relay()
         sim.at(sim.now + RELAY_TICK_S, relay_tick)
 
+    base_wait = opener.orderer.wait
+
     def client_tick() -> None:
         on_frames(opener.expire(sim.now))
         if detector is not None:
             for out in detector.poll(sim.now):
                 up_sub.send(out.packet)
+            # As SubscriberClient._on_tick: hold gaps open for the measured repair time.
+            opener.orderer.wait = max(base_wait, detector.repair_wait())
+            detector.deadline = max(0.1, opener.orderer.wait)
         entries = []
         for (sid, tid), st in sorted(opener.tracks().items()):
             if sid == STREAM:

@@ -90,6 +90,12 @@ NACK_DEADLINE_S = 0.3
 # A jump of more frames than this is not a loss to repair (a restart, a stall, a skipped group
 # of pictures): ~1 s of 30 fps video. The keyframe path handles it.
 MAX_GAP_FRAMES = 32
+# A receiver holds a gap open (its in-order release waits) for the reorder guard plus this many
+# repair round trips: the first NACK and two re-NACKs, so one lost NACK or repair is survivable.
+REPAIR_ROUNDS = 3
+# ... but never longer than this: 400 ms is the top of ITU-T G.114's acceptable one-way delay;
+# past it a frozen picture plus a keyframe is the better trade.
+MAX_REPAIR_WAIT_S = 0.4
 # Frames tracked at once (partial or missing), over all tracks: 0.3 s of a few 60 fps tracks.
 MAX_TRACKED_FRAMES = 256
 # Tracks tracked at once (least recently used evicted): as FrameOrderer's MAX_TRACKS.
@@ -279,6 +285,12 @@ class LossDetector:
 
     def retry_interval(self) -> float:
         return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 2.0 * self.srtt))
+
+    def repair_wait(self) -> float:
+        """How long a gap is worth waiting for, given the measured repair time (NACK to first
+        repaired byte): a receiver's in-order release (``FrameOrderer.wait``) and this
+        detector's ``deadline`` should be at least this, so repairs are not late on arrival."""
+        return min(MAX_REPAIR_WAIT_S, self.guard + REPAIR_ROUNDS * max(self.srtt, NACK_RETRY_MIN_S))
 
     def observe_packet(self, packet: bytes | memoryview, now: float) -> None:
         """:meth:`observe` a media link packet; anything but a well-formed fragment is ignored."""

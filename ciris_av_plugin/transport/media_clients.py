@@ -198,6 +198,8 @@ class SubscriberClient:
         self.stream_id = stream_id
         self.opener = opener
         # NACKing past the opener's reorder wait is pointless: the frame is counted lost by then.
+        # With recovery the wait grows to the measured repair time (LossDetector.repair_wait).
+        self._base_wait = opener.orderer.wait
         self.detector = LossDetector(deadline=max(0.1, opener.orderer.wait)) if recovery else None
         self.nacks_sent = 0
         self.on_frame = on_frame
@@ -272,7 +274,12 @@ class SubscriberClient:
         with self._lock:
             expired = self.opener.expire(now)
             tracks = self.opener.tracks()
-            nacks = self._due_nacks(now) if self.detector is not None else []
+            nacks: list[bytes] = []
+            if self.detector is not None:
+                nacks = self._due_nacks(now)
+                wait = max(self._base_wait, self.detector.repair_wait())
+                self.opener.orderer.wait = wait
+                self.detector.deadline = max(0.1, wait)
         self._dispatch(expired)
         entries: list[TrackReport] = []
         for (stream_id, track_id), st in sorted(tracks.items()):
