@@ -86,6 +86,12 @@ DEFAULT_ONE_TIME_KEY_PACKAGES = 2
 # Video tracks a joiner asks keyframes for after joining (the integration shape's video track).
 DEFAULT_VIDEO_TRACKS: tuple[int, ...] = (1,)
 
+# Requests re-sent after a reconnect when they failed because the link to the relay was down (the
+# others are re-derived: commits are rebuilt by their work item, catch-up asks again).
+RETRY_ON_RECONNECT = frozenset({"kp-publish", "join", "welcome-ack", "propose", "keyframe"})
+LINK_DOWN = "link-down"
+"""Refusal code the I/O layer reports when a request never reached the relay or got no answer."""
+
 # Keyframe requests remembered until the publisher reaches their epoch; beyond it the oldest are
 # dropped (a member asks again; the publisher also keyframes on every epoch change anyway).
 MAX_WANTED_KEYFRAMES = 64
@@ -267,6 +273,7 @@ class Session:
         self._catching_up = False
         self._wanted: dict[int, int] = {}
         self._welcome_asked = False
+        self._retry: list[Request] = []
         self.counters: Counter[str] = Counter()
         """Outcomes by name (commits won/lost, events ignored...), for tests and metrics."""
 
@@ -346,6 +353,16 @@ class Session:
         """Ask for the Welcome now (e.g. a joiner that missed the WelcomeReady event)."""
         self._welcome_asked = True
         return [Request(wire.PATH_WELCOME, {"stream_id": self.stream_id}, "welcome")]
+
+    def resync(self) -> list[Action]:
+        """After a reconnect (events queued at the relay may be lost): a joiner asks for its Welcome,
+        a member for the commits since its epoch."""
+        retry, self._retry = self._retry, []
+        if self.group is None:
+            return retry + (self.fetch_welcome() if self.bundles else [])
+        if not self.group.active:
+            return []
+        return retry + self._catch_up()
 
     # ---- member verbs ----------------------------------------------------------------------
 
@@ -614,6 +631,9 @@ class Session:
         self.counters[f"refused.{request.op}.{code}"] += 1
         log.info("%s refused: %s %s", request.path, code, message)
         op = request.op
+        if code == LINK_DOWN and op in RETRY_ON_RECONNECT:
+            self._retry.append(request)
+            return []
         if op == "commits":
             self._catching_up = False
             return self._next_work()

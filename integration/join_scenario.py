@@ -1,0 +1,303 @@
+"""The joiner path over real RNS (issue 5): join mid-stream, leave, removal, a commit race, relay restart.
+
+Processes (each its own RNS instance and config directory on 127.0.0.1, see ``join_node.py``): a
+delivery relay over a SQLite file; the publisher (creates the group, admits identities on its allow
+list, streams ~400 kbit/s of media-shaped frames); ``sub1`` (the remaining subscriber, capturing every
+media packet it receives); ``sub2`` (leaves); ``joiner`` (joins mid-stream, later removed); ``joiner2``
+(joins after the relay restarted). :func:`run_join_scenario` returns every child's report and named
+checks; ``integration/test_join.py`` asserts them.
+
+The removal promise is checked from ciphertext: the packets ``sub1`` captured are fed to a fresh
+opener holding the removed member's retained state (its last epoch before removal); no frame of an
+epoch at or after its removal may open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import RNS
+
+from ciris_av_plugin.media import wire
+from ciris_av_plugin.media.events import FrameDecrypted
+from ciris_av_plugin.media.frames import FrameOpener
+from ciris_av_plugin.media.mls_keys import epoch_keys
+from ciris_av_plugin.mls import Group
+from ciris_av_plugin.transport.config import free_port
+from integration.harness import Cluster, Node
+
+STREAM_ID = 0x5E55
+ENTRY = ["-m", "integration.join_node"]
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class JoinReport:
+    results: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append(Check(name, bool(ok), detail))
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+class Driver:
+    """Writes command files to member processes and reads their status files."""
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self.nodes = nodes
+        self.proc_of: dict[str, Node] = {}
+        self._n = 0
+
+    def cmd(self, member: str, do: str, **kw: Any) -> None:
+        self._n += 1
+        node = self.proc_of[member]
+        path = node.workdir / f"cmd-{self._n:04d}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"member": member, "do": do, **kw}))
+        os.replace(tmp, path)
+
+    def status(self, member: str) -> dict[str, Any]:
+        path = self.proc_of[member].workdir / "status.json"
+        try:
+            return json.loads(path.read_text()).get(member, {})
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def wait(self, what: str, pred: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if pred():
+                    return True
+            except (KeyError, TypeError):
+                pass
+            for node in self.nodes.values():
+                if node.proc.poll() not in (None, 0):
+                    raise RuntimeError(f"{node.name} died while waiting for {what}: {node.log_tail()}")
+            time.sleep(0.05)
+        return False
+
+
+def _identity_file(root: Path, name: str) -> tuple[str, str]:
+    ident = RNS.Identity()
+    path = root / "ids" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ident.to_file(str(path))
+    return str(path), ident.hash.hex()
+
+
+def read_capture(path: Path) -> list[bytes]:
+    data = path.read_bytes() if path.exists() else b""
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        if pos + 4 + n > len(data):
+            break
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def removal_promise(capture: list[bytes], retained: bytes, removal_epoch: int) -> dict[str, Any]:
+    """Feed captured ciphertext to the removed member's retained state; count by KID epoch."""
+    group = Group.from_bytes(retained)
+    opener = FrameOpener()
+    now = time.monotonic()
+    opener.install_keys(epoch_keys(group, send=False), now)
+    captured_by_epoch: dict[int, int] = {}
+    opened_by_epoch: dict[int, int] = {}
+    for pkt in capture:
+        try:
+            frag, _ = wire.decode_fragment(pkt)
+        except Exception:
+            continue
+        if frag.offset == 0:
+            low = frag.kid & 0xFF
+            captured_by_epoch[low] = captured_by_epoch.get(low, 0) + 1
+        for ev in opener.receive_packet(pkt, now):
+            if isinstance(ev, FrameDecrypted):
+                opened_by_epoch[ev.epoch] = opened_by_epoch.get(ev.epoch, 0) + 1
+    for ev in opener.expire(now + 10):
+        if isinstance(ev, FrameDecrypted):
+            opened_by_epoch[ev.epoch] = opened_by_epoch.get(ev.epoch, 0) + 1
+    return {
+        "retained_epoch": group.epoch,
+        "removal_epoch": removal_epoch,
+        "captured_frames_by_kid_epoch": captured_by_epoch,
+        "opened_by_epoch": opened_by_epoch,
+        "opened_at_or_after_removal": sum(n for e, n in opened_by_epoch.items() if e >= removal_epoch),
+        "captured_at_or_after_removal": sum(n for e, n in captured_by_epoch.items() if e >= removal_epoch % 256),
+    }
+
+
+def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> JoinReport:
+    report = JoinReport()
+    started = time.monotonic()
+    cluster = Cluster(keep=keep)
+    root = cluster.root
+    marker = os.urandom(12).hex()
+    names = ["pub", "sub1", "sub2", "joiner", "joiner2"]
+    ids = {n: _identity_file(root, n) for n in names}
+    relay_id, _ = _identity_file(root, "relay")
+    allow = [ids[n][1] for n in names if n != "pub"]
+    port = free_port()
+    db = str(root / "relay-db" / "relay.db")
+    relay_spec = {"role": "delivery_relay", "listen_port": port, "identity": relay_id, "db": db,
+                  "duration": 150, "timeout": 170}
+    try:
+        relay = cluster.spawn("relay", relay_spec, entry=ENTRY)
+        dest = relay.wait_ready(30)["dest"]
+        base = {"role": "member", "connect_port": port, "relay": dest, "stream_id": STREAM_ID, "marker": marker,
+                "duration": 150, "timeout": 170, "bits_per_s": bits_per_s}
+
+        def member(name: str, **kw: Any) -> dict[str, Any]:
+            return {"name": name, "identity": ids[name][0], **kw}
+
+        procs = {
+            "pub": cluster.spawn("p-pub", {**base, "members": [
+                member("pub", create=True, publisher=True, allow=allow, group_id=os.urandom(16).hex())]}, entry=ENTRY),
+            "sub1": cluster.spawn("p-sub1", {**base, "members": [member("sub1", capture=True)]}, entry=ENTRY),
+            "sub2": cluster.spawn("p-sub2", {**base, "members": [member("sub2")]}, entry=ENTRY),
+            "joiner": cluster.spawn("p-joiner", {**base, "members": [member("joiner")]}, entry=ENTRY),
+            "joiner2": cluster.spawn("p-joiner2", {**base, "members": [member("joiner2")]}, entry=ENTRY),
+        }
+        nodes = {"relay": relay, **procs}
+        drv = Driver(nodes)
+        drv.proc_of = dict(procs)
+        for node in procs.values():
+            node.wait_ready(40)
+
+        # 1. relay + publisher + two subscribers streaming (they join once the stream is registered)
+        drv.cmd("sub1", "join")
+        drv.cmd("sub2", "join")
+        ok = drv.wait("subscribers joined", lambda: drv.status("sub1")["frames"] > 30
+                      and drv.status("sub2")["frames"] > 30, 30)
+        report.check("two subscribers joined and decrypt the stream", ok,
+                     f"sub1 {drv.status('sub1').get('frames')} sub2 {drv.status('sub2').get('frames')} frames")
+
+        # 2. a joiner joins mid-stream
+        drv.cmd("joiner", "join")
+        ok = drv.wait("joiner decrypts", lambda: drv.status("joiner")["frames"] > 30
+                      and drv.status("joiner")["first_keyframe_at"], 20)
+        j = drv.status("joiner")
+        report.check("a joiner joins mid-stream and decrypts frames", ok and j.get("bad_payloads") == 0,
+                     f"{j.get('frames')} frames, epoch {j.get('epoch')}")
+        if j.get("first_frame_at") and j.get("join_requested_at"):
+            report.figures["join_to_first_frame_s"] = j["first_frame_at"] - j["join_requested_at"]
+        if j.get("first_keyframe_at") and j.get("join_requested_at"):
+            report.figures["join_to_first_keyframe_s"] = j["first_keyframe_at"] - j["join_requested_at"]
+        report.check("join latency recorded", "join_to_first_frame_s" in report.figures,
+                     json.dumps(report.figures))
+
+        # 3. a member leaves, another is removed
+        e0 = drv.status("pub")["epoch"]
+        drv.cmd("sub2", "leave")
+        ok = drv.wait("sub2 out", lambda: drv.status("sub2")["removed_at_epoch"] is not None
+                      and drv.status("pub")["epoch"] == e0 + 1, 15)
+        report.check("a leaver's self-Remove is committed and it learns it is out", ok,
+                     f"pub epoch {drv.status('pub').get('epoch')}, sub2 {drv.status('sub2').get('removed_at_epoch')}")
+        drv.cmd("pub", "remove", identity=ids["joiner"][1])
+        ok = drv.wait("joiner removed", lambda: drv.status("joiner")["removed_at_epoch"] is not None, 15)
+        removal_epoch = drv.status("joiner").get("removed_at_epoch")
+        report.check("the removed member learns it is out", ok, f"removed at epoch {removal_epoch}")
+        # let frames of the new epoch reach sub1's capture
+        frames_then = drv.status("sub1")["frames_by_epoch"]
+        drv.wait("frames after removal", lambda: drv.status("sub1")["frames_by_epoch"].get(str(removal_epoch), 0) > 60,
+                 10)
+
+        # 4. two members race commits for one epoch
+        before = {n: drv.status(n) for n in ("pub", "sub1")}
+        e1 = before["pub"]["epoch"]
+        at = time.time() + 0.5
+        drv.cmd("pub", "rekey", at=at)
+        drv.cmd("sub1", "rekey", at=at)
+        ok = drv.wait("race settled", lambda: drv.status("pub")["epoch"] == e1 + 2 == drv.status("sub1")["epoch"], 15)
+        after = {n: drv.status(n) for n in ("pub", "sub1")}
+
+        def delta(n: str, key: str) -> int:
+            return after[n]["counters"].get(key, 0) - before[n]["counters"].get(key, 0)
+
+        lost = {n: delta(n, "commits_lost") for n in after}
+        won = {n: delta(n, "commits_won") for n in after}
+        same = after["pub"]["auth"].get(str(e1 + 2)) == after["sub1"]["auth"].get(str(e1 + 2)) is not None
+        report.check("two members race for one epoch: exactly one wins, the loser recovers",
+                     ok and sorted(lost.values()) == [0, 1] and won == {"pub": 1, "sub1": 1} and same,
+                     f"lost {lost} won {won} epochs {after['pub']['epoch']}/{after['sub1']['epoch']} same auth {same}")
+
+        # 5. restart the relay mid-stream; a second joiner joins after it
+        frames_before_restart = drv.status("sub1")["frames"]
+        (relay.workdir / "stop").touch()
+        first_run = relay.wait_result(15)
+        report.results["relay_first_run"] = first_run
+        restart_at = time.time()
+        relay2 = cluster.spawn("relay2", relay_spec, entry=ENTRY)
+        nodes["relay"] = relay2
+        report.check("the restarted relay has the same destination", relay2.wait_ready(30)["dest"] == dest)
+        ok = drv.wait("stream resumes", lambda: drv.status("sub1")["frames"] > frames_before_restart + 60, 40)
+        report.figures["relay_restart_to_frames_s"] = time.time() - restart_at
+        report.check("the stream resumes through the restarted relay", ok,
+                     f"sub1 frames {frames_before_restart} -> {drv.status('sub1').get('frames')}")
+        drv.wait("joiner2 reconnected", lambda: drv.status("joiner2")["control_up"], 20)
+        drv.cmd("joiner2", "join")
+        ok = drv.wait("joiner2 decrypts", lambda: drv.status("joiner2")["frames"] > 30, 30)
+        j2 = drv.status("joiner2")
+        report.check("a second joiner joins after the restart (directory and group state survived)", ok,
+                     f"{j2.get('frames')} frames at epoch {j2.get('epoch')}")
+        if j2.get("first_frame_at") and j2.get("join_requested_at"):
+            report.figures["join2_to_first_frame_s"] = j2["first_frame_at"] - j2["join_requested_at"]
+
+        # wind down
+        for name in procs:
+            drv.cmd(name, "stop")
+        for name, node in procs.items():
+            report.results[name] = node.wait_result(20)["members"][name]
+        (relay2.workdir / "stop").touch()
+        report.results["relay"] = relay2.wait_result(15)
+
+        # the removal promise, from ciphertext
+        joiner_dir = procs["joiner"].workdir / "joiner"
+        capture = read_capture(procs["sub1"].workdir / "sub1" / "capture.bin")
+        promise = removal_promise(capture, (joiner_dir / "retained.state").read_bytes(), int(removal_epoch))
+        report.results["removal_promise"] = promise
+        report.check("the removed member's retained state opens no frame of its removal epoch or later",
+                     promise["opened_at_or_after_removal"] == 0 and promise["captured_at_or_after_removal"] > 0
+                     and sum(promise["opened_by_epoch"].values()) > 0,
+                     json.dumps(promise))
+        sub1 = report.results["sub1"]
+        report.check("the remaining subscriber decrypted frames at and after the removal epoch",
+                     sum(n for e, n in sub1["frames_by_epoch"].items() if int(e) >= int(removal_epoch)) > 0,
+                     json.dumps(sub1["frames_by_epoch"]))
+        closed = first_run["closed_for_removal"]
+        report.check("the relay closed the leaver's and the removed member's links", closed >= 2
+                     and report.results["joiner"]["subscriber_link_up"] is False,
+                     f"closed {closed}, joiner link up {report.results['joiner']['subscriber_link_up']}")
+        drops = first_run["filter_drops"]
+        report.check("the relay's frame filter saw the epoch changes", True, json.dumps(drops))
+        report.check("no subscriber saw a foreign plaintext", all(
+            report.results[n]["bad_payloads"] == 0 for n in procs), "")
+        del frames_then
+    finally:
+        report.wall_s = time.monotonic() - started
+        cluster.close()
+    return report
