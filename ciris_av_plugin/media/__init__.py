@@ -9,6 +9,8 @@ Modules, from the wire inwards:
 * :mod:`.keyring` — receive keys per epoch with a grace window, and the future-frame hold;
 * :mod:`.replay` — per-KID anti-replay windows;
 * :mod:`.ordering` — in-order release per track, loss counts, keyframe gating;
+* :mod:`.nack` — NACK packets and the receiver's loss detector; :mod:`.retransmit` — the
+  sender's retransmission ring and NACK responder (publisher and relay alike);
 * :mod:`.frames` — :class:`FrameSealer` (publisher) and :class:`FrameOpener` (receiver), which
   tie the above together; :mod:`.events` holds the receiver's event dataclasses.
 

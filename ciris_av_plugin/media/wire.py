@@ -13,6 +13,12 @@ Two headers, two jobs (ARCHITECTURE.md, "Frames and fragments"):
 A *frame object* is ``forwarding_header || sframe_ciphertext``; fragments carry byte ranges of
 it. All integers are big-endian.
 
+The first byte of every media link packet is its type: ``PT_FRAGMENT`` (below),
+``PT_RECEIVER_REPORT`` (``relay/reports.py``), ``PT_NACK`` (missing byte ranges of frames,
+``media/nack.py``: fixed layout, at most 24 ranges, at most 347 bytes so it fits a 431-byte MDU)
+and ``PT_KEEPALIVE``. A fragment resent in answer to a NACK carries ``FLAG_RETRANSMISSION``
+(``media/retransmit.py``); receivers use it to measure the repair time.
+
 Forwarding header v1::
 
      0 u8  version (1)
