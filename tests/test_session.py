@@ -195,3 +195,19 @@ def test_an_admission_for_an_identity_without_key_packages_fails_cleanly(tmp_pat
     assert any(isinstance(a, AdmissionFailed) and a.code == "not-authorised" for a in pub.app)
     assert pub.session.epoch == 0
     store.close()
+
+
+def test_requests_lost_to_a_link_outage_are_sent_again_after_reconnecting(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    rns = new_identity()
+    s = Session(rns.hash, STREAM)
+    peer = net.add(s, rns)
+    publish = s.publish_key_packages(net.now(), rns.get_public_key(), rns.sign)
+    join = s.request_join()
+    for req in publish + join:  # the link was down: nothing reached the relay
+        assert s.on_refused(req, "link-down", "no link", net.now()) == []
+    assert s.epoch is None
+    net.run(peer, s.resync())  # reconnected: the KeyPackages and the join request go out again
+    net.pump()
+    assert s.epoch == pub.session.epoch == 1
+    store.close()
