@@ -2,14 +2,15 @@
 
 This module is what the ``realtime_av`` entry point names. It registers:
 
-* ``realtime_av.relay`` — a keyless dispatcher wrapping the transport's ``RelayNode`` and the
-  forwarding engine: it forwards ciphertext only and never touches an MLS ``Group``. Registered
-  when ``realtime_av.enabled`` and the ``relay`` role is configured.
+* ``realtime_av.relay`` — the keyless dispatcher: the transport's ``RelayNode`` over the forwarding
+  engine, with the KeyPackage directory and delivery service (``DeliveryPlane``) on its control plane
+  and their state in SQLite under ``node.data_dir``. It forwards ciphertext, follows public MLS state
+  and never touches a ``Group``. Registered when ``realtime_av.enabled`` and the ``relay`` role is set.
 * ``realtime_av.mls`` — the ``process_welcome`` handler a participating host (``publish``/``watch``
   roles, an agent joining a call) uses to turn a Welcome into its own participant state.
 
-Heavy layers (RNS, the engine, MLS) are imported when a service starts, not when the host loads
-the plugin, so discovery stays cheap and a host without a working RNS can still validate config.
+Heavy layers (RNS, SQLite, the engine, MLS) are imported when a service starts, not when the host
+loads the plugin, so discovery stays cheap and a host without a working RNS can still validate config.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ciris_av_plugin.hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 RELAY_DISPATCHER_NAME = "realtime_av.relay"
+RELAY_DB_FILE = "relay.sqlite"
+"""The relay's directory and public group state, under ``node.data_dir`` (mode 0600, via ``store/``)."""
 WELCOME_HANDLER_NAME = "realtime_av.mls"
 
 EngineFactory = Callable[[Config], Any]
@@ -40,63 +43,100 @@ _live: dict[int, RelayDispatcher] = {}
 
 
 def default_engine_factory(config: Config) -> Any:
-    """The relay's forwarding engine (``relay/engine.py``) with the configured fan-out limit."""
+    """The relay's forwarding engine (``relay/engine.py``) with the configured fan-out limit.
+
+    Returned as a factory of ``on_pending`` so the relay wakes a subscriber's sender exactly when
+    its queue fills (``transport.relay.RelayNode`` accepts an engine or such a factory)."""
     from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine
 
     limits = EngineConfig(max_subscribers_per_stream=config.realtime_av.max_subscribers_per_stream)
-    return ForwardingEngine(limits)
+    return lambda on_pending: ForwardingEngine(limits, on_pending=on_pending)
+
+
+@dataclass
+class _Running:
+    """What a started relay dispatcher holds, so ``stop`` undoes exactly what ``start`` did."""
+
+    relay: Any
+    plane: Any
+    store: Any
 
 
 @dataclass(eq=False)
 class RelayDispatcher:
-    """The keyless relay service: an RNS relay destination feeding the forwarding engine."""
+    """The keyless relay service: forwarding engine, KeyPackage directory and delivery service.
+
+    It binds ``transport.relay.RelayNode`` (the RNS destination, links, media) and
+    ``transport.delivery_handlers.DeliveryPlane`` (the MLS control requests) to one SQLite file,
+    ``<node.data_dir>/relay.sqlite``, so the directory and the public group state survive a restart.
+    It follows public MLS state only (``PublicGroup``) and never holds a group secret.
+    """
 
     config: Config
     engine_factory: EngineFactory = default_engine_factory
     name: str = RELAY_DISPATCHER_NAME
-    _node: Any = field(default=None, init=False, repr=False)
+    _running: _Running | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self, context: NodeContext) -> None:
-        """Create the relay destination under the node's RNS identity and announce it."""
-        with self._lock:
-            if self._node is not None:
-                raise RelayError(f"{self.name} is already started")
-            from ciris_av_plugin.transport.relay import RelayNode  # RNS only once the host runs one
+        """Open the relay's store, create the relay destination under the node's identity, announce."""
+        # Imported here: RNS only once the host runs one, SQLite only once there is a data dir.
+        from ciris_av_plugin.relay.delivery import DeliveryService
+        from ciris_av_plugin.relay.directory import KeyPackageDirectory
+        from ciris_av_plugin.store.sqlite import SQLiteStore
+        from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
+        from ciris_av_plugin.transport.relay import RelayNode
 
-            node = RelayNode(context.identity, self.engine_factory(self.config))
-            node.start()
-            self._node = node
+        with self._lock:
+            if self._running is not None:
+                raise RelayError(f"{self.name} is already started")
+            store = SQLiteStore(context.data_dir / RELAY_DB_FILE)
+            try:
+                delivery = DeliveryService(store)
+                directory = KeyPackageDirectory(store, delivery.may_fetch)
+                delivery.directory = directory
+                relay = RelayNode(context.identity, self.engine_factory(self.config))
+                plane = DeliveryPlane(relay, delivery, directory)  # registers its requests before start
+                relay.start()
+                plane.start()
+            except BaseException:
+                store.close()
+                raise
+            self._running = _Running(relay, plane, store)
         with _live_lock:
             _live[id(self)] = self
-        log.info("%s started: destination %s", self.name, node.destination_hash.hex())
+        log.info("%s started: destination %s", self.name, relay.destination_hash.hex())
 
     def stop(self) -> None:
-        """Tear down the relay's links; safe to call twice or after a failed start."""
+        """Stop the delivery ticker, tear down the relay's links, close the store. Idempotent."""
         with _live_lock:
             _live.pop(id(self), None)
         with self._lock:
-            node, self._node = self._node, None
-        if node is not None:
-            node.stop()
+            running, self._running = self._running, None
+        if running is not None:
+            running.plane.stop()
+            running.relay.stop()
+            running.store.close()
             log.info("%s stopped", self.name)
 
     @property
     def destination_hash(self) -> bytes | None:
         """The relay's RNS destination hash, which clients dial; None until started."""
-        node = self._node
-        return None if node is None else node.destination_hash
+        running = self._running
+        return None if running is None else running.relay.destination_hash
 
     def status(self) -> dict[str, Any]:
-        node = self._node
-        if node is None:
+        running = self._running
+        if running is None:
             return {"name": self.name, "running": False}
         return {
             "name": self.name,
             "running": True,
-            "destination": node.destination_hash.hex(),
-            "counters": node.counters(),
-            "engine": node.engine_stats(),
+            "destination": running.relay.destination_hash.hex(),
+            "counters": running.relay.counters(),
+            "engine": running.relay.engine_stats(),
+            "delivery": dict(running.plane.ds.counters),
+            "directory": dict(running.plane.directory.counters),
         }
 
 

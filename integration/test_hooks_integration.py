@@ -1,16 +1,19 @@
-"""Hook-level integration: a fabric host loads the plugin through its entry point and a stream flows.
+"""Hook-level integration: a fabric host loads the plugin through its entry point; a stream and a join flow.
 
 Scenarios, each node a separate OS process with its own RNS instance on 127.0.0.1:
 
 * a test host that is *not* ``host.py`` loads the plugin with pluggy from the ``ciris_fabric``
-  entry point, calls the hooks as a fabric node would (configure, register, start with a real
-  ``RNS.Reticulum`` and identity, status, stopping, stop), and a publisher and a subscriber drive
-  a media-shaped stream through the relay dispatcher the plugin registered: every frame arrives
-  byte for byte, and the plugin's status hook reports the engine's counters;
+  entry point and calls the hooks as a fabric node would (configure, register, start with a real
+  ``RNS.Reticulum`` and identity, status, stopping, stop). Through the keyless relay the plugin
+  registered, a publisher creates a group and streams end-to-end encrypted frames, a joiner publishes
+  KeyPackages, asks to join, is admitted by the publisher's commit, processes the Welcome and
+  decrypts the stream; an identity outside the group is refused media. The members are the transport
+  engineer's ``integration/join_node.py`` session clients; their identities come from this
+  package's identity store (the same 64-byte files RNS writes).
 * the embedded node (``ciris-av node``, i.e. ``host.py``) does the same from a config file and exits
-  0 on SIGTERM after running its stop hooks.
+  0 on SIGTERM after running its stop hooks; a disabled one registers nothing.
 
-This module is also the child processes' entry point:
+This module is also the entry point of its own child processes (the test host and the outsider):
 ``python -m integration.test_hooks_integration ROLE WORKDIR`` with ``WORKDIR/spec.json``.
 """
 
@@ -18,12 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,11 @@ from integration.harness import REPO, Cluster, Node
 CHILD_TIMEOUT_S = 60.0
 """Each child kills itself after this (os._exit), so a hung RNS never outlives the test run."""
 STREAM_ID = 0xC1A5
-VIDEO_TRACK = 1
-FRAMES = 60
-FPS = 30.0
-GOP = 30
-KEYFRAME_BYTES = 8000
-DELTA_BYTES = 2000
+MEMBER_ENTRY = ["-m", "integration.join_node"]
+JOIN_TIMEOUT_S = 30.0
+"""Join request to decrypted frames takes ~1-2 s on loopback; the margin absorbs a loaded machine."""
+FRAMES_AFTER_JOIN = 30
+"""About a second of video: enough to show the joiner is decrypting the stream, not one stray frame."""
 
 
 # ---- the parent side (pytest) -----------------------------------------------------------------
@@ -64,16 +64,51 @@ def _spawn_role(cluster: Cluster, name: str, role: str, spec: dict[str, Any]) ->
     return _spawn(cluster, name, ["-m", "integration.test_hooks_integration", role, str(cluster.root / name)], spec)
 
 
-def _drive_stream(cluster: Cluster, port: int, relay_hex: str) -> dict[str, Any]:
-    pubsub = _spawn_role(cluster, "pubsub", "pubsub", {"connect_port": port, "relay": relay_hex})
-    return pubsub.wait_result(CHILD_TIMEOUT_S)
+def _join_and_stream(cluster: Cluster, port: int, relay_hex: str) -> dict[str, Any]:
+    """A publisher creates the stream, a joiner is admitted mid-stream, an outsider is refused."""
+    from ciris_av_plugin.store.identity import IdentityStore
+    from integration.join_scenario import Driver
+
+    ids = IdentityStore(cluster.root / "members")
+    ids.create("pub")
+    joiner = ids.create("joiner")
+    base = {"role": "member", "connect_port": port, "relay": relay_hex, "stream_id": STREAM_ID,
+            "marker": os.urandom(12).hex(), "duration": CHILD_TIMEOUT_S, "timeout": CHILD_TIMEOUT_S + 10,
+            "bits_per_s": 200_000}
+    procs = {
+        "pub": cluster.spawn("p-pub", {**base, "members": [
+            {"name": "pub", "identity": str(ids.path_of("pub")), "create": True, "publisher": True,
+             "allow": [joiner.hexhash], "group_id": os.urandom(16).hex()}]}, entry=MEMBER_ENTRY),
+        "joiner": cluster.spawn("p-joiner", {**base, "members": [
+            {"name": "joiner", "identity": str(ids.path_of("joiner"))}]}, entry=MEMBER_ENTRY),
+    }
+    drv = Driver(dict(procs))
+    drv.proc_of = dict(procs)
+    for node in procs.values():
+        node.wait_ready(30)
+    drv.cmd("joiner", "join")
+    joined = drv.wait("joiner decrypts", lambda: drv.status("joiner")["frames"] >= FRAMES_AFTER_JOIN, JOIN_TIMEOUT_S)
+    outsider = _spawn_role(cluster, "outsider", "outsider", {"connect_port": port, "relay": relay_hex})
+    refused = outsider.wait_result(CHILD_TIMEOUT_S)
+    status = {name: drv.status(name) for name in procs}
+    for name in procs:
+        drv.cmd(name, "stop")
+    for node in procs.values():
+        node.wait_result(20)
+    return {"joined": joined, "status": status, "outsider": refused, "joiner_hash": joiner.hexhash}
 
 
-def _assert_stream_flowed(res: dict[str, Any]) -> None:
-    assert res["sent_frames"] == FRAMES
-    assert res["complete_frames"] == FRAMES, res
-    assert res["corrupt_frames"] == 0, "the relay delivers the publisher's bytes unchanged"
-    assert res["first_frame_keyframe"], "a new subscriber starts at a keyframe"
+def _assert_join_and_stream(res: dict[str, Any]) -> None:
+    pub, joiner = res["status"]["pub"], res["status"]["joiner"]
+    assert res["joined"], f"the joiner never decrypted {FRAMES_AFTER_JOIN} frames: {joiner}"
+    assert joiner["identity"] == res["joiner_hash"], "the member ran with the identity store's key file"
+    assert joiner["bad_payloads"] == 0, "every decrypted frame is the publisher's plaintext"
+    assert joiner["epoch"] == pub["epoch"] == 1, "the joiner is in the epoch of the publisher's Add"
+    assert joiner["first_keyframe_at"] is not None and joiner["joined_at"] is not None
+    assert pub["frames_sent"] > joiner["frames"] > 0
+    from ciris_av_plugin.transport.control import ERR_NOT_MEMBER
+
+    assert res["outsider"] == {"subscribe": ERR_NOT_MEMBER, "publish": ERR_NOT_MEMBER}, "media is for leaves only"
 
 
 def test_a_fabric_host_loads_the_plugin_by_entry_point_and_drives_a_stream() -> None:
@@ -95,13 +130,16 @@ def test_a_fabric_host_loads_the_plugin_by_entry_point_and_drives_a_stream() -> 
         relay_status = plugin_status["dispatchers"]["realtime_av.relay"]
         assert relay_status["running"] is True
 
-        res = _drive_stream(cluster, port, relay_status["destination"])
-        _assert_stream_flowed(res)
+        _assert_join_and_stream(_join_and_stream(cluster, port, relay_status["destination"]))
 
         hookhost.signal(signal.SIGTERM)
         final = hookhost.wait_result(20)
-        engine = final["status"][0]["dispatchers"]["realtime_av.relay"]["engine"]
-        assert engine["frames_in"] >= FRAMES and engine["frames_out"] >= FRAMES
+        relay_final = final["status"][0]["dispatchers"]["realtime_av.relay"]
+        assert relay_final["engine"]["frames_in"] >= FRAMES_AFTER_JOIN
+        assert relay_final["engine"]["frames_out"] >= FRAMES_AFTER_JOIN
+        assert relay_final["delivery"]["streams_registered"] == 1
+        assert relay_final["delivery"]["join_requests"] >= 1
+        assert relay_final["directory"]["published"] >= 1, "the joiner's KeyPackages went to the directory"
         assert final["stopped"] == ["realtime_av.relay"]
         assert final["status_after_stop"][0]["dispatchers"] == {}
         key_mode = final["identity_file_mode"]
@@ -136,7 +174,7 @@ def test_the_embedded_node_runs_from_a_config_file_and_stops_cleanly_on_sigterm(
         relay = status["plugins"][0]["dispatchers"]["realtime_av.relay"]
         assert status["listen_addr"] == f"127.0.0.1:{port}"
 
-        _assert_stream_flowed(_drive_stream(cluster, port, relay["destination"]))
+        _assert_join_and_stream(_join_and_stream(cluster, port, relay["destination"]))
 
         node.signal(signal.SIGTERM)
         assert node.proc.wait(20) == 0, node.log_tail()
@@ -234,87 +272,30 @@ def role_hookhost(workdir: Path, spec: dict[str, Any]) -> None:
     )
 
 
-def _frame_payload(seq: int) -> bytes:
-    """Stand-in ciphertext: deterministic bytes the subscriber can check without keys."""
-    size = KEYFRAME_BYTES if seq % GOP == 0 else DELTA_BYTES
-    return random.Random(seq).randbytes(size)
-
-
-def role_pubsub(workdir: Path, spec: dict[str, Any]) -> None:
-    """A publisher link and a subscriber link to the relay the plugin registered."""
+def role_outsider(workdir: Path, spec: dict[str, Any]) -> None:
+    """An identified link from an identity outside the group: the relay must refuse it media."""
     import RNS
 
-    from ciris_av_plugin.media.wire import FLAG_KEYFRAME, FragmentHeader, decode_fragment, split
-    from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report
     from ciris_av_plugin.transport.client import RelayClient
     from ciris_av_plugin.transport.config import NodeConfig, start_reticulum
+    from ciris_av_plugin.transport.errors import ControlError
 
     start_reticulum(workdir / "rns", NodeConfig(connect_port=spec["connect_port"]))
-    relay_hash = bytes.fromhex(spec["relay"])
-    lock = threading.Lock()
-    partial: dict[int, bytearray] = {}
-    got: dict[int, int] = {}
-    complete: list[int] = []
-    corrupt: list[int] = []
-    first_keyframe: list[bool] = []
-
-    def on_packet(data: bytes) -> None:
+    result: dict[str, str] = {}
+    for verb in ("subscribe", "publish"):
+        client = RelayClient(RNS.Identity(), bytes.fromhex(spec["relay"]))
+        client.connect()
         try:
-            header, chunk = decode_fragment(data)
-        except Exception:
-            return
-        with lock:
-            if not first_keyframe:
-                first_keyframe.append(bool(header.flags & FLAG_KEYFRAME))
-            buf = partial.setdefault(header.frame_seq, bytearray(header.total_len))
-            buf[header.offset : header.offset + len(chunk)] = chunk
-            got[header.frame_seq] = got.get(header.frame_seq, 0) + len(chunk)
-            if got[header.frame_seq] == header.total_len:
-                (complete if bytes(buf) == _frame_payload(header.frame_seq) else corrupt).append(header.frame_seq)
-
-    def on_tick(now: float) -> list[bytes]:
-        with lock:
-            highest = max(complete) if complete else None
-        return [encode_receiver_report(ReceiverReport(STREAM_ID, (TrackReport(VIDEO_TRACK, highest),)))]
-
-    sub = RelayClient(RNS.Identity(), relay_hash, on_packet=on_packet, on_tick=on_tick)
-    pub = RelayClient(RNS.Identity(), relay_hash)
-    sub.connect()
-    pub.connect()
-    sub.subscribe(STREAM_ID)
-    pub.publish(STREAM_ID)
-    start = time.monotonic()
-    for seq in range(FRAMES):
-        payload = _frame_payload(seq)
-        key = seq % GOP == 0
-        header = FragmentHeader(
-            stream_id=STREAM_ID, track_id=VIDEO_TRACK, frame_seq=seq, gop_id=seq // GOP, offset=0,
-            total_len=len(payload), kid=0, flags=FLAG_KEYFRAME if key else 0, priority=64 if key else 128,
-        )
-        for packet in split(header, payload, pub.mdu):
-            pub.send(packet)
-        delay = start + (seq + 1) / FPS - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with lock:
-            if len(complete) + len(corrupt) >= FRAMES:
-                break
-        time.sleep(0.05)
-    with lock:
-        result = {
-            "sent_frames": FRAMES,
-            "complete_frames": len(set(complete)),
-            "corrupt_frames": len(corrupt),
-            "first_frame_keyframe": bool(first_keyframe and first_keyframe[0]),
-        }
+            getattr(client, verb)(STREAM_ID)
+            result[verb] = "accepted"
+        except ControlError as exc:
+            result[verb] = exc.code
+        finally:
+            client.close()
     write_json_file(workdir / "result.json", result)
-    sub.close()
-    pub.close()
 
 
-CHILD_ROLES = {"hookhost": role_hookhost, "pubsub": role_pubsub}
+CHILD_ROLES = {"hookhost": role_hookhost, "outsider": role_outsider}
 
 
 def _child_main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pluggy
 import pytest
+from support_plugin import FakeRelayNode, install_fake_relay
 
 from ciris_av_plugin import hookspecs, plugin
 from ciris_av_plugin.config import Config, ConfigError
@@ -63,33 +64,6 @@ class TestHost:
             dispatcher.stop()
 
 
-class FakeRelayNode:
-    """Stands in for transport.relay.RelayNode: records what the dispatcher asked of it."""
-
-    instances: list[FakeRelayNode] = []
-
-    def __init__(self, identity: Any, engine: Any) -> None:
-        self.identity, self.engine = identity, engine
-        self.started = self.stopped = False
-        FakeRelayNode.instances.append(self)
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped = True
-
-    @property
-    def destination_hash(self) -> bytes:
-        return b"\xab" * 16
-
-    def counters(self) -> dict[str, int]:
-        return {"links": 0}
-
-    def engine_stats(self) -> dict[str, int]:
-        return {"frames_in": 0}
-
-
 @dataclass
 class FakeIdentity:
     hash: bytes = b"\x01" * 16
@@ -97,11 +71,7 @@ class FakeIdentity:
 
 @pytest.fixture
 def fake_transport(monkeypatch: pytest.MonkeyPatch) -> type[FakeRelayNode]:
-    import ciris_av_plugin.transport.relay as transport_relay
-
-    FakeRelayNode.instances = []
-    monkeypatch.setattr(transport_relay, "RelayNode", FakeRelayNode)
-    return FakeRelayNode
+    return install_fake_relay(monkeypatch)
 
 
 ENABLED = {"realtime_av": {"enabled": True, "roles": ["relay"]}}
@@ -170,29 +140,31 @@ def test_participant_only_node_registers_no_relay() -> None:
     assert [h.name for h in host.handlers] == ["realtime_av.mls"]
 
 
-def test_lifecycle_starts_the_transport_relay_and_reports_status(
+def test_lifecycle_starts_the_keyless_relay_and_reports_status(
     fake_transport: type[FakeRelayNode], tmp_path: Path
 ) -> None:
+    from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
+
     host = TestHost(entry_point_manager())
-    config = host.configure(ENABLED)
+    config = host.configure({**ENABLED, "node": {"data_dir": str(tmp_path / "data")}})
     host.register(config)
-    engines: list[Any] = []
-    host.dispatchers[0].engine_factory = lambda cfg: engines.append(cfg) or {"engine": True}
     identity = FakeIdentity()
-    host.start(config, identity, tmp_path)
+    host.start(config, identity, tmp_path / "data")
 
     (node,) = fake_transport.instances
-    assert node.started and node.identity is identity and node.engine == {"engine": True}
-    assert engines == [config]
+    assert node.started and node.identity is identity
+    assert node.engine.config.max_subscribers_per_stream == config.realtime_av.max_subscribers_per_stream
+    assert {PATH_KP_PUBLISH, PATH_KP_FETCH, PATH_REGISTER, PATH_COMMIT} <= set(node.handlers), (
+        "the directory and delivery service answer on the relay's control plane"
+    )
+    assert node.authorize_role is not None, "publish/subscribe are authorised by the delivery service's roster"
+    db = tmp_path / "data" / "relay.sqlite"
+    assert db.is_file() and (db.stat().st_mode & 0o777) == 0o600
     (status,) = host.pm.hook.realtime_av_status()
     relay = status["dispatchers"]["realtime_av.relay"]
-    assert relay == {
-        "name": "realtime_av.relay",
-        "running": True,
-        "destination": "ab" * 16,
-        "counters": {"links": 0},
-        "engine": {"frames_in": 0},
-    }
+    assert relay["name"] == "realtime_av.relay" and relay["running"] is True
+    assert relay["destination"] == "ab" * 16
+    assert relay["engine"]["frames_in"] == 0 and relay["delivery"] == {} and relay["directory"] == {}
 
     host.stop()
     assert node.stopped
@@ -205,7 +177,6 @@ def test_dispatcher_refuses_a_second_start(fake_transport: type[FakeRelayNode], 
     host = TestHost(entry_point_manager())
     config = host.configure(ENABLED)
     host.register(config)
-    host.dispatchers[0].engine_factory = lambda cfg: object()
     host.start(config, FakeIdentity(), tmp_path)
     try:
         with pytest.raises(plugin.RelayError, match="already started"):
@@ -247,7 +218,9 @@ def test_default_engine_enforces_the_configured_fan_out() -> None:
     from ciris_av_plugin.config import parse_config
     from ciris_av_plugin.relay.errors import SubscriberLimitError
 
-    engine = plugin.default_engine_factory(parse_config({"realtime_av": {"max_subscribers_per_stream": 2}}))
+    pending: list[bytes] = []
+    factory = plugin.default_engine_factory(parse_config({"realtime_av": {"max_subscribers_per_stream": 2}}))
+    engine = factory(pending.append)
     engine.add_subscriber(b"a" * 16, 7, 500, 0.0)
     engine.add_subscriber(b"b" * 16, 7, 500, 0.0)
     with pytest.raises(SubscriberLimitError):

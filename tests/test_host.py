@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support_plugin import FAKE_DESTINATION, FakeRelayNode, install_fake_relay
 
 from ciris_av_plugin import host
 from ciris_av_plugin.config import Config, ConfigError, HostPort, parse_config
@@ -19,37 +20,12 @@ from ciris_av_plugin.hookspecs import hookimpl
 from ciris_av_plugin.plugins import make_plugin_manager
 
 
-class FakeRelayNode:
-    instances: list[FakeRelayNode] = []
-
-    def __init__(self, identity: Any, engine: Any) -> None:
-        self.identity, self.started, self.stopped = identity, False, False
-        FakeRelayNode.instances.append(self)
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped = True
-
-    destination_hash = b"\x02" * 16
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def engine_stats(self) -> dict[str, int]:
-        return {}
-
-
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """No RNS instance: record start_rns calls and fake the transport relay (the engine is real)."""
-    import ciris_av_plugin.transport.relay as transport_relay
-
+    """No RNS instance: record start_rns calls and fake the relay node (all else is real)."""
     started: list[Config] = []
-    FakeRelayNode.instances = []
+    install_fake_relay(monkeypatch)
     monkeypatch.setattr(host, "start_rns", lambda config: started.append(config) or "reticulum")
-    monkeypatch.setattr(transport_relay, "RelayNode", FakeRelayNode)
     return started
 
 
@@ -72,7 +48,7 @@ def test_lifecycle_identity_rns_dispatchers_status_stop(fakes: list[Config], tmp
     assert [h.name for h in node.welcome_handlers] == ["realtime_av.mls"]
     status = node.status()
     assert status["identity"] == node.stored_identity.hexhash
-    assert status["plugins"][0]["dispatchers"]["realtime_av.relay"]["destination"] == "02" * 16
+    assert status["plugins"][0]["dispatchers"]["realtime_av.relay"]["destination"] == FAKE_DESTINATION.hex()
     node.stop()
     assert relay.stopped and context.shutdown.is_set()
     node.stop()  # idempotent
