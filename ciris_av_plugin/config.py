@@ -56,6 +56,9 @@ DEFAULT_NODE_IDENTITY = "node"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_LOG_LEVEL = "warning"
 
+IDENTITY_HASH_HEX_LEN = 32
+"""An RNS identity hash (16 bytes) as ``rnid`` and ``ciris-av keys show`` print it."""
+
 MAX_CONFIG_BYTES = 1024 * 1024
 """A configuration file larger than this is a mistake (or an attack), not a configuration."""
 
@@ -105,6 +108,8 @@ class RealtimeAVConfig:
     """Any of ``relay``, ``publish``, ``watch``; the relay role never holds group secrets."""
     max_subscribers_per_stream: int = DEFAULT_MAX_SUBSCRIBERS_PER_STREAM
     keypackage: KeyPackageConfig = field(default_factory=KeyPackageConfig)
+    peer_relays: tuple[bytes, ...] = ()
+    """RNS identity hashes of relays allowed to publish/subscribe any stream (cascade)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +229,22 @@ def _peers(key: str, value: Any) -> tuple[HostPort, ...]:
     return tuple(_parse_host_port(f"{key}[{i}]", item) for i, item in enumerate(value))
 
 
+def _identity_hashes(key: str, value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of RNS identity hashes (32 hex digits), got {_type_name(value)}")
+    hashes = []
+    for index, item in enumerate(value):
+        text = _str(f"{key}[{index}]", item)
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != IDENTITY_HASH_HEX_LEN // 2:
+            raise ConfigError(f"{key}[{index}]: {text!r} is not an RNS identity hash ({IDENTITY_HASH_HEX_LEN} hex digits)")
+        hashes.append(raw)
+    return tuple(hashes)
+
+
 def _path(key: str, value: Any) -> Path:
     return Path(_str(key, value)).expanduser()
 
@@ -246,6 +267,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "realtime_av.max_subscribers_per_stream": _int_range(1, MAX_SUBSCRIBERS_PER_STREAM_LIMIT),
     "realtime_av.keypackage.ttl_secs": _int_range(MIN_KEYPACKAGE_TTL_SECS, MAX_KEYPACKAGE_TTL_SECS),
     "realtime_av.keypackage.one_time_count": _int_range(1, MAX_KEYPACKAGE_ONE_TIME_COUNT),
+    "realtime_av.peer_relays": _identity_hashes,
     "net.listen_addr": _parse_host_port,
     "net.bootstrap_peers": _peers,
     "net.link_mtu_discovery": _bool,
@@ -318,6 +340,7 @@ def parse_config(settings: Mapping[str, Any]) -> Config:
                 ttl_secs=get("realtime_av.keypackage.ttl_secs", kp_default.ttl_secs),
                 one_time_count=get("realtime_av.keypackage.one_time_count", kp_default.one_time_count),
             ),
+            peer_relays=get("realtime_av.peer_relays", av_default.peer_relays),
         ),
         net=NetConfig(
             listen_addr=get("net.listen_addr", net_default.listen_addr),

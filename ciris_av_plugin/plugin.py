@@ -96,7 +96,8 @@ class RelayDispatcher:
                 directory = KeyPackageDirectory(store, delivery.may_fetch)
                 delivery.directory = directory
                 relay = RelayNode(context.identity, self.engine_factory(self.config))
-                plane = DeliveryPlane(relay, delivery, directory)  # registers its requests before start
+                # Registers its requests on the relay, so before relay.start().
+                plane = DeliveryPlane(relay, delivery, directory, peer_relays=self.config.realtime_av.peer_relays)
                 relay.start()
                 plane.start()
             except BaseException:

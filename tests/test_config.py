@@ -32,6 +32,7 @@ def test_empty_file_gives_documented_defaults() -> None:
     assert config.net.listen_addr == HostPort("127.0.0.1", 4242)
     assert str(config.net.listen_addr) == "127.0.0.1:4242"
     assert config.net.bootstrap_peers == ()
+    assert config.realtime_av.peer_relays == ()
     assert config.node.data_dir == Path("~/.ciris-av").expanduser()
     assert config.node.identity == "node"
 
@@ -42,6 +43,7 @@ realtime_av.roles = ["relay", "watch"]
 realtime_av.max_subscribers_per_stream = 128
 realtime_av.keypackage.ttl_secs = 86400
 realtime_av.keypackage.one_time_count = 4
+realtime_av.peer_relays = ["00112233445566778899aabbccddeeff"]
 net.listen_addr = "127.0.0.1:5000"
 net.bootstrap_peers = ["127.0.0.1:5001", "[::1]:5002"]
 net.link_mtu_discovery = false
@@ -55,6 +57,7 @@ FULL_AS_TABLES = """
 enabled = true
 roles = ["relay", "watch"]
 max_subscribers_per_stream = 128
+peer_relays = ["00112233445566778899aabbccddeeff"]
 [realtime_av.keypackage]
 ttl_secs = 86400
 one_time_count = 4
@@ -77,6 +80,7 @@ def test_every_key_parses_and_dotted_keys_equal_tables() -> None:
     assert config.realtime_av.max_subscribers_per_stream == 128
     assert config.realtime_av.keypackage.ttl_secs == 86400
     assert config.realtime_av.keypackage.one_time_count == 4
+    assert config.realtime_av.peer_relays == (bytes.fromhex("00112233445566778899aabbccddeeff"),)
     assert config.net.listen_addr == HostPort("127.0.0.1", 5000)
     assert config.net.bootstrap_peers == (HostPort("127.0.0.1", 5001), HostPort("::1", 5002))
     assert str(config.net.bootstrap_peers[1]) == "[::1]:5002"
@@ -155,6 +159,9 @@ def _error(settings: object) -> str:
         ({"realtime_av": {"roles": []}}, "realtime_av.roles: expected at least one role of relay, publish, watch"),
         ({"realtime_av": {"roles": ["relay", "stream"]}}, "realtime_av.roles: 'stream' is not one of relay, publish, watch"),
         ({"realtime_av": {"roles": ["watch", "watch"]}}, "realtime_av.roles: role 'watch' is listed twice"),
+        ({"realtime_av": {"peer_relays": "ab" * 16}}, "realtime_av.peer_relays: expected a list of RNS identity hashes (32 hex digits), got str"),
+        ({"realtime_av": {"peer_relays": ["ab" * 15]}}, "realtime_av.peer_relays[0]: 'ababababababababababababababab' is not an RNS identity hash (32 hex digits)"),
+        ({"realtime_av": {"peer_relays": ["zz" * 16]}}, "realtime_av.peer_relays[0]: 'zzzz"),
         ({"node": {"log_level": "loud"}}, "node.log_level: 'loud' is not one of critical, error, warning, info, debug"),
         ({"node": {"identity": "../etc/passwd"}}, "node.identity: identity name '../etc/passwd' is not valid"),
         # addresses

@@ -74,6 +74,7 @@ def fake_transport(monkeypatch: pytest.MonkeyPatch) -> type[FakeRelayNode]:
     return install_fake_relay(monkeypatch)
 
 
+PEER_RELAY = b"\x07" * 16
 ENABLED = {"realtime_av": {"enabled": True, "roles": ["relay"]}}
 
 
@@ -146,7 +147,9 @@ def test_lifecycle_starts_the_keyless_relay_and_reports_status(
     from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
 
     host = TestHost(entry_point_manager())
-    config = host.configure({**ENABLED, "node": {"data_dir": str(tmp_path / "data")}})
+    config = host.configure(
+        {"realtime_av": {**ENABLED["realtime_av"], "peer_relays": [PEER_RELAY.hex()]}, "node": {"data_dir": str(tmp_path / "data")}}
+    )
     host.register(config)
     identity = FakeIdentity()
     host.start(config, identity, tmp_path / "data")
@@ -158,6 +161,8 @@ def test_lifecycle_starts_the_keyless_relay_and_reports_status(
         "the directory and delivery service answer on the relay's control plane"
     )
     assert node.authorize_role is not None, "publish/subscribe are authorised by the delivery service's roster"
+    assert node.authorize_role(b"\x09" * 16, "subscribe", 7) is False, "a stranger may not subscribe"
+    assert node.authorize_role(PEER_RELAY, "subscribe", 7) is True, "a configured peer relay may (cascade)"
     db = tmp_path / "data" / "relay.sqlite"
     assert db.is_file() and (db.stat().st_mode & 0o777) == 0o600
     (status,) = host.pm.hook.realtime_av_status()
