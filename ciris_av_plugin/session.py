@@ -63,6 +63,7 @@ __all__ = [
     "DeleteState",
     "InstallKeys",
     "Subscribe",
+    "Backoff",
     "Joined",
     "EpochChanged",
     "KeyframeNeeded",
@@ -91,6 +92,13 @@ DEFAULT_VIDEO_TRACKS: tuple[int, ...] = (1,)
 RETRY_ON_RECONNECT = frozenset({"kp-publish", "join", "welcome-ack", "propose", "keyframe"})
 LINK_DOWN = "link-down"
 """Refusal code the I/O layer reports when a request never reached the relay or got no answer."""
+
+# Refusals that say "not now" rather than "no": the relay's per-link request budget, a busy store,
+# or a request lost with the link. The work item waits and is tried again.
+TRANSIENT_CODES = frozenset({"rate-limited", "busy", LINK_DOWN})
+# First wait after a transient refusal, doubled per retry: the relay's per-link budget refills at
+# 10 requests/s (transport.control.LINK_REQUESTS_PER_S), so half a second always buys a few.
+RETRY_BACKOFF_S = 0.5
 
 # Keyframe requests remembered until the publisher reaches their epoch; beyond it the oldest are
 # dropped (a member asks again; the publisher also keyframes on every epoch change anyway).
@@ -165,6 +173,14 @@ class InstallKeys:
 
 
 @dataclass(frozen=True)
+class Backoff:
+    """Call :meth:`Session.resume` after ``seconds`` (a commit was refused for now, not for good)."""
+
+    seconds: float
+    """How long to wait."""
+
+
+@dataclass(frozen=True)
 class Subscribe:
     """The joiner is a leaf now: open the media subscription of ``stream_id``."""
 
@@ -227,7 +243,7 @@ class AdmissionFailed:
 
 
 Action = (
-    Request | SaveState | DeleteState | InstallKeys | Subscribe | Joined | EpochChanged | KeyframeNeeded | Removed
+    Request | Backoff | SaveState | DeleteState | InstallKeys | Subscribe | Joined | EpochChanged | KeyframeNeeded | Removed
     | AdmissionFailed
 )
 
@@ -274,6 +290,7 @@ class Session:
         self._wanted: dict[int, int] = {}
         self._welcome_asked = False
         self._retry: list[Request] = []
+        self._paused = False
         self.counters: Counter[str] = Counter()
         """Outcomes by name (commits won/lost, events ignored...), for tests and metrics."""
 
@@ -554,7 +571,7 @@ class Session:
 
     def _next_work(self) -> list[Action]:
         group = self.group
-        if self._busy is not None or self._catching_up or group is None or not group.active or not self._work:
+        if self._busy is not None or self._catching_up or self._paused or group is None or not group.active or not self._work:
             return []
         work = self._work.popleft()
         self._busy = work
@@ -649,13 +666,30 @@ class Session:
                 group.discard_pending()
                 if code == wire.CODE_STALE_COMMIT:
                     self.counters["commits_lost"] += 1  # else counted when the winner discarded it
+            if code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+                return self._later(work)
             if code in (wire.CODE_STALE_COMMIT, wire.CODE_FUTURE_COMMIT) and work.tries < MAX_COMMIT_RETRIES:
                 # Lost the epoch: follow the winner, then try again on top of it.
                 work.tries += 1
                 self._busy = None
                 self._work.appendleft(work)
                 return self._catch_up()
+        if op == "kp-fetch" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+            return self._later(work)
         return self._work_failed(work, code)
+
+    def _later(self, work: _Work) -> list[Action]:
+        delay = RETRY_BACKOFF_S * (1 << work.tries)
+        work.tries += 1
+        self._busy = None
+        self._paused = True
+        self._work.appendleft(work)
+        return [Backoff(delay)]
+
+    def resume(self) -> list[Action]:
+        """The :class:`Backoff` wait is over: carry on with the queued work."""
+        self._paused = False
+        return self._next_work()
 
     def _fetched(self, work: _Work, reply: dict[str, Any]) -> list[Action]:
         kp, envelope = _bytes(reply["key_package"]), _bytes(reply["envelope"])

@@ -20,6 +20,7 @@ import RNS
 from ciris_av_plugin.relay.delivery import DeliveryService
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.session import (
+    Backoff,
     DeleteState,
     InstallKeys,
     Request,
@@ -158,6 +159,9 @@ class Net:
                 peer.saved = None
             elif isinstance(action, InstallKeys):
                 peer.installed.append(action)
+            elif isinstance(action, Backoff):
+                peer.app.append(action)
+                queue = peer.session.resume() + queue  # no real wait in-process
             elif isinstance(action, Subscribe):
                 peer.media = self.relay.open_link(peer.rns.hash, "subscriber", action.stream_id)
             else:

@@ -211,3 +211,15 @@ def test_requests_lost_to_a_link_outage_are_sent_again_after_reconnecting(tmp_pa
     net.pump()
     assert s.epoch == pub.session.epoch == 1
     store.close()
+
+
+def test_a_commit_refused_for_now_waits_and_is_tried_again(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    s = pub.session
+    (req,) = s.rekey()
+    out = s.on_refused(req, "rate-limited", "too many requests", net.now())  # the relay's per-link budget
+    assert [type(a).__name__ for a in out] == ["Backoff"] and s.group.pending is None
+    assert s.rekey() == []  # queued behind the waiting one, nothing sent while paused
+    net.run(pub, s.resume())
+    assert s.epoch == 2 and s.counters["commits_won"] == 2
+    store.close()

@@ -37,6 +37,7 @@ from ..media.wire import ForwardingHeader
 from ..relay.delivery_wire import EVENT_KEYFRAME_WANTED
 from ..session import (
     LINK_DOWN,
+    Backoff,
     DeleteState,
     InstallKeys,
     KeyframeNeeded,
@@ -178,6 +179,10 @@ class SessionClient:
                 self._install(action)
             elif isinstance(action, Subscribe):
                 self._subscribe(action.stream_id)
+            elif isinstance(action, Backoff):
+                timer = threading.Timer(action.seconds, self.submit, (self.session.resume,))
+                timer.daemon = True
+                timer.start()
             elif isinstance(action, _Signal):
                 action.done.set()
             else:
