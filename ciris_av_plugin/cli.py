@@ -21,11 +21,8 @@ from ciris_av_plugin import __version__
 from ciris_av_plugin.config import Config, ConfigError, parse_config
 from ciris_av_plugin.errors import AVError
 
-log = logging.getLogger("ciris_av_plugin.cli")
-
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 NODE_DEFAULTS = {"realtime_av.enabled": True}
 """``ciris-av node`` without a config file runs the plugin: that is what the embedded node is for."""

@@ -109,10 +109,13 @@ class FabricNode:
         return cls(config=config if config is not None else parse_config(settings), pm=pm)
 
     def start(self, shutdown: threading.Event | None = None) -> NodeContext:
-        """Identity, RNS, registrations, dispatcher starts, ``realtime_av_node_started``."""
+        """Registrations, identity, RNS, dispatcher starts, ``realtime_av_node_started``."""
         from ciris_av_plugin.transport.identity import rns_identity_from_private_key
 
         config = self.config
+        # Registration first (hookspecs.py order): a plugin that refuses fails before RNS starts.
+        self.pm.hook.register_av_dispatchers(register=self.dispatchers.append, config=config)
+        self.pm.hook.register_welcome_handlers(register=self.welcome_handlers.append, config=config)
         store = IdentityStore(config.node.data_dir)
         self.stored_identity = store.load_or_create(config.node.identity)
         identity = rns_identity_from_private_key(self.stored_identity.private_key)
@@ -126,8 +129,6 @@ class FabricNode:
             config=config,
             shutdown=shutdown or threading.Event(),
         )
-        self.pm.hook.register_av_dispatchers(register=self.dispatchers.append, config=config)
-        self.pm.hook.register_welcome_handlers(register=self.welcome_handlers.append, config=config)
         try:
             for dispatcher in self.dispatchers:
                 dispatcher.start(self.context)
