@@ -163,7 +163,8 @@ class IdentityStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)
-            os.write(fd, key)
+            if os.write(fd, key) != len(key):
+                raise IdentityStoreError(f"{tmp}: short write")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -174,6 +175,7 @@ class IdentityStore:
             raise IdentityStoreError(f"{path}: identity {name!r} already exists") from None
         finally:
             os.unlink(tmp)
+        _fsync_directory(self.directory)  # the new name survives a crash: the node keeps its identity
         log.info("created identity %s <%s>", name, identity.hexhash)
         return identity
 
@@ -215,6 +217,14 @@ class IdentityStore:
             if self.exists(name):  # another process created it between our check and create
                 return self.load(name)
             raise
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json_file(path: Path | str, data: Any) -> None:
