@@ -379,7 +379,9 @@ class Session:
             return retry + (self.fetch_welcome() if self.bundles else [])
         if not self.group.active:
             return []
-        return retry + self._catch_up()
+        # Join requests told to us while the link was down are asked for again (the admitter acts).
+        pending = Request(wire.PATH_JOIN_REQUESTS, {"stream_id": self.stream_id}, "join-requests")
+        return retry + self._catch_up() + [pending]
 
     # ---- member verbs ----------------------------------------------------------------------
 
@@ -639,6 +641,13 @@ class Session:
             return self._apply_commits(commits, now)
         if op == "kp-fetch":
             return self._fetched(request.context, reply)
+        if op == "join-requests":
+            if reply.get("admitter") is not True:
+                return []
+            out: list[Action] = []
+            for identity in reply["identities"]:
+                out += self._on_join_requested({"identity": identity}, now)
+            return out
         if op == "commit":
             return self._committed(request.context, reply)
         return []

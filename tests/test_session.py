@@ -223,3 +223,18 @@ def test_a_commit_refused_for_now_waits_and_is_tried_again(tmp_path: Path) -> No
     net.run(pub, s.resume())
     assert s.epoch == 2 and s.counters["commits_won"] == 2
     store.close()
+
+
+def test_an_admitter_that_missed_a_join_request_admits_it_after_reconnecting(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    rns = new_identity()
+    peer = net.add(Session(rns.hash, STREAM), rns)
+    net.run(peer, peer.session.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
+    net.run(peer, peer.session.request_join())
+    net.relay.events[pub.control.link_id].clear()  # the JoinRequested event died with the old link
+    net.pump()
+    assert peer.session.epoch is None
+    net.run(pub, pub.session.resync())
+    net.pump()
+    assert peer.session.epoch == pub.session.epoch == 1
+    store.close()

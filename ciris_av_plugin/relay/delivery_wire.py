@@ -21,6 +21,7 @@ PATH_PROPOSE = "propose"
 PATH_COMMITS = "commits"
 PATH_COMMIT_FAILED = "commit-failed"
 PATH_KEYFRAME = "keyframe"
+PATH_JOIN_REQUESTS = "join-requests"
 
 EVENT_JOIN_REQUESTED = "JoinRequested"
 EVENT_WELCOME_READY = "WelcomeReady"

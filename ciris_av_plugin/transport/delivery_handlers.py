@@ -39,6 +39,7 @@ from ..relay.delivery_wire import (
     PATH_COMMIT_FAILED,
     PATH_COMMITS,
     PATH_JOIN,
+    PATH_JOIN_REQUESTS,
     PATH_KEYFRAME,
     PATH_KP_FETCH,
     PATH_KP_PUBLISH,
@@ -107,6 +108,7 @@ class DeliveryPlane:
             PATH_KP_FETCH: self._kp_fetch,
             PATH_REGISTER: self._register,
             PATH_JOIN: self._join,
+            PATH_JOIN_REQUESTS: self._join_requests,
             PATH_WELCOME: self._welcome,
             PATH_WELCOME_ACK: self._welcome_ack,
             PATH_TREE: self._tree,
@@ -223,6 +225,12 @@ class DeliveryPlane:
         stream_id = control.require_int(body, "stream_id")
         self._notify(self.ds.request_join(stream_id, identity, now))
         return {"stream_id": stream_id}
+
+    def _join_requests(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
+        """Pending join requests, for a member catching up after a reconnect (its events were lost)."""
+        stream_id = control.require_int(body, "stream_id")
+        identities = self.ds.join_requests(stream_id, identity, now)
+        return {"identities": identities, "admitter": self.ds.admitter(stream_id) == identity}
 
     def _welcome(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")
