@@ -191,3 +191,24 @@ def test_the_ring_stays_bounded_under_a_long_stream() -> None:
         keep_alive(eng, [SUB], t)
         t += 1 / 30
     assert eng.stats()["retransmit"]["ring_bytes"] <= 10_100 * 32  # ~1 s of frames
+
+
+def test_a_congested_subscriber_gets_no_repairs() -> None:
+    cfg = EngineConfig(max_queued_bytes=20_000)
+    eng = engine_with(1, config=cfg)
+    feed(eng, frame(0, 0, 500, key=True), 0.0)
+    drain(eng, SUB, 0.0)
+    for seq in range(1, 7):
+        feed(eng, frame(seq, 0, 2000), 0.001)  # 12 kB queued, more than half the cap
+    eng.receive_packet(SUB, nack((VIDEO, 0, 0, NACK_TO_END)), 0.002)
+    assert eng.stats()["subscribers"][SUB.hex()]["nack_refused"] == {"nack_congested": 1}
+
+
+def test_fragments_the_relay_refused_on_purpose_are_not_nacked_upstream() -> None:
+    eng = engine_with(1)
+    eng.set_frame_filter(lambda _link, h, _now: "old_epoch" if h.frame_seq == 1 else None)
+    feed(eng, frame(0, 0, 500, key=True), 0.0)
+    feed(eng, frame(1, 0, 500), 0.01)
+    feed(eng, frame(2, 0, 500), 0.02)
+    assert not [e for e in eng.tick(0.5) if isinstance(e, NackUpstream)]
+    assert eng.stats()["drops"]["old_epoch"] == 1

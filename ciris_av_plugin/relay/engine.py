@@ -155,6 +155,9 @@ SHED_TARGET = 0.75
 # their reorder wait (~100 ms) and report every ~100 ms, so 1 s is ample; older excuses would hide
 # real losses.
 EXCUSE_WINDOW = 1.0
+# A subscriber whose queue holds more than this share of max_queued_bytes gets no repairs: the
+# byte cap sheds at 1.0, so past half of it the link is not keeping up and repairs add to that.
+CONGESTED_SHARE = 0.5
 # Events buffered between two tick() calls; a transport that stops ticking cannot grow memory.
 MAX_PENDING_EVENTS = 1024
 
@@ -184,6 +187,7 @@ DROP_REASONS = {
     "nack_retransmit_budget": "per-link retransmitted-bytes budget spent",
     "nack_work_bound": "NACK named more stored packets than one NACK may make the relay scan",
     "nack_no_publisher": "upstream NACK for a track nobody feeds right now",
+    "nack_congested": "NACK from a subscriber whose queue is over half its byte cap (no repairs)",
     "bad_report": "receiver report failed to decode",
     "report_not_subscriber": "receiver report from a link not subscribed to that stream",
     "await_keyframe": "video fragment before the subscriber's (re)start keyframe",
@@ -633,6 +637,11 @@ class ForwardingEngine:
         if tokens < n:
             bucket[0] = tokens
             self._count_drop(None, "ingress_rate")
+            if self._observe is not None:
+                # Dropped on purpose, not lost: the loss detector must not NACK it back in.
+                owned = stream.tracks.get(tid)
+                if owned is not None and owned.publisher == link_id:
+                    self._observe(sid, tid, seq, off, n - FRAG_HEADER_LEN, total, flags, now)
             return
         bucket[0] = tokens - n
         audio = flags & FLAG_AUDIO
@@ -652,6 +661,8 @@ class ForwardingEngine:
             reason = self._frame_filter(link_id, header, now)
             if reason:
                 self._count_drop(None, reason)
+                if self._observe is not None:
+                    self._observe(sid, tid, seq, off, n - FRAG_HEADER_LEN, total, flags, now)
                 return
         key = flags & FLAG_KEYFRAME
         if key and gop != track.last_gop and (track.last_gop is None or _newer(gop, track.last_gop)):
@@ -830,6 +841,12 @@ class ForwardingEngine:
         if sub.stalled:
             self._count_drop(None, "nack_stalled")
             return
+        cfg = self.config
+        if sub.qbytes > cfg.max_queued_bytes * CONGESTED_SHARE:
+            # The subscriber is falling behind (its losses are likely the relay's own drops):
+            # repairs would only deepen the queue. The keyframe path takes over.
+            self._count_nack_refusal(sub, "nack_congested")
+            return
         responder = self._responder
         if not responder.admit(link_id, now):
             self._count_nack_refusal(sub, NACK_RATE)
@@ -838,7 +855,6 @@ class ForwardingEngine:
         stream = self._streams[nack.stream_id]
         sid8 = nack.stream_id << 8
         tracks = stream.tracks
-        cfg = self.config
         # A little under the queue bounds, so a repair is not already expiring when it is queued.
         audio_age, video_age = cfg.audio_max_age * 0.8, cfg.video_max_age * 0.8
 
