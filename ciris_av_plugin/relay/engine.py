@@ -7,7 +7,7 @@ events; it never sleeps, reads a clock or touches a socket. The transport drives
 * ``add_publisher(link, stream)`` / ``add_subscriber(link, stream, mdu)`` once a link is identified
   and authorised; ``remove_link(link)`` when it goes away (everything it held is freed).
 * ``receive_packet(link, packet, now)`` for every media-link packet (fragments from publishers,
-  receiver reports and keepalives from subscribers). It never raises on bad input: every refusal
+  receiver reports, NACKs and keepalives from subscribers). It never raises on bad input: every refusal
   is a counted drop, by reason (see :data:`DROP_REASONS` and ``stats()["drops"]``).
 * ``next_packets(link, now, max_packets)`` from the subscriber's own sender thread: the packets to
   send now, each no larger than that link's MDU. Returns ``[]`` while the subscriber is stalled.
@@ -69,6 +69,19 @@ one outstanding per track: cleared when a keyframe of a newer group arrives or a
 ``keyframe_request_timeout``) and rate-limited (at most one per ``keyframe_min_interval`` per track),
 and leave through ``tick`` as :class:`KeyframeRequested` events addressed to the link that feeds
 the track.
+
+**Loss recovery** (``EngineConfig.retransmit``, on by default; ``media/nack.py``,
+``media/retransmit.py``): every fragment accepted from a publisher is also kept ~1 s in its
+track's :class:`~ciris_av_plugin.media.retransmit.RetransmitRing` (one O(1) append of the bytes
+object already held) and shown to a :class:`~ciris_av_plugin.media.nack.LossDetector`. A
+subscriber's ``PT_NACK`` is answered from the ring: repairs (flagged ``FLAG_RETRANSMISSION``,
+re-split to its MDU) go to the front of their priority class with their original arrival time,
+so the age bounds and strict priorities hold for them; media already near its age bound is not
+resent, nor frames the subscriber awaits a keyframe for or the relay dropped for it, nor anything
+to a subscriber whose queue is over half its byte cap. NACKs are rate-limited per link, with a
+retransmitted-bytes budget and bounded work per NACK; every refusal is a counted drop. Fragments
+lost on the publisher's hop are NACKed upstream (:class:`NackUpstream` from ``tick``) until
+``nack_deadline``, after which the track gets a (coalesced) keyframe request.
 
 **Hooks for the delivery service.** ``authorize_publish(link_id, stream_id) -> bool`` is asked in
 ``add_publisher`` (default: allow). ``frame_filter(link_id, FragmentHeader, now) -> str | None``
