@@ -271,8 +271,11 @@ class Session:
         policy: AdmissionPolicy | None = None,
         publisher: bool = False,
         video_tracks: Iterable[int] = DEFAULT_VIDEO_TRACKS,
+        signer: tuple[bytes, Callable[[bytes], bytes]] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        """``signer`` is (RNS public key, RNS ``Identity.sign``): what KeyPackage envelopes are signed
+        with when the session publishes on its own (recovery after a failed commit)."""
         self.identity = identity
         self.stream_id = stream_id
         self.suite = suite or CipherSuite(1)
@@ -291,6 +294,8 @@ class Session:
         self._welcome_asked = False
         self._retry: list[Request] = []
         self._paused = False
+        self.signer = signer
+        self._rejoining = False
         self.counters: Counter[str] = Counter()
         """Outcomes by name (commits won/lost, events ignored...), for tests and metrics."""
 
@@ -346,7 +351,11 @@ class Session:
         one_time: int = DEFAULT_ONE_TIME_KEY_PACKAGES,
         last_resort: bool = True,
     ) -> list[Action]:
-        """Make KeyPackages and publish each in an envelope signed by the RNS identity (``sign``)."""
+        """Make KeyPackages and publish each in an envelope signed by the RNS identity (``sign``).
+
+        The signer is kept: a member that fails to process a commit publishes a fresh KeyPackage for
+        its remove-and-re-add."""
+        self.signer = (identity_pub, sign)
         out: list[Action] = []
         for i in range(one_time + int(last_resort)):
             bundle = KeyPackageBundle.generate(self.identity, self.suite, now=now, **self._group_kwargs())
@@ -453,7 +462,7 @@ class Session:
         return self._next_work()
 
     def _on_welcome_ready(self, data: dict[str, Any], now: float) -> list[Action]:
-        if self.group is not None or not self.bundles:
+        if (self.group is not None and not self._rejoining) or not self.bundles:
             return []
         return self.fetch_welcome()
 
@@ -518,6 +527,9 @@ class Session:
             group = self.group
             if group is None or not group.active:
                 break
+            if self._rejoining:
+                self.counters["commits_skipped_rejoining"] += 1
+                break  # our state is behind for good; the Welcome of our re-add replaces it
             if epoch < group.epoch:
                 continue  # already followed (a repeat, or our own merged commit)
             if epoch > group.epoch:
@@ -530,8 +542,7 @@ class Session:
             except MLSError as exc:
                 self.counters["commits_failed"] += 1
                 log.warning("commit of epoch %d does not process: %s", epoch, exc)
-                body = {"stream_id": self.stream_id, "epoch": epoch}
-                return out + [Request(wire.PATH_COMMIT_FAILED, body, "commit-failed")]
+                return out + self._recover_self(epoch, now)
             if not isinstance(ev, CommitProcessed):
                 continue
             if ev.discarded_pending:
@@ -540,6 +551,20 @@ class Session:
             if self.removed:
                 return out
         return out + self._next_work()
+
+    def _recover_self(self, epoch: int, now: float) -> list[Action]:
+        """DAVE-style recovery: publish a fresh KeyPackage, then report the failed commit; the admitter
+        removes and re-adds us, and the Welcome replaces our state."""
+        out: list[Action] = []
+        if self.signer is not None:
+            out += self.publish_key_packages(now, *self.signer, one_time=1, last_resort=False)
+        if not self.bundles:
+            log.warning("cannot recover: no signer to publish a KeyPackage with")
+            return out
+        self._rejoining = True
+        self._work.clear()
+        body = {"stream_id": self.stream_id, "epoch": epoch}
+        return out + [Request(wire.PATH_COMMIT_FAILED, body, "commit-failed")]
 
     def _catch_up(self) -> list[Action]:
         if self._catching_up or self.group is None:
@@ -731,6 +756,7 @@ class Session:
             log.warning("Welcome refused: %s", exc)
             return []
         self.group = group
+        self._rejoining = False
         self.bundles = []  # the one-time private keys are spent; keep none on disk or in memory
         out: list[Action] = [
             SaveState(group.to_bytes(), group.epoch),

@@ -29,7 +29,8 @@ def _setup(tmp_path: Path, policy=None):
     plane, store = make_plane(tmp_path / "relay.db")
     net = Net(plane)
     rns = new_identity()
-    pub = net.add(Session(rns.hash, STREAM, publisher=True, policy=policy or admit_all), rns)
+    pub = net.add(Session(rns.hash, STREAM, publisher=True, policy=policy or admit_all,
+                          signer=(rns.get_public_key(), rns.sign)), rns)
     net.run(pub, pub.session.create(GROUP_ID, net.now()))
     pub.media = net.relay.open_link(rns.hash, "publisher", STREAM)
     plane.enforcer.bind(pub.media.link_id, rns.hash, STREAM)
@@ -183,7 +184,7 @@ def test_malformed_or_foreign_events_are_counted_not_raised(tmp_path: Path) -> N
     assert s.on_event("CommitAccepted", {"stream_id": STREAM + 1}, now) == []
     assert s.on_event("Whatever", {"stream_id": STREAM}, now) == []
     garbage = s.on_event("CommitAccepted", {"stream_id": STREAM, "epoch": 0, "message": b"\x00" * 40}, now)
-    assert [a.path for a in garbage] == ["commit-failed"]
+    assert [a.path for a in garbage] == ["kp-publish", "commit-failed"]  # a fresh KeyPackage, then the report
     assert s.counters["events_malformed"] == 2 and s.epoch == 0
     store.close()
 
@@ -237,4 +238,21 @@ def test_an_admitter_that_missed_a_join_request_admits_it_after_reconnecting(tmp
     net.run(pub, pub.session.resync())
     net.pump()
     assert peer.session.epoch == pub.session.epoch == 1
+    store.close()
+
+
+def test_a_member_that_cannot_process_a_commit_is_removed_and_re_added(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net)
+    net.run(pub, pub.session.rekey())  # epoch 2; a's copy of the commit is damaged on the way
+    (kind, data), = net.relay.events[a.control.link_id]
+    net.relay.events[a.control.link_id].clear()
+    bad = bytearray(data["message"])
+    bad[-40] ^= 1  # in the membership tag: the relay cannot see it, the member can
+    net.run(a, a.session.on_event(kind, dict(data, message=bytes(bad)), net.now()))
+    assert a.refused == [] and a.session.counters["commits_failed"] == 1
+    net.pump()  # RecoveryRequested -> the admitter removes and re-adds a -> a's Welcome
+    assert a.session.epoch == pub.session.epoch == 3
+    assert a.session.group.epoch_authenticator == pub.session.group.epoch_authenticator
+    assert net.plane.ds.members_of(STREAM).count(a.rns.hash) == 1
     store.close()

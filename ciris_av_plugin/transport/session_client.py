@@ -79,6 +79,8 @@ class SessionClient:
         self.identity = identity
         self.relay_hash = relay_hash
         self.session = session
+        if session.signer is None:
+            session.signer = (identity.get_public_key(), identity.sign)
         self.state_store = state_store
         self.on_frame = on_frame
         self.on_event = on_event
