@@ -30,12 +30,16 @@ from typing import Any
 import RNS
 
 from ciris_av_plugin.media.events import FrameDecrypted
+from ciris_av_plugin.media.frames import FrameSealer
+from ciris_av_plugin.media.mls_keys import epoch_keys
+from ciris_av_plugin.media.wire import ForwardingHeader
 from ciris_av_plugin.relay.delivery import DeliveryService
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.session import AllowList, EpochChanged, Joined, Removed, Session, admit_all
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.store.member_state import MemberStateStore
 from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
+from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
 from integration.media_shape import AUDIO_TRACK, VIDEO_TRACK, FramePlan, shape_for_rate
@@ -44,6 +48,9 @@ from integration.node import Ctx, _jsonable, make_engine
 log = logging.getLogger("integration.join_node")
 
 _IDS = struct.Struct(">BI")
+# A video track of its own for forged frames: the engine gives each track to one publishing link,
+# so on the publisher's track they would be dropped as "track owned" before the KID check is reached.
+FORGED_TRACK = 5
 # Members poll their command files and rewrite their status this often.
 LOOP_S = 0.01
 STATUS_EVERY_S = 0.1
@@ -225,6 +232,26 @@ class Member:
                 return actions
 
             self.client.submit(build_then_wait)
+        elif do == "forge":
+            self.forge(cmd["as_leaf"], cmd.get("frames", 20))
+
+    def forge(self, as_leaf: int, frames: int) -> None:
+        """A member seals frames under another member's KID (SFrame cannot stop it, RFC 9605 §7.2) and
+        publishes them on a link of its own: the relay must drop every one."""
+        group = self.session.group
+        assert group is not None
+        keys = epoch_keys(group)
+        sealer = FrameSealer()
+        sealer.set_epoch(keys.epoch, keys.base_key, keys.leaf_count, as_leaf)
+        pub = PublisherClient(self.identity, self.client.relay_hash, self.session.stream_id, sealer)
+        pub.connect()
+        for i in range(frames):
+            fh = ForwardingHeader(stream_id=self.session.stream_id, track_id=FORGED_TRACK, kind=1, frame_seq=i,
+                                  gop_id=0, capture_ts_us=0, keyframe=True)
+            pub.send_frame(fh, b"FORGED" + os.urandom(200))
+            time.sleep(0.01)
+        time.sleep(0.2)
+        pub.close()
 
 
 class Publisher:

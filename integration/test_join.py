@@ -37,6 +37,10 @@ def test_two_members_race_for_one_epoch_and_the_loser_recovers(scenario: JoinRep
     _assert(scenario, "race for one epoch")
 
 
+def test_the_relay_drops_frames_sealed_under_another_members_kid(scenario: JoinReport) -> None:
+    _assert(scenario, "another member's KID")
+
+
 def test_the_relay_restarts_mid_stream_and_a_second_joiner_joins(scenario: JoinReport) -> None:
     _assert(scenario, "same destination", "stream resumes", "second joiner")
 
