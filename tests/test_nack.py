@@ -1,7 +1,7 @@
 """NACK codec and the receiver-side loss detector (media/nack.py), with a fake clock.
 
 The detector is fed fragment headers exactly as ``wire.split`` cuts them; each test reads as the
-loss pattern it proves is found (or, for reordering and superseded frames, not NACKed).
+loss pattern it proves is found (or, for reordering, not NACKed).
 """
 
 from __future__ import annotations
@@ -181,12 +181,12 @@ def test_whole_lost_frames_are_nacked_to_the_end_and_audio_first() -> None:
     assert got == [(AUDIO, 11, 0, NACK_TO_END), (VIDEO, 2, 0, NACK_TO_END), (VIDEO, 3, 0, NACK_TO_END)]
 
 
-def test_a_keyframe_supersedes_older_losses_of_its_track() -> None:
+def test_frames_lost_before_a_keyframe_are_still_repaired() -> None:
+    # Unrepaired, they would count as lost, freeze the picture and ask for another keyframe.
     det = LossDetector()
     feed(det, packets(1, 2000), 0.0)
-    feed(det, packets(5, 8000, key=True), 0.001)  # 2-4 lost, but a new group of pictures starts
-    assert ranges_of(det, 0.1) == []
-    assert det.counters["superseded"] == 0 and det.tracked_frames == 0
+    feed(det, packets(4, 8000, key=True), 0.001)  # 2 and 3 lost whole, then a new group starts
+    assert ranges_of(det, 0.001 + NACK_REORDER_GUARD_S) == [(VIDEO, 2, 0, NACK_TO_END), (VIDEO, 3, 0, NACK_TO_END)]
 
 
 def test_a_repair_completes_the_frame_and_measures_the_round_trip() -> None:

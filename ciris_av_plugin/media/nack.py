@@ -76,8 +76,9 @@ NACK_REORDER_GUARD_S = 0.01
 # A frame whose last fragment arrived this long ago and is still short has lost its tail (the
 # next frame usually reveals it sooner: 33 ms at 30 fps).
 NACK_TAIL_TIMEOUT_S = 0.04
-# Re-NACK interval bounds; in between it is twice the measured repair time (NACK to first
-# retransmitted byte), like a retransmission timeout from a smoothed RTT (RFC 6298 in spirit).
+# Re-NACK interval bounds; in between it is 1.5x the smoothed repair time (NACK to first
+# retransmitted byte), like a retransmission timeout from a smoothed RTT (RFC 6298 in spirit,
+# without its exponential backoff: the frame's deadline, not congestion, limits the tries).
 NACK_RETRY_MIN_S = 0.02
 NACK_RETRY_MAX_S = 0.3
 NACK_INITIAL_RTT_S = 0.05
@@ -91,8 +92,9 @@ NACK_DEADLINE_S = 0.3
 # of pictures): ~1 s of 30 fps video. The keyframe path handles it.
 MAX_GAP_FRAMES = 32
 # A receiver holds a gap open (its in-order release waits) for the reorder guard plus this many
-# repair round trips: the first NACK and two re-NACKs, so one lost NACK or repair is survivable.
-REPAIR_ROUNDS = 3
+# repair times: room for the first NACK and two re-NACKs at 1.5x the repair time each, so a lost
+# NACK or repair, even two, is survivable.
+REPAIR_ROUNDS = 4
 # ... but never longer than this: 400 ms is the top of ITU-T G.114's acceptable one-way delay;
 # past it a frozen picture plus a keyframe is the better trade.
 MAX_REPAIR_WAIT_S = 0.4
@@ -274,7 +276,6 @@ class LossDetector:
             "renacks": 0,
             "recovered": 0,
             "gave_up": 0,
-            "superseded": 0,
             "gap_too_large": 0,
             "evicted": 0,
         }
@@ -284,7 +285,7 @@ class LossDetector:
         return self._n_frames
 
     def retry_interval(self) -> float:
-        return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 2.0 * self.srtt))
+        return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 1.5 * self.srtt))
 
     def repair_wait(self) -> float:
         """How long a gap is worth waiting for, given the measured repair time (NACK to first
@@ -319,20 +320,16 @@ class LossDetector:
         frames = tr.frames
         if d < _HALF:
             # A frame never seen before, at or after the next expected one.
+            # Older frames of the track are repaired even when this one is a keyframe: the
+            # decoder restarts here, but an unrepaired frame still counts as lost, is shown as a
+            # freeze and, reported, asks for yet another keyframe.
             keyframe = flags & FLAG_KEYFRAME
-            if frames:
-                if keyframe:
-                    # A new group of pictures: older frames no longer matter to any decoder.
-                    self.counters["superseded"] += len(frames)
-                    self._n_frames -= len(frames)
-                    frames.clear()
-                else:
-                    for f in frames.values():
-                        if not f.tail_lost:
-                            f.tail_lost = True
-                            if f.total is None or f.edge < f.total:
-                                self._schedule(f, now + self.guard)
-            if d and not keyframe:
+            for f in frames.values():
+                if not f.tail_lost:
+                    f.tail_lost = True
+                    if f.total is None or f.edge < f.total:
+                        self._schedule(f, now + self.guard)
+            if d:
                 if d > MAX_GAP_FRAMES:
                     self.counters["gap_too_large"] += 1
                 else:
@@ -478,7 +475,7 @@ class LossDetector:
                 self.counters["frames_nacked" if not f.tries else "renacks"] += 1
                 f.tries += 1
                 f.nacked_at = now
-                f.nack_at = now + retry * f.tries
+                f.nack_at = now + retry
                 next_due = min(next_due, f.nack_at)
             for (rt, sid), ranges in groups.items():
                 for i in range(0, len(ranges), MAX_NACK_RANGES):
