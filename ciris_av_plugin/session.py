@@ -49,6 +49,8 @@ from typing import Any
 from .errors import AVError, MLSError
 from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError
 from .mls import ProposalReceived as MLSProposalReceived
+from .mls.framing import MLSMessage
+from .mls.messages import Welcome
 from .relay import delivery_wire as wire
 from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
 
@@ -757,7 +759,10 @@ class Session:
             return []
         self.group = group
         self._rejoining = False
-        self.bundles = []  # the one-time private keys are spent; keep none on disk or in memory
+        # The KeyPackage this Welcome used is spent; the others may still be in the directory (an
+        # admitter fetches one of them for a later re-add), so their private keys stay, in memory only.
+        used = _welcome_refs(welcome)
+        self.bundles = [b for b in self.bundles if b.ref not in used]
         out: list[Action] = [
             SaveState(group.to_bytes(), group.epoch),
             InstallKeys(group.epoch, send=True),
@@ -768,6 +773,11 @@ class Session:
         for track in self.video_tracks:
             out += self.request_keyframe(track)
         return out + self._next_work()
+
+
+def _welcome_refs(welcome: bytes) -> set[bytes]:
+    body = MLSMessage.from_bytes(welcome).body
+    return {s.new_member for s in body.secrets} if isinstance(body, Welcome) else set()
 
 
 def _bytes(value: Any) -> bytes:

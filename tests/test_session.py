@@ -54,7 +54,7 @@ def test_a_joiner_admitted_by_the_publisher_joins_the_same_epoch_and_asks_for_a_
     assert joiner.session.group.epoch_authenticator == pub.session.group.epoch_authenticator
     assert any(isinstance(a, Joined) for a in joiner.app)
     assert joiner.media is not None  # it subscribed once it was a leaf
-    assert joiner.session.bundles == []  # one-time private keys dropped after the join
+    assert len(joiner.session.bundles) == 2  # the used KeyPackage's keys are dropped, the unused kept
     assert joiner.saved is not None and pub.saved is not None
     # the publisher keyframes on its epoch change and on the joiner's request for epoch 1
     kfs = [a for a in pub.app if isinstance(a, KeyframeNeeded)]
