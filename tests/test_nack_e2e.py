@@ -3,8 +3,9 @@
 Whatever packets the two hops lose on their first transmission (chosen by hypothesis), every
 frame reaches the subscriber byte-identical and in order, as long as repairs get through: the
 detector finds every loss and the rings hold every byte it asks for. The one exception by design:
-a receiver cannot miss what it never knew was coming, so each track's first frame is not lost; and
-NACKs themselves are lost at most twice (three in a row outlast the repair wait at the start).
+a receiver cannot miss what it never knew was coming, so each track's first frame is not lost, nor
+its last (nothing after it reveals the gap; a live track always has a next frame); and NACKs
+themselves are lost at most twice (three in a row outlast the repair wait at the start).
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def test_any_first_time_loss_on_either_hop_is_repaired(up: set[int], down: set[i
 
     def lossy(hop: str, packet: bytes, dropped: set[int]) -> bool:
         """True if the hop delivers it: first transmissions numbered, repairs always pass."""
-        if packet[0] == 0x01 and (packet[1] & FLAG_RETRANSMISSION or packet[12:16] == bytes(4)):
-            return True  # a repair, or a fragment of a track's first frame (frame_seq 0)
+        if packet[0] == 0x01 and (
+            packet[1] & FLAG_RETRANSMISSION or int.from_bytes(packet[12:16], "big") in (0, last[packet[10]])
+        ):
+            return True  # a repair, or a fragment of a track's first or last frame
         counts[hop] += 1
         return counts[hop] - 1 not in dropped
 
@@ -84,6 +87,7 @@ def test_any_first_time_loss_on_either_hop_is_repaired(up: set[int], down: set[i
 
     schedule = _frames(1.0)
     sent = {(fh.track_id, fh.frame_seq): payload for _, fh, payload in schedule}
+    last = {track: max(seq for t, seq in sent if t == track) for track in (0, 1)}
     now = 0.0
     i = 0
     while now < 2.0:

@@ -195,7 +195,7 @@ class _Frame:
     """What a receiver knows of one incomplete frame: bytes contiguous from the start up to the
     highest byte seen (``edge``), holes below it, and whether its tail is known to be lost."""
 
-    __slots__ = ("total", "edge", "holes", "first_t", "last_t", "tail_lost", "nack_at", "nacked_at", "tries", "urgency")
+    __slots__ = ("total", "edge", "holes", "first_t", "last_t", "tail_lost", "nack_at", "nacked_at", "tries", "urgency", "sampled")
 
     def __init__(self, total: int | None, now: float, urgency: int) -> None:
         self.total = total
@@ -208,6 +208,7 @@ class _Frame:
         self.nacked_at = 0.0
         self.tries = 0
         self.urgency = urgency  # 0 audio, 1 keyframe, 2 the rest
+        self.sampled = False
 
 
 class _DTrack:
@@ -285,7 +286,7 @@ class LossDetector:
         return self._n_frames
 
     def retry_interval(self) -> float:
-        return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 1.5 * self.srtt))
+        return min(NACK_RETRY_MAX_S, max(NACK_RETRY_MIN_S, 1.25 * self.srtt))
 
     def repair_wait(self) -> float:
         """How long a gap is worth waiting for, given the measured repair time (NACK to first
@@ -357,10 +358,15 @@ class LossDetector:
                 frame.total = total
                 if flags & FLAG_KEYFRAME:
                     frame.urgency = min(frame.urgency, 1)
-            if flags & FLAG_RETRANSMISSION and frame.tries:
+            if flags & FLAG_RETRANSMISSION and frame.tries and not frame.sampled:
+                # Timed from the *first* NACK (Karn's problem: after a re-NACK we cannot tell
+                # which one this answers). Timing from the last would shrink the estimate below a
+                # long round trip for good, every repair would be re-NACKed; from the first, a
+                # lost first NACK only inflates one sample by a retry interval.
                 sample = now - frame.nacked_at
                 if sample >= 0:
                     self.srtt += (sample - self.srtt) / 8
+                frame.sampled = True  # one sample per frame: its first repaired packet
         frame.last_t = now
         edge = frame.edge
         end = offset + length
@@ -473,8 +479,9 @@ class LossDetector:
                 g = (None if route is None else route(sid, tid), sid)
                 groups.setdefault(g, []).extend(ranges)
                 self.counters["frames_nacked" if not f.tries else "renacks"] += 1
+                if not f.tries:
+                    f.nacked_at = now
                 f.tries += 1
-                f.nacked_at = now
                 f.nack_at = now + retry
                 next_due = min(next_due, f.nack_at)
             for (rt, sid), ranges in groups.items():

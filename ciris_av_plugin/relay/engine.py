@@ -927,6 +927,8 @@ class ForwardingEngine:
         det = self._detector
         if det is None:
             return
+        # On a long upstream round trip, keep asking for as long as a repair can still arrive.
+        det.deadline = max(self.config.nack_deadline, det.repair_wait())
         due = det.next_due()
         if due is not None and now >= due:
             tracks = self._tracks
