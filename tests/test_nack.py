@@ -43,7 +43,9 @@ AUDIO = 0
 MDU = 431
 
 
-def packets(seq: int, size: int, *, key: bool = False, audio: bool = False, track: int = VIDEO) -> list[bytes]:
+def packets(
+    seq: int, size: int, *, key: bool = False, audio: bool = False, track: int = VIDEO
+) -> list[bytes]:
     flags = (FLAG_KEYFRAME if key else 0) | (FLAG_AUDIO if audio else 0)
     header = FragmentHeader(SID, track, seq, 0, 0, size, kid=7, flags=flags)
     return split(header, bytes(size), MDU)
@@ -186,7 +188,10 @@ def test_frames_lost_before_a_keyframe_are_still_repaired() -> None:
     det = LossDetector()
     feed(det, packets(1, 2000), 0.0)
     feed(det, packets(4, 8000, key=True), 0.001)  # 2 and 3 lost whole, then a new group starts
-    assert ranges_of(det, 0.001 + NACK_REORDER_GUARD_S) == [(VIDEO, 2, 0, NACK_TO_END), (VIDEO, 3, 0, NACK_TO_END)]
+    assert ranges_of(det, 0.001 + NACK_REORDER_GUARD_S) == [
+        (VIDEO, 2, 0, NACK_TO_END),
+        (VIDEO, 3, 0, NACK_TO_END),
+    ]
 
 
 def test_a_repair_completes_the_frame_and_measures_the_round_trip() -> None:
@@ -247,8 +252,10 @@ def test_tracked_frames_are_bounded() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5000), st.integers(1, 600), st.integers(1, 5000)),
-             max_size=80),
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 5000), st.integers(1, 600), st.integers(1, 5000)),
+        max_size=80,
+    ),
     st.lists(st.floats(0, 0.5), max_size=10),
 )
 def test_arbitrary_fragments_never_raise_and_nacks_always_decode(frags, polls) -> None:

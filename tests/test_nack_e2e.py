@@ -33,7 +33,9 @@ def _frames(seconds: float) -> list[tuple[float, ForwardingHeader, bytes]]:
     out = []
     for seq in range(int(seconds * 30)):
         key = seq % 15 == 0
-        fh = ForwardingHeader(SID, 1, KIND_VIDEO, seq, seq // 15, seq, keyframe=key, priority=64 if key else 128)
+        fh = ForwardingHeader(
+            SID, 1, KIND_VIDEO, seq, seq // 15, seq, keyframe=key, priority=64 if key else 128
+        )
         out.append((seq / 30, fh, os.urandom(2500 if key else 300 + 37 * (seq % 20))))
     for seq in range(int(seconds * 50)):
         fh = ForwardingHeader(SID, 0, KIND_AUDIO, seq, 0, seq, priority=0)

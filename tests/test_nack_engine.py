@@ -49,7 +49,11 @@ def test_a_subscriber_nack_is_answered_from_the_ring_with_the_retransmission_fla
     repair = drain(eng, SUB, 0.05)
     assert len(repair) == 1
     rh, chunk = decode_fragment(repair[0])
-    assert rh.flags & FLAG_RETRANSMISSION and rh.offset == h.offset and bytes(chunk) == bytes(decode_fragment(lost)[1])
+    assert (
+        rh.flags & FLAG_RETRANSMISSION
+        and rh.offset == h.offset
+        and bytes(chunk) == bytes(decode_fragment(lost)[1])
+    )
     assert reassemble(sent[:3] + sent[4:] + repair)[(VIDEO, 0)] == reassemble(sent)[(VIDEO, 0)]
     s = eng.stats()
     assert s["retransmit"]["nacks_in"] == 1 and s["retransmit"]["packets_retransmitted"] == 1
@@ -64,8 +68,10 @@ def test_repairs_jump_the_queue_within_their_priority_class() -> None:
     feed(eng, frame(1, 0, 500), 0.01)
     feed(eng, audio_frame(1), 0.01)
     eng.receive_packet(SUB, nack((VIDEO, 0, 0, NACK_TO_END), (AUDIO, 0, 0, NACK_TO_END)), 0.01)
-    order = [(h.track_id, h.frame_seq, bool(h.flags & FLAG_RETRANSMISSION))
-             for h in (decode_fragment(p)[0] for p in drain(eng, SUB, 0.01))]
+    order = [
+        (h.track_id, h.frame_seq, bool(h.flags & FLAG_RETRANSMISSION))
+        for h in (decode_fragment(p)[0] for p in drain(eng, SUB, 0.01))
+    ]
     # Audio first (the repair before the new frame), then the keyframe class, then the rest.
     assert order == [(AUDIO, 0, True), (AUDIO, 1, False), (VIDEO, 0, True), (VIDEO, 1, False)]
 

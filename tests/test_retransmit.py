@@ -36,14 +36,18 @@ BIG = 16303
 LINK = b"link"
 
 
-def frame(seq: int, size: int, mdu: int = BIG, *, key: bool = False, audio: bool = False) -> tuple[bytes, list[bytes]]:
+def frame(
+    seq: int, size: int, mdu: int = BIG, *, key: bool = False, audio: bool = False
+) -> tuple[bytes, list[bytes]]:
     flags = (FLAG_KEYFRAME if key else 0) | (FLAG_AUDIO if audio else 0)
     data = bytes((seq + i) & 0xFF for i in range(size))
     header = FragmentHeader(SID, AUDIO if audio else VIDEO, seq, 0, 0, size, kid=3, flags=flags)
     return data, split(header, data, mdu)
 
 
-def ring_with(frames: range, size: int = 1000, mdu: int = BIG, t0: float = 0.0, dt: float = 0.01) -> RetransmitRing:
+def ring_with(
+    frames: range, size: int = 1000, mdu: int = BIG, t0: float = 0.0, dt: float = 0.01
+) -> RetransmitRing:
     ring = RetransmitRing()
     for i, seq in enumerate(frames):
         for p in frame(seq, size, mdu)[1]:
@@ -116,8 +120,10 @@ def test_a_nacked_range_is_answered_and_reassembles_with_what_arrived() -> None:
         if i not in lost:
             h, c = decode_fragment(p)
             assert reasm.add(h, c, 0.0) == []
-    ranges = [NackRange(VIDEO, 7, decode_fragment(pkts[i])[0].offset, decode_fragment(pkts[i])[0].offset + 395)
-              for i in sorted(lost)]
+    ranges = [
+        NackRange(VIDEO, 7, decode_fragment(pkts[i])[0].offset, decode_fragment(pkts[i])[0].offset + 395)
+        for i in sorted(lost)
+    ]
     repairs = answer(NackResponder(), ring, ranges, now=0.1)
     assert [r.frame_seq for r in repairs] == [7, 7]
     events = []
@@ -151,8 +157,14 @@ def test_audio_then_keyframes_then_the_rest() -> None:
             rings[VIDEO].add(seq, p, 0.0)
     for p in frame(9, 80, audio=True)[1]:
         rings[AUDIO].add(9, p, 0.0)
-    nack = Nack(SID, (NackRange(VIDEO, 1, 0, NACK_TO_END), NackRange(VIDEO, 2, 0, NACK_TO_END),
-                      NackRange(AUDIO, 9, 0, NACK_TO_END)))
+    nack = Nack(
+        SID,
+        (
+            NackRange(VIDEO, 1, 0, NACK_TO_END),
+            NackRange(VIDEO, 2, 0, NACK_TO_END),
+            NackRange(AUDIO, 9, 0, NACK_TO_END),
+        ),
+    )
     repairs = NackResponder().answer(LINK, nack, rings.get, 0.1, BIG, lambda _f: 1.0)
     assert [(r.track_id, r.frame_seq) for r in repairs] == [(AUDIO, 9), (VIDEO, 2), (VIDEO, 1)]
 
@@ -177,8 +189,15 @@ def test_bad_nacks_are_counted_refusals_with_bounded_work() -> None:
 def test_media_older_than_the_receivers_age_bound_is_not_resent() -> None:
     ring = ring_with(range(1, 3))
     refused: list[str] = []
-    out = NackResponder().answer(LINK, Nack(SID, (NackRange(VIDEO, 1, 0, 10),)), {VIDEO: ring}.get, 0.6, BIG,
-                                 lambda _f: 0.4, refused=refused.append)
+    out = NackResponder().answer(
+        LINK,
+        Nack(SID, (NackRange(VIDEO, 1, 0, 10),)),
+        {VIDEO: ring}.get,
+        0.6,
+        BIG,
+        lambda _f: 0.4,
+        refused=refused.append,
+    )
     assert out == [] and refused == [NACK_EXPIRED]
 
 
@@ -198,7 +217,9 @@ def test_retransmitted_bytes_are_budgeted_per_link() -> None:
     resp = NackResponder()
     total = 0
     for start in range(0, 100, MAX_NACK_RANGES):
-        ranges = [NackRange(VIDEO, s, 0, NACK_TO_END) for s in range(start, min(100, start + MAX_NACK_RANGES))]
+        ranges = [
+            NackRange(VIDEO, s, 0, NACK_TO_END) for s in range(start, min(100, start + MAX_NACK_RANGES))
+        ]
         total += sum(len(r.packet) for r in answer(resp, ring, ranges, now=0.1))
     assert total <= resp.byte_burst + 0.1 * resp.byte_rate
     assert resp.counters[NACK_BYTES] > 0

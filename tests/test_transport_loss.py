@@ -86,8 +86,14 @@ def test_off_by_default_and_validated() -> None:
 
 def test_the_client_seam_drops_media_both_ways(recorder: type[Recorder]) -> None:
     got: list[bytes] = []
-    client = RelayClient(RNS.Identity(), b"R" * 16, receive_mode="callback", on_packet=got.append,
-                         loss_out=LossInjector(rate=1.0), loss_in=LossInjector(rate=1.0))
+    client = RelayClient(
+        RNS.Identity(),
+        b"R" * 16,
+        receive_mode="callback",
+        on_packet=got.append,
+        loss_out=LossInjector(rate=1.0),
+        loss_in=LossInjector(rate=1.0),
+    )
     client._link = FakeLink()  # type: ignore[assignment]
     assert client.send(b"\x01" + bytes(50))  # "sent", and lost on the hop
     client._on_data(b"\x01" + bytes(50))
@@ -151,7 +157,9 @@ def test_the_publisher_counts_bad_nacks_and_floods() -> None:
 
 
 def test_the_relay_sends_an_upstream_nack_as_a_packet_not_an_event(recorder: type[Recorder]) -> None:
-    node = RelayNode(RNS.Identity(), lambda on_pending: ForwardingEngine(on_pending=on_pending), send_mode="threads")
+    node = RelayNode(
+        RNS.Identity(), lambda on_pending: ForwardingEngine(on_pending=on_pending), send_mode="threads"
+    )
     link = FakeLink(b"P" * 16)
     state = _LinkState(link=link, link_id=link.link_id, opened_at=0.0)  # type: ignore[arg-type]
     node._links[link.link_id] = state

@@ -76,11 +76,13 @@ NACK_REORDER_GUARD_S = 0.01
 # A frame whose last fragment arrived this long ago and is still short has lost its tail (the
 # next frame usually reveals it sooner: 33 ms at 30 fps).
 NACK_TAIL_TIMEOUT_S = 0.04
-# Re-NACK interval bounds; in between it is 1.5x the smoothed repair time (NACK to first
+# Re-NACK interval bounds; in between it is 1.25x the smoothed repair time (first NACK to first
 # retransmitted byte), like a retransmission timeout from a smoothed RTT (RFC 6298 in spirit,
 # without its exponential backoff: the frame's deadline, not congestion, limits the tries).
 NACK_RETRY_MIN_S = 0.02
 NACK_RETRY_MAX_S = 0.3
+# The repair time assumed before any repair was timed: a regional internet round trip; a few
+# timed repairs move the estimate to the real path (milliseconds on loopback).
 NACK_INITIAL_RTT_S = 0.05
 # NACKs per frame at most: with 5 % loss each way, 4 tries fail ~1e-5 of the time; more only
 # loads a link that is failing anyway.
@@ -92,7 +94,7 @@ NACK_DEADLINE_S = 0.3
 # of pictures): ~1 s of 30 fps video. The keyframe path handles it.
 MAX_GAP_FRAMES = 32
 # A receiver holds a gap open (its in-order release waits) for the reorder guard plus this many
-# repair times: room for the first NACK and two re-NACKs at 1.5x the repair time each, so a lost
+# repair times: room for the first NACK and two re-NACKs at 1.25x the repair time each, so a lost
 # NACK or repair, even two, is survivable.
 REPAIR_ROUNDS = 4
 # ... but never longer than this: 400 ms is the top of ITU-T G.114's acceptable one-way delay;
@@ -170,7 +172,9 @@ def decode_nack(packet: bytes | memoryview) -> Nack:
     if not 1 <= n <= MAX_NACK_RANGES:
         raise NackError(f"{n} ranges outside 1..{MAX_NACK_RANGES}")
     if size != NACK_HEADER_LEN + n * NACK_RANGE_LEN:
-        raise NackError(f"NACK of {n} ranges must be {NACK_HEADER_LEN + n * NACK_RANGE_LEN} bytes, got {size}")
+        raise NackError(
+            f"NACK of {n} ranges must be {NACK_HEADER_LEN + n * NACK_RANGE_LEN} bytes, got {size}"
+        )
     ranges = []
     for i in range(n):
         tid, flags, seq, start, end = _RANGE.unpack_from(packet, NACK_HEADER_LEN + i * NACK_RANGE_LEN)
@@ -195,7 +199,19 @@ class _Frame:
     """What a receiver knows of one incomplete frame: bytes contiguous from the start up to the
     highest byte seen (``edge``), holes below it, and whether its tail is known to be lost."""
 
-    __slots__ = ("total", "edge", "holes", "first_t", "last_t", "tail_lost", "nack_at", "nacked_at", "tries", "urgency", "sampled")
+    __slots__ = (
+        "total",
+        "edge",
+        "holes",
+        "first_t",
+        "last_t",
+        "tail_lost",
+        "nack_at",
+        "nacked_at",
+        "tries",
+        "urgency",
+        "sampled",
+    )
 
     def __init__(self, total: int | None, now: float, urgency: int) -> None:
         self.total = total
@@ -306,7 +322,15 @@ class LossDetector:
         self.observe(sid, tid, seq, off, length, total, flags, now)
 
     def observe(
-        self, stream_id: int, track_id: int, seq: int, offset: int, length: int, total: int, flags: int, now: float
+        self,
+        stream_id: int,
+        track_id: int,
+        seq: int,
+        offset: int,
+        length: int,
+        total: int,
+        flags: int,
+        now: float,
     ) -> None:
         """Record that bytes ``[offset, offset+length)`` of frame ``seq`` (``total`` long) arrived."""
         key = (stream_id, track_id)

@@ -135,7 +135,9 @@ class RetransmitRing:
         entry = self._frames.get(seq)
         return 0 if entry is None else len(entry) - 1
 
-    def lookup(self, seq: int, start: int, end: int, now: float, max_age: float) -> tuple[float, list[bytes]] | str:
+    def lookup(
+        self, seq: int, start: int, end: int, now: float, max_age: float
+    ) -> tuple[float, list[bytes]] | str:
         """Stored packets of frame ``seq`` overlapping bytes ``[start, end)``, with the frame's time.
 
         Returns a refusal reason instead: ``NACK_NEVER_SENT`` (newer than anything held, or the
@@ -216,7 +218,12 @@ class NackResponder:
         self.byte_rate, self.byte_burst = byte_rate, byte_burst
         self._nack_buckets: dict[bytes, _Bucket] = {}
         self._byte_buckets: dict[bytes, _Bucket] = {}
-        self.counters: dict[str, int] = {"nacks": 0, "ranges": 0, "retransmitted_packets": 0, "retransmitted_bytes": 0}
+        self.counters: dict[str, int] = {
+            "nacks": 0,
+            "ranges": 0,
+            "retransmitted_packets": 0,
+            "retransmitted_bytes": 0,
+        }
 
     def _count(self, reason: str, n: int = 1) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + n
