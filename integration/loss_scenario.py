@@ -65,9 +65,25 @@ def _with_seed(model: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**model, "seed": seed}
 
 
-def run_loss_scenario(*, video_frames: int = 240, keep: bool = False) -> LossReport:
-    report = LossReport()
-    started = time.monotonic()
+@dataclass
+class StreamSpec:
+    """One stream of a loss run: its publisher's hop loss and its subscribers' (loss model specs as
+    for ``transport.loss.LossInjector``, applied to both directions of that hop; None: clean)."""
+
+    pub_loss: dict[str, Any] | None
+    subs: dict[str, dict[str, Any] | None]
+    recovery: bool = True
+
+
+def run_streams(
+    streams: dict[str, StreamSpec], *, video_frames: int, keep: bool = False
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """One relay, and per stream a publisher and its subscribers as processes, all at MDU 431.
+
+    Returns every child's result (publishers as ``pub_<stream>``, subscribers by name, ``relay``)
+    and the wall-clock stream start ``t0``. Also used by ``bench/loss_recovery.py --rns``.
+    """
+    results: dict[str, dict[str, Any]] = {}
     cluster = Cluster(keep=keep)
     duration_s = video_frames / 30.0
     marker = os.urandom(12).hex()
@@ -83,41 +99,50 @@ def run_loss_scenario(*, video_frames: int = 240, keep: bool = False) -> LossRep
         t_end = t0 + duration_s + 1.5
         common = {"connect_port": port, "relay": dest, "marker": marker, "link_mtu_discovery": False,
                   "timeout": duration_s + 50, "t0": t0, "t_end": t_end}
-        streams: dict[str, dict[str, Any]] = {"down": {"pub": None, "subs": {f"down_{m}": m for m in LOSS_MODELS}}}
-        for m in LOSS_MODELS:
-            streams[f"up_{m}"] = {"pub": m, "subs": {f"up_{m}_sub": None}}
         pubs = {}
         subs = {}
         for i, (name, st) in enumerate(streams.items()):
             keys = {"epoch": 1, "base_key": os.urandom(16).hex(), "leaf_count": 4, "sender_leaf": 0}
-            base = {**common, "stream_id": 0x1055_0000 + i, "keys": keys}
-            for j, (sub_name, model) in enumerate(st["subs"].items()):
-                loss = {} if model is None else {"loss_in": _with_seed(LOSS_MODELS[model], 100 + 10 * i + j),
-                                                 "loss_out": _with_seed(LOSS_MODELS[model], 200 + 10 * i + j)}
-                subs[sub_name] = (name, cluster.spawn(sub_name, {**base, "role": "subscriber", **loss}))
-            model = st["pub"]
-            loss = {} if model is None else {"loss_out": _with_seed(LOSS_MODELS[model], 300 + i),
-                                             "loss_in": _with_seed(LOSS_MODELS[model], 400 + i)}
+            base = {**common, "stream_id": 0x1055_0000 + i, "keys": keys, "recovery": st.recovery}
+            for j, (sub_name, model) in enumerate(st.subs.items()):
+                loss = {} if model is None else {"loss_in": _with_seed(model, 100 + 10 * i + j),
+                                                 "loss_out": _with_seed(model, 200 + 10 * i + j)}
+                subs[sub_name] = cluster.spawn(sub_name, {**base, "role": "subscriber", **loss})
+            model = st.pub_loss
+            loss = {} if model is None else {"loss_out": _with_seed(model, 300 + i),
+                                             "loss_in": _with_seed(model, 400 + i)}
             pubs[name] = cluster.spawn(f"pub_{name}", {**base, "role": "publisher", "video_frames": video_frames,
                                                        **loss})
-        for node in [*pubs.values(), *(n for _, n in subs.values())]:
+        for node in [*pubs.values(), *subs.values()]:
             node.wait_ready(max(1.0, t0 - time.time() - 0.2))
         if time.time() > t0:
             raise RuntimeError("set-up took longer than the 6 s allowed before the stream starts")
         budget = t_end - time.time() + 25
         for name, node in pubs.items():
-            report.results[f"pub_{name}"] = node.wait_result(budget)
-        for sub_name, (_, node) in subs.items():
-            report.results[sub_name] = node.wait_result(budget)
+            results[f"pub_{name}"] = node.wait_result(budget)
+        for sub_name, node in subs.items():
+            results[sub_name] = node.wait_result(budget)
         (relay.workdir / "stop").touch()
-        report.results["relay"] = relay.wait_result(20)
+        results["relay"] = relay.wait_result(20)
     finally:
         cluster.close()
+    return results, t0
+
+
+def run_loss_scenario(*, video_frames: int = 240, keep: bool = False) -> LossReport:
+    report = LossReport()
+    started = time.monotonic()
+    streams = {"down": StreamSpec(None, {f"down_{m}": LOSS_MODELS[m] for m in LOSS_MODELS})}
+    for m in LOSS_MODELS:
+        streams[f"up_{m}"] = StreamSpec(LOSS_MODELS[m], {f"up_{m}_sub": None})
+    report.results, t0 = run_streams(streams, video_frames=video_frames, keep=keep)
+    duration_s = video_frames / 30.0
     report.bursts = [t0 + BURST_OFFSET_S + k * BURST_PERIOD_S
                      for k in range(int((duration_s - BURST_OFFSET_S) / BURST_PERIOD_S) + 1)]
-    for sub_name, (stream, _) in subs.items():
-        report.figures[sub_name] = _figures(sub_name, report.results[f"pub_{stream}"], report.results[sub_name],
-                                            report.bursts if "burst" in sub_name else [])
+    for stream, st in streams.items():
+        for sub_name in st.subs:
+            report.figures[sub_name] = _figures(sub_name, report.results[f"pub_{stream}"], report.results[sub_name],
+                                                report.bursts if "burst" in sub_name else [])
     report.wall_s = time.monotonic() - started
     return report
 
