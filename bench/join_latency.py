@@ -45,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def run_size(members: int, joins: int, kbps: float, keep: bool) -> dict[str, Any]:
+def run_size(members: int, joins: int, kbps: float, keep: bool, gap_s: float) -> dict[str, Any]:
     cluster = Cluster(keep=keep)
     root = cluster.root
     try:
@@ -81,6 +81,7 @@ def run_size(members: int, joins: int, kbps: float, keep: bool) -> dict[str, Any
         rows = []
         for n in joiner_names:
             drv.wait(f"{n} control link", lambda n=n: drv.status(n)["control_up"], 20)
+            time.sleep(gap_s)
             drv.cmd(n, "join")
             if not drv.wait(f"{n} decrypts", lambda n=n: drv.status(n)["first_keyframe_at"] is not None, 30):
                 raise RuntimeError(f"joiner {n} got no keyframe: {drv.status(n)}")
@@ -100,10 +101,11 @@ def run_size(members: int, joins: int, kbps: float, keep: bool) -> dict[str, Any
             drv.cmd("pub", "remove", identity=ident[n])
             if not drv.wait(f"{n} removed", lambda n=n: drv.status(n)["removed_at_epoch"] is not None, 15):
                 raise RuntimeError(f"joiner {n} was not removed")
+        refusals = {k: v for k, v in drv.status("pub")["counters"].items() if k.startswith("refused.")}
         for name in ("pub", "members", "joiners"):
             drv.cmd({"pub": "pub", "members": others[0] if others else "pub", "joiners": joiner_names[0]}[name],
                     "stop")
-        return {"members": members, "rows": rows}
+        return {"members": members, "rows": rows, "publisher_refusals": refusals}
     finally:
         cluster.close()
 
@@ -127,17 +129,20 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2, 16], help="group sizes to join into")
     ap.add_argument("--joins", type=int, default=20, help="joins measured per group size")
     ap.add_argument("--kbps", type=float, default=400.0, help="publisher media rate (<= 500)")
+    ap.add_argument("--gap", type=float, default=1.0,
+                    help="seconds between one joiner's removal and the next join: measures join latency, not the "
+                         "relay's per-link request budget (10/s), which back-to-back join+remove cycles exhaust")
     ap.add_argument("--json", type=Path, help="write the runs as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the processes' work directories")
     args = ap.parse_args()
     if args.kbps > 500:
         ap.error("the issue fixes media at <= 500 kbit/s")
     print(f"# join latency, {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
-          f"{args.kbps:.0f} kbit/s media, loopback RNS")
+          f"{args.kbps:.0f} kbit/s media, loopback RNS, {args.gap:.1f} s between joins")
     runs = []
     for size in args.sizes:
         t0 = time.monotonic()
-        out = run_size(size, args.joins, args.kbps, args.keep)
+        out = run_size(size, args.joins, args.kbps, args.keep, args.gap)
         summary = summarise(size, out["rows"])
         runs.append(summary)
         mx = max(r["join_to_first_frame_s"] for r in out["rows"])
@@ -146,7 +151,7 @@ def main() -> None:
               f"p95 {summary['join_to_first_frame_s_p95'] * 1000:7.1f} ms  max {mx * 1000:7.1f} ms  "
               f"join->keyframe p95 {summary['join_to_first_keyframe_s_p95'] * 1000:7.1f} ms  "
               f"commit->all p50 {summary['commit_to_all_members_s_p50'] * 1000:7.1f} ms  "
-              f"({time.monotonic() - t0:.0f} s)")
+              f"({time.monotonic() - t0:.0f} s)  publisher refusals {out['publisher_refusals'] or 'none'}")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
         print(f"# wrote {args.json}")
