@@ -119,7 +119,8 @@ class Member:
         allow = spec.get("allow")
         policy = admit_all if allow is None else AllowList({bytes.fromhex(h) for h in allow})
         self.session = Session(self.identity.hash, stream_id, policy=policy, publisher=spec.get("publisher", False))
-        workdir = ctx.workdir / self.name
+        # A restarted member process points state_dir at its predecessor's directory (restore).
+        workdir = Path(spec["state_dir"]) if spec.get("state_dir") else ctx.workdir / self.name
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.retained = MemberStateStore(workdir / "retained.state")
@@ -128,6 +129,7 @@ class Member:
         self.frames = 0
         self.bad_payloads = 0
         self.first_frame_at: float | None = None
+        self.first_sealer_epoch: int | None = None
         self.first_keyframe_at: float | None = None
         self.join_requested_at: float | None = None
         self.joined_at: float | None = None
@@ -175,6 +177,12 @@ class Member:
 
     def start(self) -> None:
         self.client.connect()
+        if self.spec.get("restore"):
+            state = MemberStateStore(self.workdir / "member.state").load()
+            if state is None:
+                raise RuntimeError("nothing to restore")
+            self.client.call(self.session.restore, state)
+            self.client.start_publishing()
         if self.spec.get("create"):
             self.client.call(self.session.create, bytes.fromhex(self.spec["group_id"]), time.time())
             self.client.start_publishing()
@@ -209,6 +217,7 @@ class Member:
                 "subscriber_link_closes": None if sub is None else sub.client.reconnects,
                 "drops": {} if sub is None else dict(sub.drops),
                 "sealer_epoch": self.client.sealer.epoch,
+                "first_sealer_epoch": self.first_sealer_epoch,
                 "frames_sent": 0 if self.client.publisher is None else self.client.publisher.frames_sent,
                 "requests_failed": self.client.requests_failed,
                 "control_up": self.client.control.connected,
@@ -270,6 +279,8 @@ class Publisher:
     def pump(self) -> None:
         now = time.time() - self.t0
         client = self.member.client
+        if self.member.first_sealer_epoch is None:  # the first epoch this process ever sealed under
+            self.member.first_sealer_epoch = client.sealer.epoch
         while self.video_seq / self.shape.video_fps <= now:
             seq = self.video_seq
             key = seq % self.shape.gop == 0 or client.take_keyframe(VIDEO_TRACK)
@@ -306,7 +317,7 @@ def role_member(ctx: Ctx) -> None:
     members = [Member(ctx, m, relay_hash, stream_id, marker) for m in spec["members"]]
     for m in members:
         m.start()
-    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("create")]
+    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("publisher")]
     ctx.ready(identities={m.name: m.identity.hash.hex() for m in members})
     done: set[str] = set()
     next_status = 0.0

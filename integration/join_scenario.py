@@ -4,7 +4,8 @@ Processes (each its own RNS instance and config directory on 127.0.0.1, see ``jo
 delivery relay over a SQLite file; the publisher (creates the group, admits identities on its allow
 list, streams ~400 kbit/s of media-shaped frames); ``sub1`` (the remaining subscriber, capturing every
 media packet it receives); ``sub2`` (leaves); ``joiner`` (joins mid-stream, later removed); ``joiner2``
-(joins after the relay restarted). :func:`run_join_scenario` returns every child's report and named
+(joins after the relay restarted). Last, the publisher process stops and a new one restores its
+state file. :func:`run_join_scenario` returns every child's report and named
 checks; ``integration/test_join.py`` asserts them.
 
 The removal promise is checked from ciphertext: the packets ``sub1`` captured are fed to a fresh
@@ -222,7 +223,6 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         removal_epoch = drv.status("joiner").get("removed_at_epoch")
         report.check("the removed member learns it is out", ok, f"removed at epoch {removal_epoch}")
         # let frames of the new epoch reach sub1's capture
-        frames_then = drv.status("sub1")["frames_by_epoch"]
         drv.wait("frames after removal", lambda: drv.status("sub1")["frames_by_epoch"].get(str(removal_epoch), 0) > 60,
                  10)
 
@@ -277,6 +277,24 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         if j2.get("first_frame_at") and j2.get("join_requested_at"):
             report.figures["join2_to_first_frame_s"] = j2["first_frame_at"] - j2["join_requested_at"]
 
+        # 6. the publisher process restarts from its state file: it commits an Update before it sends
+        drv.cmd("pub", "stop")
+        old_pub = procs["pub"].wait_result(20)["members"]["pub"]
+        report.results["pub_before_restart"] = old_pub
+        epoch_at_stop = old_pub["epoch"]
+        frames_then = drv.status("sub1")["frames"]
+        procs["pub"] = cluster.spawn("p-pub2", {**base, "members": [member(
+            "pub", publisher=True, restore=True, allow=allow, state_dir=str(procs["pub"].workdir / "pub"))]},
+            entry=ENTRY)
+        nodes["pub"] = drv.proc_of["pub"] = procs["pub"]
+        procs["pub"].wait_ready(40)
+        ok = drv.wait("restored publisher streams", lambda: drv.status("sub1")["frames"] > frames_then + 60, 30)
+        p2 = drv.status("pub")
+        report.check("a restored publisher sends only in an epoch after the one it stopped in (no counter reuse)",
+                     ok and p2.get("first_sealer_epoch") is not None and p2["first_sealer_epoch"] > epoch_at_stop,
+                     f"stopped at epoch {epoch_at_stop}, first sealing epoch {p2.get('first_sealer_epoch')}, "
+                     f"sub1 frames {frames_then} -> {drv.status('sub1').get('frames')}")
+
         # wind down
         for name in procs:
             drv.cmd(name, "stop")
@@ -305,7 +323,6 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         report.results["filter_drops"] = first_run["filter_drops"]
         report.check("no subscriber saw a foreign plaintext", all(
             report.results[n]["bad_payloads"] == 0 for n in procs), "")
-        del frames_then
     finally:
         report.wall_s = time.monotonic() - started
         cluster.close()

@@ -1,6 +1,6 @@
 """The joiner path end to end over real RNS (issue 5): relay, publisher, subscribers and joiners as processes.
 
-One run of :func:`integration.join_scenario.run_join_scenario` (~50 s) backs every assertion below;
+One run of :func:`integration.join_scenario.run_join_scenario` (~20-50 s) backs every assertion below;
 each test names one promise of the scenario.
 """
 
@@ -43,6 +43,10 @@ def test_the_relay_drops_frames_sealed_under_another_members_kid(scenario: JoinR
 
 def test_the_relay_restarts_mid_stream_and_a_second_joiner_joins(scenario: JoinReport) -> None:
     _assert(scenario, "same destination", "stream resumes", "second joiner")
+
+
+def test_a_restored_publisher_commits_an_update_before_it_sends(scenario: JoinReport) -> None:
+    _assert(scenario, "restored publisher")
 
 
 def test_every_check_passed(scenario: JoinReport) -> None:
