@@ -207,3 +207,19 @@ def test_the_frame_filter_drops_foreign_kids_and_old_epochs() -> None:
     # a peer relay forwards other members' frames: only the epoch rule applies to it
     enf.bind(b"L-peer", b"p" * 16, 5, peer=True)
     assert enf.filter(b"L-peer", frag(encode_kid(1, 1, 5, 4)), 30.0) is None
+
+
+def test_member_keyframe_requests_are_coalesced_unless_they_name_a_newer_epoch(node) -> None:
+    relay, plane, clock = node
+    creator, group, cstate = _stream(relay)
+    media = _link(relay, creator, b"creator-media")
+    _req(relay, control.PATH_PUBLISH, media, {"stream_id": STREAM})
+    ask = {"stream_id": STREAM, "track_id": 1, "epoch": 0}
+    assert _req(relay, "keyframe", cstate, ask)["publishers"] == 1
+    assert _req(relay, "keyframe", cstate, ask).get("coalesced") is True  # a flood from one member
+    assert _req(relay, "keyframe", cstate, dict(ask, epoch=1))["publishers"] == 1  # a newer epoch passes
+    clock.t += 1.0
+    assert _req(relay, "keyframe", cstate, ask)["publishers"] == 1
+    assert [e.kind for e in media.events.pending()] == ["KeyframeWanted"] * 3
+    stranger = _link(relay, RNS.Identity())
+    assert _req(relay, "keyframe", stranger, ask)["error"] == control.ERR_NOT_MEMBER

@@ -66,6 +66,12 @@ DELIVERY_TICK_S = 1.0
 # error before any MLS parsing (the delivery service's own limits are the same size).
 MAX_FIELD_BYTES = control.MAX_REQUEST_SIZE
 
+# Member keyframe requests forwarded per (stream, track) and epoch at most this often. A keyframe is
+# ~4x a delta frame, so a member asking at the control plane's 10 requests/s could turn the stream
+# into keyframes only; the engine's own keyframe requests are rate-limited the same way (its
+# keyframe_min_interval). A request for a newer epoch always passes: it is a joiner that needs one.
+KEYFRAME_WANTED_MIN_INTERVAL_S = 0.5
+
 # Identity hashes are 16 bytes (RNS truncated SHA-256).
 IDENTITY_HASH_LEN = 16
 
@@ -103,6 +109,8 @@ class DeliveryPlane:
         self._ticker: threading.Thread | None = None
         self._commit_lock = threading.Lock()
         self.closed_for_removal = 0
+        self._keyframe_sent: dict[tuple[int, int], tuple[float, int]] = {}
+        self._keyframe_lock = threading.Lock()
         handlers: dict[str, Handler] = {
             PATH_KP_PUBLISH: self._kp_publish,
             PATH_KP_FETCH: self._kp_fetch,
@@ -303,6 +311,13 @@ class DeliveryPlane:
         epoch = control.require_int(body, "epoch")
         if not self.ds.is_member(stream_id, identity):
             raise ControlError(control.ERR_NOT_MEMBER, "only members ask for keyframes")
+        now_mono = self.relay.clock()
+        with self._keyframe_lock:
+            last = self._keyframe_sent.get((stream_id, track_id))
+            if last is not None and epoch <= last[1] and now_mono - last[0] < KEYFRAME_WANTED_MIN_INTERVAL_S:
+                self.relay.count("keyframe_wanted_coalesced")
+                return {"publishers": 0, "coalesced": True}
+            self._keyframe_sent[(stream_id, track_id)] = (now_mono, max(epoch, last[1] if last else 0))
         data = {"stream_id": stream_id, "track_id": track_id, "epoch": epoch}
         sent = sum(self.relay.push_event(link, EVENT_KEYFRAME_WANTED, data) for link in self.enforcer.publishers(stream_id))
         return {"publishers": sent}
