@@ -20,7 +20,13 @@ NACKs; losses are left to keyframe requests) and reports:
 * added latency p50 / p99: time from send to in-order release minus the two hops' delay;
 * keyframe requests per minute that reached the publisher.
 
-Run: ``python bench/loss_recovery.py [--seconds 60] [--delay-ms 20] [--seed 1] [--json PATH]``;
+``--rns`` runs the same grid over real RNS instead (``integration.loss_scenario.run_streams``: one
+relay process, and per loss level a recovery-on and a recovery-off stream, each its own publisher
+and subscriber process, MDU 431, the loss seam of ``transport/loss.py`` on both directions of both
+hops). Loopback has no delay, so added latency there is over the run's fastest frame, and a lost
+packet counts every packet the seams dropped on the media direction.
+
+Run: ``python bench/loss_recovery.py [--seconds 60] [--delay-ms 20] [--seed 1] [--rns] [--json PATH]``;
 ``--json`` writes ``{"runs": [{"loss_percent", "recovery", "frames_completed_fraction",
 "keyframes_completed_fraction", "added_latency_ms_p99", "retransmissions_per_lost_packet",
 "keyframe_requests_per_min"}]}``.
@@ -277,22 +283,68 @@ def run(loss_percent: float, recovery: bool, seconds: float, delay_ms: float, se
     )
 
 
+def run_rns(loss_percent: float, seconds: float) -> list[RunResult]:
+    """Recovery on and off at one loss level over real RNS processes (see the module docstring)."""
+    from integration.loss_scenario import StreamSpec, run_streams
+
+    model = {"rate": loss_percent / 100.0} if loss_percent else None
+    streams = {
+        "on": StreamSpec(model, {"sub_on": model}, recovery=True),
+        "off": StreamSpec(model, {"sub_off": model}, recovery=False),
+    }
+    results, _ = run_streams(streams, video_frames=int(seconds * 30))
+    relay_repairs = results["relay"]["engine"]["retransmit"]["packets_retransmitted"]
+    out = []
+    for name, recovery in (("on", True), ("off", False)):
+        pub, sub = results[f"pub_{name}"], results[f"sub_{name}"]
+        sent = {(r[0], r[1]): r for r in pub["frames"]}
+        got = {}
+        for r in sub["frames"]:
+            if (r[0], r[1]) in sent and sent[(r[0], r[1])][3] == r[3]:
+                got.setdefault((r[0], r[1]), r)
+        latency = [(r[4] - sent[k][4]) * 1000 for k, r in got.items()]
+        floor = min(latency) if latency else 0.0
+        added = [x - floor for x in latency]
+        keyframes = [k for k, r in sent.items() if r[2]]
+        lost = (pub["loss"] or {}).get("dropped", 0) + (sub["loss"] or {}).get("dropped", 0)
+        repairs = pub["retransmitted"] + (relay_repairs if recovery else 0)
+        out.append(RunResult(
+            loss_percent=loss_percent,
+            recovery=recovery,
+            frames_completed_fraction=len(got) / len(sent) if sent else 0.0,
+            keyframes_completed_fraction=sum(1 for k in keyframes if k in got) / len(keyframes) if keyframes else 0.0,
+            added_latency_ms_p50=_pct(added, 0.5),
+            added_latency_ms_p99=_pct(added, 0.99),
+            retransmissions_per_lost_packet=repairs / lost if lost else 0.0,
+            keyframe_requests_per_min=pub["keyframe_requests"] / (seconds / 60.0),
+            extra={"lost": lost, "repairs": repairs, "nacks_sent": sub.get("nacks_sent")},
+        ))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="media seconds simulated per run")
     ap.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay of each hop")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    ap.add_argument("--rns", action="store_true", help="real RNS processes on 127.0.0.1 instead of the simulation")
     args = ap.parse_args(argv)
-    print(f"loss recovery, simulated: {args.seconds:g} s of media per run, 2 hops of {args.delay_ms:g} ms, "
-          f"431-byte MDU, loss on every packet of both hops in both directions")
+    if args.rns:
+        print(f"loss recovery over real RNS (loopback): {args.seconds:g} s of media per level, 431-byte MDU, "
+              f"loss on every packet of both hops in both directions")
+    else:
+        print(f"loss recovery, simulated: {args.seconds:g} s of media per run, 2 hops of {args.delay_ms:g} ms, "
+              f"431-byte MDU, loss on every packet of both hops in both directions")
     print(f"{'loss':>5} {'recovery':>8} {'frames':>8} {'keyframes':>9} {'rtx/lost':>8} "
           f"{'+lat p50':>8} {'+lat p99':>8} {'kf req/min':>10}")
     runs = []
     for loss in LOSS_PERCENTS:
-        for recovery in (True, False):
-            r = run(loss, recovery, args.seconds, args.delay_ms, args.seed)
+        level = (run_rns(loss, args.seconds) if args.rns
+                 else [run(loss, recovery, args.seconds, args.delay_ms, args.seed) for recovery in (True, False)])
+        for r in level:
             runs.append(r)
+            recovery = r.recovery
             print(f"{loss:>4.1f}% {'on' if recovery else 'off':>8} {r.frames_completed_fraction:>8.2%} "
                   f"{r.keyframes_completed_fraction:>9.2%} {r.retransmissions_per_lost_packet:>8.2f} "
                   f"{r.added_latency_ms_p50:>6.1f}ms {r.added_latency_ms_p99:>6.1f}ms "
