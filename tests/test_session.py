@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
 
+from ciris_av_plugin.mls import CipherSuite, Group
 from ciris_av_plugin.session import (
     AdmissionFailed,
     AllowList,
@@ -23,6 +26,8 @@ from ciris_av_plugin.session import (
     SessionError,
     admit_all,
 )
+
+_FUZZ_GROUP = Group.create(b"fuzz", b"m" * 16, CipherSuite(1))
 
 
 def _setup(tmp_path: Path, policy=None):
@@ -256,3 +261,35 @@ def test_a_member_that_cannot_process_a_commit_is_removed_and_re_added(tmp_path:
     assert a.session.group.epoch_authenticator == pub.session.group.epoch_authenticator
     assert net.plane.ds.members_of(STREAM).count(a.rns.hash) == 1
     store.close()
+
+
+_values = st.one_of(st.none(), st.integers(-5, 2**70), st.binary(max_size=64), st.text(max_size=8),
+                    st.lists(st.binary(max_size=8), max_size=3), st.lists(st.tuples(st.integers(0, 3), st.binary()),
+                                                                        max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["JoinRequested", "WelcomeReady", "CommitAccepted", "ProposalReceived",
+                             "RecoveryRequested", "WelcomeExpired", "KeyframeWanted", "Other"]),
+       data=st.dictionaries(st.sampled_from(["identity", "epoch", "message", "joiner", "track_id",
+                                             "commit_requested"]), _values, max_size=5))
+def test_arbitrary_relay_events_never_raise_nor_change_the_epoch(kind: str, data: dict) -> None:
+    s = Session(b"m" * 16, STREAM, publisher=True, policy=admit_all)
+    s.group = _FUZZ_GROUP.__class__.from_bytes(_FUZZ_GROUP.to_bytes())
+    out = s.on_event(kind, {**data, "stream_id": STREAM}, 0.0)
+    assert isinstance(out, list) and s.epoch == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(op=st.sampled_from(["register", "welcome", "commits", "kp-fetch", "commit", "join-requests"]),
+       reply=st.dictionaries(st.sampled_from(["welcome", "commits", "key_package", "envelope", "identities",
+                                              "admitter", "epoch"]), _values, max_size=4))
+def test_arbitrary_replies_never_raise(op: str, reply: dict) -> None:
+    from ciris_av_plugin.session import Request, _Work
+
+    s = Session(b"m" * 16, STREAM, publisher=True, policy=admit_all)
+    s.group = _FUZZ_GROUP.__class__.from_bytes(_FUZZ_GROUP.to_bytes())
+    work = _Work("admit", b"j" * 16)
+    s._busy = work
+    out = s.on_reply(Request("x", {}, op, work), reply, 0.0)
+    assert isinstance(out, list) and s.epoch == 0
