@@ -269,3 +269,22 @@ def test_arbitrary_fragments_never_raise_and_nacks_always_decode(frags, polls) -
             for out in det.poll(t + p):
                 decode_nack(out.packet)
     assert det.tracked_frames >= 0
+
+
+def test_a_sender_restarting_its_numbering_is_followed() -> None:
+    det = LossDetector()
+    for seq in range(1000, 1010):
+        feed(det, packets(seq, 100), seq * 0.03)
+    feed(det, packets(0, 100), 31.0)
+    feed(det, packets(2, 100), 31.03)  # 1 lost after the restart
+    assert ranges_of(det, 31.1) == [(VIDEO, 1, 0, NACK_TO_END)]
+    assert det.counters["restarts"] == 1
+
+
+def test_fragments_contradicting_the_frame_length_are_ignored() -> None:
+    det = LossDetector()
+    pkts = packets(1, 2000)
+    feed(det, pkts[:1], 0.0)
+    det.observe(SID, VIDEO, 1, 395, 100, 495, 0, 0.001)  # claims the frame is 495 bytes: ignored
+    feed(det, pkts[1:], 0.002)
+    assert det.tracked_frames == 0 and ranges_of(det, 1.0) == []

@@ -100,6 +100,9 @@ REPAIR_ROUNDS = 4
 # ... but never longer than this: 400 ms is the top of ITU-T G.114's acceptable one-way delay;
 # past it a frozen picture plus a keyframe is the better trade.
 MAX_REPAIR_WAIT_S = 0.4
+# A fragment this many frames behind the next expected one cannot be in flight any more (8 s of
+# 30 fps video; frames live ~1 s): its sender restarted its numbering (as ordering.py decides).
+RESTART_BACKSTEP = 256
 # Frames tracked at once (partial or missing), over all tracks: 0.3 s of a few 60 fps tracks.
 MAX_TRACKED_FRAMES = 256
 # Tracks tracked at once (least recently used evicted): as FrameOrderer's MAX_TRACKS.
@@ -294,6 +297,7 @@ class LossDetector:
             "recovered": 0,
             "gave_up": 0,
             "gap_too_large": 0,
+            "restarts": 0,
             "evicted": 0,
         }
 
@@ -343,6 +347,14 @@ class LossDetector:
                 self.counters["evicted"] += len(old.frames)
         d = (seq - tr.next_seq) & _U32
         frames = tr.frames
+        if d >= _HALF and _U32 + 1 - d > RESTART_BACKSTEP and seq not in frames:
+            # Far behind anything that can still be in flight: the sender restarted its
+            # numbering (a new publisher process). Start the track again from here.
+            self._n_frames -= len(frames)
+            frames.clear()
+            tr.next_seq = seq
+            d = 0
+            self.counters["restarts"] += 1
         if d < _HALF:
             # A frame never seen before, at or after the next expected one.
             # Older frames of the track are repaired even when this one is a keyframe: the
@@ -380,6 +392,8 @@ class LossDetector:
                 return  # complete, given up, or older than anything tracked
             if frame.total is None:
                 frame.total = total
+            elif frame.total != total:
+                return  # contradicts earlier fragments: the reassembler refuses it too
                 if flags & FLAG_KEYFRAME:
                     frame.urgency = min(frame.urgency, 1)
             if flags & FLAG_RETRANSMISSION and frame.tries and not frame.sampled:
@@ -405,7 +419,7 @@ class LossDetector:
                 _cut(frame.holes, offset, end)
             if end > edge:
                 frame.edge = end
-        if frame.edge >= total and not frame.holes:
+        if frame.edge >= frame.total and not frame.holes:  # type: ignore[operator]
             del frames[seq]
             self._n_frames -= 1
             if frame.tries:
