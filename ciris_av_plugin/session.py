@@ -391,8 +391,9 @@ class Session:
         if not self.group.active:
             return []
         # Join requests told to us while the link was down are asked for again (the admitter acts).
-        pending = Request(wire.PATH_JOIN_REQUESTS, {"stream_id": self.stream_id}, "join-requests")
-        return retry + self._catch_up() + [pending]
+        body = {"stream_id": self.stream_id}
+        pending = [Request(wire.PATH_PROPOSALS, body, "proposals"), Request(wire.PATH_JOIN_REQUESTS, body, "join-requests")]
+        return retry + self._catch_up() + pending
 
     # ---- member verbs ----------------------------------------------------------------------
 
@@ -668,10 +669,18 @@ class Session:
             return self._apply_commits(commits, now)
         if op == "kp-fetch":
             return self._fetched(request.context, reply)
+        out: list[Action] = []
+        if op == "proposals":
+            for message in reply["proposals"]:
+                data = {"epoch": reply["epoch"], "message": message, "commit_requested": False}
+                out += self._on_proposal(data, now)
+            if reply.get("admitter") is True and self.group is not None and self.group.pending_proposals:
+                self._work.append(_Work("proposals"))
+                out += self._next_work()
+            return out
         if op == "join-requests":
             if reply.get("admitter") is not True:
                 return []
-            out: list[Action] = []
             for identity in reply["identities"]:
                 out += self._on_join_requested({"identity": identity}, now)
             return out

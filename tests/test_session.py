@@ -293,3 +293,16 @@ def test_arbitrary_replies_never_raise(op: str, reply: dict) -> None:
     s._busy = work
     out = s.on_reply(Request("x", {}, op, work), reply, 0.0)
     assert isinstance(out, list) and s.epoch == 0
+
+
+def test_an_admitter_that_missed_a_leave_commits_it_after_reconnecting(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net)
+    net.run(a, a.session.leave())
+    net.relay.events[pub.control.link_id].clear()  # the ProposalReceived died with the old link
+    net.pump()
+    assert net.plane.ds.is_member(STREAM, a.rns.hash)
+    net.run(pub, pub.session.resync())
+    net.pump()
+    assert a.session.removed and pub.session.epoch == 2 and not net.plane.ds.is_member(STREAM, a.rns.hash)
+    store.close()

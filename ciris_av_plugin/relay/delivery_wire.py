@@ -22,6 +22,7 @@ PATH_COMMITS = "commits"
 PATH_COMMIT_FAILED = "commit-failed"
 PATH_KEYFRAME = "keyframe"
 PATH_JOIN_REQUESTS = "join-requests"
+PATH_PROPOSALS = "proposals"
 
 EVENT_JOIN_REQUESTED = "JoinRequested"
 EVENT_WELCOME_READY = "WelcomeReady"

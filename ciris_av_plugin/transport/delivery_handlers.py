@@ -43,6 +43,7 @@ from ..relay.delivery_wire import (
     PATH_KEYFRAME,
     PATH_KP_FETCH,
     PATH_KP_PUBLISH,
+    PATH_PROPOSALS,
     PATH_PROPOSE,
     PATH_REGISTER,
     PATH_TREE,
@@ -122,6 +123,7 @@ class DeliveryPlane:
             PATH_TREE: self._tree,
             PATH_COMMIT: self._commit,
             PATH_PROPOSE: self._propose,
+            PATH_PROPOSALS: self._proposals,
             PATH_COMMITS: self._commits,
             PATH_COMMIT_FAILED: self._commit_failed,
             PATH_KEYFRAME: self._keyframe,
@@ -291,6 +293,13 @@ class DeliveryPlane:
         stream_id = control.require_int(body, "stream_id")
         self._notify(self.ds.submit_proposal(stream_id, identity, require_bytes(body, "proposal"), now))
         return {"stream_id": stream_id}
+
+    def _proposals(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
+        """The current epoch's proposals, for a member catching up (and whether it is to commit them)."""
+        stream_id = control.require_int(body, "stream_id")
+        proposals = self.ds.proposals(stream_id, identity)
+        return {"proposals": proposals, "epoch": self.ds.group(stream_id).epoch,
+                "admitter": self.ds.admitter(stream_id) == identity}
 
     def _commits(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")
