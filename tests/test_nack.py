@@ -288,3 +288,12 @@ def test_fragments_contradicting_the_frame_length_are_ignored() -> None:
     det.observe(SID, VIDEO, 1, 395, 100, 495, 0, 0.001)  # claims the frame is 495 bytes: ignored
     feed(det, pkts[1:], 0.002)
     assert det.tracked_frames == 0 and ranges_of(det, 1.0) == []
+
+
+def test_many_tracks_of_partial_frames_stay_within_the_bound_oldest_first() -> None:
+    det = LossDetector(max_frames=64)
+    for i in range(5000):
+        det.observe(SID, i % 200, i // 200, 0, 10, 20, 0, i * 0.0001)
+        assert det.tracked_frames <= 64
+    # The survivors are the newest frames.
+    assert ranges_of(det, 0.5 + NACK_TAIL_TIMEOUT_S) and det.counters["evicted"] == 5000 - 64

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +287,8 @@ class LossDetector:
         self.srtt = NACK_INITIAL_RTT_S
         self._tracks: OrderedDict[tuple[int, int], _DTrack] = OrderedDict()
         self._n_frames = 0
+        # (track, frame_seq, record) of every frame record created, oldest first (see _bound).
+        self._created: deque[tuple[_DTrack, int, _Frame]] = deque()
         self._next_due = float("inf")
         self._gave_up: list[GaveUp] = []
         self.counters: dict[str, int] = {
@@ -374,7 +376,9 @@ class LossDetector:
                     for i in range(d):
                         f = _Frame(None, now, urgency)
                         f.tail_lost = True
-                        frames[(tr.next_seq + i) & _U32] = f
+                        missing = (tr.next_seq + i) & _U32
+                        frames[missing] = f
+                        self._created.append((tr, missing, f))
                         self._n_frames += 1
                         self._schedule(f, now + self.guard)
             tr.next_seq = (seq + 1) & _U32
@@ -383,6 +387,7 @@ class LossDetector:
                 return  # a whole frame in one packet: nothing to track
             frame = _Frame(total, now, 0 if tr.audio else (1 if keyframe else 2))
             frames[seq] = frame
+            self._created.append((tr, seq, frame))
             self._n_frames += 1
             self._schedule(frame, now + self.tail_timeout)
             self._bound(now)
@@ -432,18 +437,18 @@ class LossDetector:
             self._next_due = at
 
     def _bound(self, now: float) -> None:
-        while self._n_frames > self.max_frames:
-            oldest: tuple[_DTrack, int, _Frame] | None = None
-            for tr in self._tracks.values():
-                for seq, f in tr.frames.items():
-                    if oldest is None or f.first_t < oldest[2].first_t:
-                        oldest = (tr, seq, f)
-                    break  # insertion order: a track's first frame is its oldest
-            if oldest is None:
-                return
-            del oldest[0].frames[oldest[1]]
-            self._n_frames -= 1
-            self.counters["evicted"] += 1
+        """Give up the oldest tracked frames while over ``max_frames``: O(1) amortised per frame
+        (``_created`` lists frame records oldest first; entries of frames already gone are
+        skipped here and compacted away when the list grows past a few times the bound)."""
+        created = self._created
+        while self._n_frames > self.max_frames and created:
+            tr, seq, f = created.popleft()
+            if tr.frames.get(seq) is f:
+                del tr.frames[seq]
+                self._n_frames -= 1
+                self.counters["evicted"] += 1
+        if len(created) > 4 * self.max_frames + 64:
+            self._created = deque(e for e in created if e[0].frames.get(e[1]) is e[2])
 
     def next_due(self) -> float | None:
         """When :meth:`poll` next has work (None: nothing tracked)."""
