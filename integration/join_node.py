@@ -43,7 +43,7 @@ from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
 from integration.media_shape import AUDIO_TRACK, VIDEO_TRACK, FramePlan, shape_for_rate
-from integration.node import Ctx, _jsonable, make_engine
+from integration.node import Ctx, _jsonable, _write_json, make_engine
 
 log = logging.getLogger("integration.join_node")
 
@@ -54,12 +54,6 @@ FORGED_TRACK = 5
 # Members poll their command files and rewrite their status this often.
 LOOP_S = 0.01
 STATUS_EVERY_S = 0.1
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def load_identity(path: str) -> RNS.Identity:

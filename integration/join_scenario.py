@@ -32,34 +32,17 @@ from ciris_av_plugin.media.mls_keys import epoch_keys
 from ciris_av_plugin.mls import Group
 from ciris_av_plugin.transport.config import free_port
 from integration.harness import Cluster, Node
+from integration.scenario import ScenarioReport
 
 STREAM_ID = 0x5E55
 ENTRY = ["-m", "integration.join_node"]
 
 
 @dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
+class JoinReport(ScenarioReport):
+    """The Layer-2 scenario's report plus the measured join figures (seconds)."""
 
-
-@dataclass
-class JoinReport:
-    results: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
-    wall_s: float = 0.0
-
-    def check(self, name: str, ok: bool, detail: str = "") -> None:
-        self.checks.append(Check(name, bool(ok), detail))
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
 
 
 class Driver:
@@ -327,3 +310,19 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         report.wall_s = time.monotonic() - started
         cluster.close()
     return report
+
+
+def main() -> None:
+    """``python -m integration.join_scenario [--keep]``: run the scenario and print its checks."""
+    import sys
+
+    report = run_join_scenario(keep="--keep" in sys.argv)
+    for c in report.checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f"  ({c.detail[:200]})" if c.detail else ""))
+    print("figures:", json.dumps({k: round(v, 4) for k, v in report.figures.items()}))
+    print(f"wall {report.wall_s:.1f} s, {'all checks passed' if report.ok else f'{len(report.failed())} failed'}")
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
