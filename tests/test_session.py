@@ -306,3 +306,23 @@ def test_an_admitter_that_missed_a_leave_commits_it_after_reconnecting(tmp_path:
     net.pump()
     assert a.session.removed and pub.session.epoch == 2 and not net.plane.ds.is_member(STREAM, a.rns.hash)
     store.close()
+
+
+def test_a_ghost_whose_welcome_expired_unfetched_is_removed_by_the_admitter(tmp_path: Path) -> None:
+    from ciris_av_plugin.relay.delivery import WELCOME_TTL_S
+
+    net, pub, store = _setup(tmp_path)
+    rns = new_identity()
+    ghost = Session(rns.hash, STREAM)
+    peer = net.add(ghost, rns)
+    net.run(peer, ghost.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
+    net.run(peer, ghost.request_join())
+    del net.peers[rns.hash]  # the joiner vanishes: its WelcomeReady is never acted on
+    net.pump()
+    assert pub.session.epoch == 1 and net.plane.ds.is_member(STREAM, rns.hash)
+    later = net.now() + WELCOME_TTL_S + 1
+    net.plane.wall_clock = lambda: later
+    net.plane.tick()  # the delivery ticker: the Welcome expired, the admitter is told
+    net.pump()
+    assert pub.session.epoch == 2 and not net.plane.ds.is_member(STREAM, rns.hash)
+    store.close()
