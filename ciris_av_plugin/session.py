@@ -34,6 +34,9 @@ What it does, following ARCHITECTURE.md "The joiner path, end to end":
   the counters are not on disk, so :attr:`Session.may_send` stays False until the group reaches a
   later epoch: the session commits an Update (an empty commit with a path) first (SFrame §9.1).
 
+Time: commits are dated with the latest ``now`` the caller passed in (KeyPackage lifetimes are checked
+against it); where the MLS API takes no time at all (a proposal), the Group's injected ``clock`` is used.
+
 Errors: a bad relay event is counted and ignored (:attr:`Session.counters`), never raised; a refused
 request is reported through :meth:`Session.on_refused`.
 """
@@ -297,6 +300,8 @@ class Session:
         self._retry: list[Request] = []
         self._paused = False
         self.signer = signer
+        self._now: float | None = None
+        """The latest ``now`` the caller gave; commits are dated with it (KeyPackage lifetimes)."""
         self._rejoining = False
         self.counters: Counter[str] = Counter()
         """Outcomes by name (commits won/lost, events ignored...), for tests and metrics."""
@@ -324,6 +329,7 @@ class Session:
         """Create the group (this identity is its first member) and register the stream with it."""
         if self.group is not None:
             raise SessionError("this session already has a group")
+        self._now = now
         self.group = Group.create(group_id, self.identity, self.suite, now=now, **self._group_kwargs())
         info = self.group.group_info(ratchet_tree=True)
         return [Request(wire.PATH_REGISTER, {"stream_id": self.stream_id, "group_info": info}, "register")]
@@ -435,6 +441,7 @@ class Session:
 
     def on_event(self, kind: str, data: dict[str, Any], now: float) -> list[Action]:
         """One event from the relay's long poll (ignored and counted when malformed or not ours)."""
+        self._now = now
         if data.get("stream_id") != self.stream_id:
             self.counters["events_other_stream"] += 1
             return []
@@ -616,17 +623,17 @@ class Session:
         assert group is not None
         try:
             if work.what == "admit":
-                pending = group.commit(adds=[work.key_package or b""])
+                pending = group.commit(adds=[work.key_package or b""], now=self._now)
             elif work.what == "recover":
-                pending = group.commit(adds=[work.key_package or b""], removes=[work.identity or b""])
+                pending = group.commit(adds=[work.key_package or b""], removes=[work.identity or b""], now=self._now)
             elif work.what == "remove":
-                pending = group.commit(removes=[work.identity or b""])
+                pending = group.commit(removes=[work.identity or b""], now=self._now)
             elif work.what == "rekey":
-                pending = group.commit(force_path=True)
+                pending = group.commit(force_path=True, now=self._now)
             else:  # proposals
                 if not group.pending_proposals:
                     return self._work_done()
-                pending = group.commit()
+                pending = group.commit(now=self._now)
         except MLSError as exc:
             return self._work_failed(work, type(exc).__name__)
         body: dict[str, Any] = {"stream_id": self.stream_id, "commit": pending.commit}
@@ -647,6 +654,7 @@ class Session:
 
     def on_reply(self, request: Request, reply: dict[str, Any], now: float) -> list[Action]:
         """The relay answered ``request`` with ``reply``."""
+        self._now = now
         try:
             return self._on_reply(request, reply, now)
         except (KeyError, TypeError, ValueError) as exc:
@@ -690,6 +698,7 @@ class Session:
 
     def on_refused(self, request: Request, code: str, message: str, now: float) -> list[Action]:
         """The relay refused ``request`` (or it failed on the way) with ``code``."""
+        self._now = now
         self.counters[f"refused.{request.op}.{code}"] += 1
         log.info("%s refused: %s %s", request.path, code, message)
         op = request.op
