@@ -218,3 +218,25 @@ def test_fragments_the_relay_refused_on_purpose_are_not_nacked_upstream() -> Non
     feed(eng, frame(2, 0, 500), 0.02)
     assert not [e for e in eng.tick(0.5) if isinstance(e, NackUpstream)]
     assert eng.stats()["drops"]["old_epoch"] == 1
+
+
+def test_frames_from_before_a_subscriber_joined_or_resumed_are_not_resent() -> None:
+    cfg = EngineConfig()
+    eng = engine_with(1, config=cfg)
+    feed(eng, frame(0, 0, 500, key=True), 0.0)
+    feed(eng, audio_frame(0), 0.0)
+    drain(eng, SUB, 0.0)
+    eng.add_subscriber(b"late", SID, 16303, 0.05)  # joins after frame 0 went by
+    feed(eng, frame(30, 1, 500, key=True), 0.1)
+    feed(eng, audio_frame(1), 0.1)
+    keep_alive(eng, [SUB, b"late"], 0.1)
+    drain(eng, b"late", 0.1)
+    eng.receive_packet(b"late", nack((VIDEO, 0, 0, NACK_TO_END), (AUDIO, 0, 0, NACK_TO_END)), 0.11)
+    assert drain(eng, b"late", 0.11) == []
+    assert eng.stats()["subscribers"][b"late".hex()]["nack_refused"] == {"nack_before_start": 2}
+    # A subscriber back from a stall does not get what went by meanwhile either.
+    eng.tick(0.1 + cfg.stall_timeout + 0.01)  # SUB stalls (its last report was at 0.1)
+    feed(eng, audio_frame(2), 0.5)
+    keep_alive(eng, [SUB], 0.6)  # resumes
+    eng.receive_packet(SUB, nack((AUDIO, 2, 0, NACK_TO_END)), 0.61)
+    assert eng.stats()["subscribers"][SUB.hex()]["nack_refused"] == {"nack_before_start": 1}

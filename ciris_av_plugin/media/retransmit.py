@@ -64,6 +64,7 @@ NACK_RATE = "nack_rate"
 NACK_BYTES = "nack_retransmit_budget"
 NACK_WORK = "nack_work_bound"
 NACK_REFUSED = "nack_refused"
+NACK_BEFORE_START = "nack_before_start"
 
 _U32 = 0xFFFFFFFF
 _HALF = 0x80000000
@@ -254,13 +255,16 @@ class NackResponder:
         max_age: Callable[[int], float],
         allow: Callable[[int, int], bool] | None = None,
         refused: Callable[[str], None] | None = None,
+        not_before: Callable[[int], float] | None = None,
     ) -> list[Retransmission]:
         """The packets that repair ``nack`` for ``link_id`` (call :meth:`admit` first).
 
         ``ring_of(track_id)`` gives the track's ring (None: unknown track); ``max_age(flags)``
         the oldest media worth resending for that kind (the receiver's queue age bound);
         ``allow(track_id, frame_seq)`` may veto frames (e.g. ones the relay dropped on purpose);
-        ``refused(reason)`` hears of every refused range (the relay's per-link counters).
+        ``refused(reason)`` hears of every refused range (the relay's per-link counters);
+        ``not_before(track_id)`` is the earliest first-arrival time of a frame this receiver may
+        get again (a relay's subscriber never had what came before it joined or resumed).
         Packets come back re-split to ``mdu``, retransmission flag set, audio and keyframe
         fragments first, within the link's retransmission byte budget.
         """
@@ -299,6 +303,9 @@ class NackResponder:
             flags = packets[0][1]
             if now - t > max_age(flags):
                 count(NACK_EXPIRED)
+                continue
+            if not_before is not None and t < not_before(r.track_id):
+                count(NACK_BEFORE_START)
                 continue
             urgency = 0 if flags & FLAG_AUDIO else (1 if flags & FLAG_KEYFRAME else 2)
             for p in packets:

@@ -201,6 +201,7 @@ DROP_REASONS = {
     "nack_work_bound": "NACK named more stored packets than one NACK may make the relay scan",
     "nack_no_publisher": "upstream NACK for a track nobody feeds right now",
     "nack_congested": "NACK from a subscriber whose queue is over half its byte cap (no repairs)",
+    "nack_before_start": "NACKed frame from before the subscriber (re)started the track (join, resume, dropped group)",
     "bad_report": "receiver report failed to decode",
     "report_not_subscriber": "receiver report from a link not subscribed to that stream",
     "await_keyframe": "video fragment before the subscriber's (re)start keyframe",
@@ -400,6 +401,7 @@ class _Sub:
         "reports",
         "nack_refused",
         "retransmitted",
+        "restart_at",
     )
 
     def __init__(self, link_id: bytes, mdu: int, now: float) -> None:
@@ -437,6 +439,9 @@ class _Sub:
         # NACK ranges refused by reason: kept apart from ``drops`` (no media was dropped).
         self.nack_refused: dict[str, int] = {}
         self.retransmitted = 0
+        # track key -> relay time this subscriber (re)started the track (subscription, resume
+        # after a stall, a dropped group of pictures): frames the relay had before are not resent.
+        self.restart_at: dict[int, float] = {}
 
 
 class ForwardingEngine:
@@ -544,6 +549,8 @@ class ForwardingEngine:
         sub.streams.add(stream_id)
         stream.subs.append(sub)
         for track in stream.tracks.values():
+            # Nothing the relay had before this subscription was sent on this link: no repairs.
+            sub.restart_at[track.tkey] = now
             if not track.audio:
                 sub.waiting[track.tkey] = track.last_gop
                 self._request_keyframe(track, now)
@@ -879,6 +886,11 @@ class ForwardingEngine:
             tkey = sid8 | tid
             return tkey not in sub.waiting and sub.skip_frame.get(tkey) != seq
 
+        restart_at = sub.restart_at
+
+        def not_before(tid: int) -> float:
+            return restart_at.get(sid8 | tid, -math.inf)
+
         repairs = responder.answer(
             link_id,
             nack,
@@ -888,6 +900,7 @@ class ForwardingEngine:
             lambda flags: audio_age if flags & FLAG_AUDIO else video_age,
             allow,
             lambda reason: self._count_nack_refusal(sub, reason),
+            not_before,
         )
         if not repairs:
             return
@@ -1112,8 +1125,10 @@ class ForwardingEngine:
         if track is None:
             return
         # If the publisher has already moved on to a newer group, that group is flowing (or queued)
-        # normally and nothing needs to wait; otherwise hold the track until a newer keyframe.
+        # normally and nothing needs to wait; otherwise hold the track until a newer keyframe, from
+        # which it restarts for this subscriber (the dropped frames are not repaired).
         if track.last_gop is None or not _newer(track.last_gop, gop):
+            sub.restart_at[tkey] = now
             prev = sub.waiting.get(tkey, gop)
             sub.waiting[tkey] = gop if prev is None or not _newer(prev, gop) else prev
             self._request_keyframe(track, now)
@@ -1231,6 +1246,8 @@ class ForwardingEngine:
             if stream is None:
                 continue
             for track in stream.tracks.values():
+                # What went by during the stall is not repaired: the subscriber restarts now.
+                sub.restart_at[track.tkey] = now
                 if not track.audio:
                     # Skip the group in flight: its start went by while the subscriber was stalled.
                     sub.waiting[track.tkey] = track.last_gop
