@@ -77,8 +77,9 @@ object already held) and shown to a :class:`~ciris_av_plugin.media.nack.LossDete
 subscriber's ``PT_NACK`` is answered from the ring: repairs (flagged ``FLAG_RETRANSMISSION``,
 re-split to its MDU) go to the front of their priority class with their original arrival time,
 so the age bounds and strict priorities hold for them; media already near its age bound is not
-resent, nor frames the subscriber awaits a keyframe for or the relay dropped for it, nor anything
-to a subscriber whose queue is over half its byte cap. NACKs are rate-limited per link, with a
+resent, nor frames the subscriber awaits a keyframe for, or the relay dropped for it, or that came
+before it joined or resumed the track, nor anything to a subscriber whose queue is over half its
+byte cap. NACKs are rate-limited per link, with a
 retransmitted-bytes budget and bounded work per NACK; every refusal is a counted drop. Fragments
 lost on the publisher's hop are NACKed upstream (:class:`NackUpstream` from ``tick``) until
 ``nack_deadline``, after which the track gets a (coalesced) keyframe request.
