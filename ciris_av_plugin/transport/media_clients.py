@@ -216,6 +216,7 @@ class SubscriberClient:
             on_packet=self._on_packet,
             on_tick=self._on_tick,
             on_event=self._on_event,
+            on_reconnect=self._on_reconnect,
             clock=clock,
             loss_out=loss_out,
             loss_in=loss_in,
@@ -251,6 +252,13 @@ class SubscriberClient:
         for packet in nacks:
             self.client.send(packet)
         self._dispatch(events)
+
+    def _on_reconnect(self, _client: RelayClient) -> None:
+        """A new link starts every track afresh at the relay (video at a keyframe): what went
+        missing on the old link is not repairable, so stop asking for it."""
+        if self.detector is not None:
+            with self._lock:
+                self.detector.forget_stream(self.stream_id)
 
     def _due_nacks(self, now: float) -> list[bytes]:
         """NACK packets due now (call under the lock)."""
