@@ -495,6 +495,8 @@ def main() -> int:
     ap.add_argument("--small", default=",".join(map(str, POINTS_SMALL)), help="N values at MDU 431 ('' for none)")
     ap.add_argument("--large", default=",".join(map(str, POINTS_LARGE)), help="N values at the negotiated MTU")
     ap.add_argument("--engine", default="engine", help="dispatcher engine: engine, or passthrough (plumbing only)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per point; the table shows medians (CPU, latency) and minima (delivery)")
     ap.add_argument("--kinds", default="raw,dispatcher", help="relays to run (for debugging one side)")
     args = ap.parse_args()
     kinds = set(args.kinds.split(","))
@@ -507,9 +509,13 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for small, n in points:
-        raw = run_point("raw", small, n, args.seconds) if "raw" in kinds else dict(empty)
-        disp = run_point("dispatcher", small, n, args.seconds, args.engine) if "dispatcher" in kinds else dict(empty, **{
-            k: raw[k] for k in ("mdu", "offered_pps")})
+        raws, disps = [], []
+        for _ in range(args.repeat):
+            # Alternate the two relays so slow drifts in machine load hit both alike.
+            raws.append(run_point("raw", small, n, args.seconds) if "raw" in kinds else dict(empty))
+            disps.append(run_point("dispatcher", small, n, args.seconds, args.engine)
+                         if "dispatcher" in kinds else dict(empty, **{k: raws[-1][k] for k in ("mdu", "offered_pps")}))
+        raw, disp = _median_point(raws), _median_point(disps)
         ratio = (raw["cpu_us_per_forward"] / disp["cpu_us_per_forward"]
                  if raw["cpu_us_per_forward"] and disp["cpu_us_per_forward"] else None)
         run = {
@@ -537,6 +543,26 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median CPU and latency, worst delivery, any harness limit over repeated runs of one point."""
+    if len(points) == 1:
+        return points[0]
+
+    def med(key: str) -> Any:
+        vals = sorted(p[key] for p in points if p.get(key) is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    out = dict(points[0])
+    for key in ("cpu_us_per_forward", "relay_cpu_share", "added_latency_ms_p50", "added_latency_ms_p99",
+                "offered_pps"):
+        if key in out:
+            out[key] = med(key)
+    out["delivered_fraction"] = min(p["delivered_fraction"] for p in points)
+    out["harness_limited"] = any(p["harness_limited"] for p in points)
+    out["cpu_us_per_forward_runs"] = [p["cpu_us_per_forward"] for p in points]
+    return out
 
 
 def _r(v: float | None, nd: int = 2) -> float | None:

@@ -158,17 +158,24 @@ class RelayClient:
         self._claim_response = _guard_early_responses(link)
         self._link = link
         self._lost.clear()
-        link.identify(self.identity)
         try:
-            self.request(control.PATH_IDENTIFY_CONFIRM, {})
-        except ControlError as exc:
-            if exc.code != control.ERR_NOT_IDENTIFIED:
-                raise
-            # identify() is one unreliable packet; send it again once before giving up.
             link.identify(self.identity)
-            self.request(control.PATH_IDENTIFY_CONFIRM, {})
-        for path, body in self._roles:
-            self.request(path, body)
+            try:
+                self.request(control.PATH_IDENTIFY_CONFIRM, {})
+            except ControlError as exc:
+                if exc.code != control.ERR_NOT_IDENTIFIED:
+                    raise
+                # identify() is one unreliable packet; send it again once before giving up.
+                link.identify(self.identity)
+                self.request(control.PATH_IDENTIFY_CONFIRM, {})
+            for path, body in self._roles:
+                self.request(path, body)
+        except Exception:
+            # Half set up is no use: close it, so the relay frees it and a retry starts clean.
+            link.teardown()
+            raise
+        if link.status != RNS.Link.ACTIVE:
+            raise LinkDown("link closed while it was being set up")
         self._last_ack = 0
         self._ready.set()
         log.info("link %s to relay up, mdu %d", link.link_id.hex(), link.mdu)
