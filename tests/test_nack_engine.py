@@ -240,3 +240,16 @@ def test_frames_from_before_a_subscriber_joined_or_resumed_are_not_resent() -> N
     keep_alive(eng, [SUB], 0.6)  # resumes
     eng.receive_packet(SUB, nack((AUDIO, 2, 0, NACK_TO_END)), 0.61)
     assert eng.stats()["subscribers"][SUB.hex()]["nack_refused"] == {"nack_before_start": 1}
+
+
+def test_a_repair_the_relay_did_not_need_is_not_fanned_out() -> None:
+    eng = engine_with(2)
+    pkts = frame(0, 0, 500, key=True)
+    feed(eng, pkts, 0.0)
+    drain(eng, SUB, 0.0)
+    drain(eng, b"sub-1", 0.0)
+    repaired = bytearray(pkts[0])
+    repaired[1] |= FLAG_RETRANSMISSION
+    feed(eng, [bytes(repaired)], 0.01)
+    assert drain(eng, SUB, 0.01) == [] and drain(eng, b"sub-1", 0.01) == []
+    assert eng.stats()["drops"] == {"repair_not_needed": 1}

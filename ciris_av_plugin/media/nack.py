@@ -430,6 +430,11 @@ class LossDetector:
             if frame.tries:
                 self.counters["recovered"] += 1
 
+    def wants(self, stream_id: int, track_id: int, seq: int) -> bool:
+        """Whether frame ``seq`` is still incomplete here (a repair for it is useful)."""
+        tr = self._tracks.get((stream_id, track_id))
+        return tr is not None and seq in tr.frames
+
     def _schedule(self, frame: _Frame, at: float) -> None:
         if at < frame.nack_at:
             frame.nack_at = at

@@ -201,6 +201,7 @@ DROP_REASONS = {
     "nack_retransmit_budget": "per-link retransmitted-bytes budget spent",
     "nack_work_bound": "NACK named more stored packets than one NACK may make the relay scan",
     "nack_no_publisher": "upstream NACK for a track nobody feeds right now",
+    "repair_not_needed": "publisher's repair of a frame the relay already has whole (or gave up on)",
     "nack_congested": "NACK from a subscriber whose queue is over half its byte cap (no repairs)",
     "nack_before_start": "NACKed frame from before the subscriber (re)started the track (join, resume, dropped group)",
     "bad_report": "receiver report failed to decode",
@@ -684,6 +685,12 @@ class ForwardingEngine:
                 self._count_drop(None, reason)
                 if self._observe is not None:
                     self._observe(sid, tid, seq, off, n - FRAG_HEADER_LEN, total, flags, now)
+                return
+        if flags & FLAG_RETRANSMISSION and self._detector is not None:
+            if not self._detector.wants(sid, tid, seq):
+                # A repair of something the relay has (a NACK crossed the original) or gave up
+                # on: fanning it out would only cost every subscriber a duplicate.
+                self._count_drop(None, "repair_not_needed")
                 return
         key = flags & FLAG_KEYFRAME
         if key and gop != track.last_gop and (track.last_gop is None or _newer(gop, track.last_gop)):
