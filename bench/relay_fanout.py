@@ -22,6 +22,13 @@ window of ``--seconds`` (>= 5) after a warm-up:
 * ``harness_limited`` = the publisher fell behind its pacing or the non-relay core was saturated,
   so the figure says more about the harness than about the relay.
 
+What the comparison includes: the raw relay has no identification, no receiver reports and no
+queues. The dispatcher forwards from RNS's inbound worker (no thread per packet), which is why it
+is cheaper per forward at small N; at large N most of its extra CPU is the subscribers' 10 Hz
+receiver reports (64 links send the relay 640 packets/s, ~9 us per forward at 79 packets/s in;
+measure with ``BENCH_NO_REPORTS=1 --engine passthrough``). Debug switches: ``BENCH_SEND_MODE``
+(auto/inline/threads), ``BENCH_DEBUG`` (relay counters to stderr), ``BENCH_NO_LATENCY``.
+
 ``--json PATH`` writes ``{"machine", "runs": [...]}`` in the issue's schema; a table is printed.
 """
 
