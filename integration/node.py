@@ -222,6 +222,20 @@ def role_raw_pubsub(ctx: Ctx) -> None:
     pub.close()
 
 
+def role_raw_sink(ctx: Ctx) -> None:
+    """Subscribes and then does nothing: the test stops this process so it never reads again."""
+    spec = ctx.spec
+    ctx.start_rns()
+    sub = RelayClient(RNS.Identity(), bytes.fromhex(spec["relay"]), receive_mode=spec.get("receive_mode", "auto"))
+    sub.connect()
+    sub.subscribe(spec.get("stream_id", 7))
+    ctx.ready(link_id=sub.link.link_id.hex())
+    deadline = time.monotonic() + spec.get("duration", 30)
+    while not ctx.should_stop() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ctx.result(received=sub.received_packets)
+
+
 def role_unidentified(ctx: Ctx) -> None:
     """Opens a link but never identifies: the relay must drop its data and close it in ~2 s."""
     spec = ctx.spec
@@ -249,6 +263,7 @@ ROLES = {
     "relay": role_relay,
     "raw_pubsub": role_raw_pubsub,
     "unidentified": role_unidentified,
+    "raw_sink": role_raw_sink,
 }
 
 

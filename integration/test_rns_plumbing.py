@@ -76,3 +76,35 @@ def test_discovery_off_gives_base_mdu_and_unidentified_links_are_dropped_and_clo
         assert relay_res["counters"]["links_unidentified_closed"] >= 1
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize("send_mode", ["inline", "threads"])
+def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(send_mode: str) -> None:
+    """No relay send may block on one subscriber: a stopped process's socket fills, the rest flows.
+
+    The passthrough forwarder has no stall detection, so the relay keeps offering the stopped
+    subscriber ~4 MB/s until its TCP socket is full: the inline sender must see the congestion
+    and defer; the threaded sender blocks only that link's thread.
+    """
+    import signal
+
+    cluster = Cluster()
+    try:
+        port = free_port()
+        relay, ready = _relay(cluster, port, "inline", send_mode)
+        sink = cluster.spawn("sink", {"role": "raw_sink", "connect_port": port, "relay": ready["dest"],
+                                      "duration": 40, "timeout": 50})
+        sink.wait_ready(20)
+        sink.signal(signal.SIGSTOP)
+        pubsub = cluster.spawn(
+            "pubsub",
+            {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "count": 1200, "gap": 0.002,
+             "timeout": 40},
+        )
+        res = pubsub.wait_result(45)
+        assert res["unique"] == res["sent"], res
+        counters = res["relay_counters"]
+        if send_mode == "inline":
+            assert counters["tx_deferred_congested"] > 0, counters
+    finally:
+        cluster.close()
