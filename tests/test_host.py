@@ -135,14 +135,19 @@ def test_stop_signals_set_the_shutdown_event() -> None:
 
 
 def test_rns_config_has_the_listener_and_every_bootstrap_peer(tmp_path: Path) -> None:
-    from ciris_av_plugin.transport.config import NodeConfig
+    from RNS.vendor.configobj import ConfigObj
+
+    from ciris_av_plugin.transport.config import NodeConfig, write_config
 
     peers = (HostPort("127.0.0.1", 5001), HostPort("127.0.0.2", 5002))
-    text = host._WithPeers(NodeConfig(listen_port=4242, host="127.0.0.1"), peers).render()
-    assert "share_instance = No" in text
-    assert "type = TCPServerInterface" in text and "listen_port = 4242" in text
-    assert text.count("type = TCPClientInterface") == 2
-    assert "target_host = 127.0.0.2" in text and "target_port = 5002" in text
+    path = write_config(tmp_path / "rns", host._WithPeers(NodeConfig(listen_port=4242, host="127.0.0.1"), peers))
+    cfg = ConfigObj(str(path))  # parsed the way RNS parses it
+    assert cfg["reticulum"]["share_instance"] == "No"
+    interfaces = cfg["interfaces"]
+    servers = [i for i in interfaces.values() if i["type"] == "TCPServerInterface"]
+    clients = [i for i in interfaces.values() if i["type"] == "TCPClientInterface"]
+    assert [(s["listen_ip"], s["listen_port"]) for s in servers] == [("127.0.0.1", "4242")]
+    assert [(c["target_host"], c["target_port"]) for c in clients] == [("127.0.0.1", "5001"), ("127.0.0.2", "5002")]
 
 
 def test_load_settings_layers_defaults_file_and_overrides(tmp_path: Path) -> None:
