@@ -118,6 +118,28 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def peak_rss_kb() -> int:
+    """This process's own peak resident memory in KiB (``VmHWM`` of ``/proc/self/status``).
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the high-water mark of the address
+    space a process had *before* ``execve`` into it, and ``subprocess`` forks (vfork) from the
+    parent, so every child of a large parent reports at least the parent's peak. A child of a
+    pytest process that once peaked at 300 MB reads 300 MB however little it uses itself (see
+    ``integration/test_peak_rss.py``). ``VmHWM`` belongs to the address space ``execve`` created.
+    Falls back to ``ru_maxrss`` (an upper bound) where ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def _have_taskset() -> bool:
     from shutil import which
 

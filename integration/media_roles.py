@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import struct
 import threading
 import time
@@ -20,6 +19,7 @@ from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSeale
 from ciris_av_plugin.media.ordering import FrameOrderer
 from ciris_av_plugin.transport.loss import LossInjector
 from ciris_av_plugin.transport.media_clients import PublisherClient, SubscriberClient
+from integration.harness import peak_rss_kb
 from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, schedule
 from integration.node import Ctx
 
@@ -42,10 +42,6 @@ def _injector(spec: dict[str, Any] | None, t0: float) -> LossInjector | None:
         origin=time.monotonic() + (t0 - time.time()),
         seed=spec.get("seed"),
     )
-
-
-def _maxrss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _sleep_until(t: float) -> None:
@@ -104,7 +100,7 @@ def role_publisher(ctx: Ctx) -> None:
         nack_drops=pub.nack_drops,
         responder=pub.responder.counters,
         loss=None if loss_out is None else loss_out.stats(),
-        maxrss_kb=_maxrss_kb(),
+        maxrss_kb=peak_rss_kb(),
     )
     pub.close()
 
@@ -148,7 +144,7 @@ def role_subscriber(ctx: Ctx) -> None:
         detector=None if sub.detector is None else dict(sub.detector.counters),
         detector_tracked=None if sub.detector is None else sub.detector.tracked_frames,
         loss=None if loss_in is None else loss_in.stats(),
-        maxrss_kb=_maxrss_kb(),
+        maxrss_kb=peak_rss_kb(),
     )
     sub.close()
 

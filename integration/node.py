@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import struct
 import sys
 import threading
@@ -23,6 +22,7 @@ import RNS
 from ciris_av_plugin.transport.client import RelayClient
 from ciris_av_plugin.transport.config import NodeConfig, start_reticulum
 from ciris_av_plugin.transport.relay import RelayNode
+from integration.harness import peak_rss_kb
 
 log = logging.getLogger("integration.node")
 
@@ -137,7 +137,7 @@ def role_relay(ctx: Ctx) -> None:
         engine_events=dict(relay.engine_events),
         queue_peaks=peaks,
         ring_peak_bytes=ring_peak,
-        maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        maxrss_kb=peak_rss_kb(),
         kicked=kicked,
         receive_mode=relay.receive_mode,
         send_mode=relay.send_mode,

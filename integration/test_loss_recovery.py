@@ -20,7 +20,9 @@ COMPLETE_AT_1 = 0.995
 COMPLETE_AT_5 = 0.97
 RESUME_WITHIN_S = 1.0
 # Peak resident memory any child may reach: an RNS process starts at ~36 MB; a leak of media
-# buffers at 2 Mbit/s would pass this within the run.
+# buffers at 2 Mbit/s would pass this within the run. Children report their own peak (VmHWM,
+# ``harness.peak_rss_kb``): their ru_maxrss would include the pytest process's peak (see
+# ``test_peak_rss.py``), which is how a publisher using ~42 MB once read 304 MB here.
 MAX_RSS_KB = 250_000
 
 
