@@ -7,38 +7,19 @@ case for hashing. Prints one line per operation (operations per second) and opti
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
+
+from mls_primitives import run_bench
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.messages import Credential, GroupContext, KeyPackage, Lifetime
 from ciris_av_plugin.mls.tree import RatchetTree
 from ciris_av_plugin.mls.treekem import TreeKEMPrivate, create_update_path, process_update_path
 
-# Same measuring rule as bench/mls_primitives.py: at least this long and this many runs, so timer
-# resolution and warm-up do not dominate.
-DEFAULT_SECONDS = 0.5
-MIN_ITERATIONS = 5
 TREEKEM_SIZES = (8, 32, 128)
 HASH_TREE_SIZE = 128
 GROUP_ID = b"bench-group"
-
-
-def measure(fn: Callable[[], object], seconds: float) -> float:
-    """Operations per second of ``fn`` over about ``seconds`` of wall time."""
-    fn()
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= MIN_ITERATIONS:
-            return n / elapsed
 
 
 def full_tree(cs: CipherSuite, n: int) -> tuple[RatchetTree, list[bytes], TreeKEMPrivate]:
@@ -91,27 +72,7 @@ def cases(cs: CipherSuite) -> dict[str, Callable[[], object]]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", type=lambda s: int(s, 0), default=1)
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
-    ap.add_argument("--json", type=Path, default=None, help="write the figures to this file")
-    args = ap.parse_args(argv)
-    cs = CipherSuite(args.suite)
-    results = {}
-    for name, fn in cases(cs).items():
-        ops = measure(fn, args.seconds)
-        results[name] = round(ops, 1)
-        print(f"{name:38s} {ops:12.1f} ops/s")
-    if args.json:
-        report = {
-            "benchmark": "mls_tree",
-            "suite": cs.id,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "ops_per_second": results,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return run_bench("mls_tree", cases, argv)
 
 
 if __name__ == "__main__":
