@@ -209,6 +209,7 @@ class Member:
                 "counters": dict(self.session.counters),
                 "subscriber_link_up": None if sub is None else sub.client.connected,
                 "subscriber_link_closes": None if sub is None else sub.client.reconnects,
+                "packets_received": 0 if sub is None else sub.client.received_packets,
                 "drops": {} if sub is None else dict(sub.drops),
                 "sealer_epoch": self.client.sealer.epoch,
                 "first_sealer_epoch": self.first_sealer_epoch,

@@ -6,7 +6,9 @@ list, streams ~400 kbit/s of media-shaped frames); ``sub1`` (the remaining subsc
 media packet it receives); ``sub2`` (leaves); ``joiner`` (joins mid-stream, later removed); ``joiner2``
 (joins after the relay restarted). Last, the publisher process stops and a new one restores its
 state file. :func:`run_join_scenario` returns every child's report and named
-checks; ``integration/test_join.py`` asserts them.
+checks; ``integration/test_join.py`` asserts them. With ``full=False`` it stops after the removal
+(and a forged-KID probe of the relay), skipping the commit race and both restarts: that is the
+part ``python -m integration.demo`` runs and summarises; ``progress`` receives a line per step and check.
 
 The removal promise is checked from ciphertext: the packets ``sub1`` captured are fed to a fresh
 opener holding the removed member's retained state (its last epoch before removal); no frame of an
@@ -19,6 +21,7 @@ import json
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,18 @@ class JoinReport(ScenarioReport):
     """The Layer-2 scenario's report plus the measured join figures (seconds)."""
 
     figures: dict[str, float] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    """Called with one line per step and per check as the scenario runs (the demo prints them)."""
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        super().check(name, ok, detail)
+        if self.progress is not None:
+            short = detail if len(detail) <= 90 else detail[:87] + "..."
+            self.progress(f"[{'ok' if ok else 'FAIL'}] {name}" + (f"  ({short})" if short else ""))
+
+    def say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
 
 
 class Driver:
@@ -135,8 +150,13 @@ def removal_promise(capture: list[bytes], retained: bytes, removal_epoch: int) -
     }
 
 
-def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> JoinReport:
-    report = JoinReport()
+def run_join_scenario(
+    *, keep: bool = False, bits_per_s: float = 400_000, full: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> JoinReport:
+    """Run the scenario; ``full=False`` ends after the removal and the forged-KID probe (no race, no
+    restarts, no ``joiner2``); ``progress`` gets a line per step and check as they happen."""
+    report = JoinReport(progress=progress)
     started = time.monotonic()
     cluster = Cluster(keep=keep)
     root = cluster.root
@@ -152,6 +172,7 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
     try:
         relay = cluster.spawn("relay", relay_spec, entry=ENTRY)
         dest = relay.wait_ready(30)["dest"]
+        report.say(f"relay up on 127.0.0.1:{port}, destination {dest} (no group secrets)")
         base = {"role": "member", "connect_port": port, "relay": dest, "stream_id": STREAM_ID, "marker": marker,
                 "duration": 150, "timeout": 170, "bits_per_s": bits_per_s}
 
@@ -164,15 +185,19 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
             "sub1": cluster.spawn("p-sub1", {**base, "members": [member("sub1", capture=True)]}, entry=ENTRY),
             "sub2": cluster.spawn("p-sub2", {**base, "members": [member("sub2")]}, entry=ENTRY),
             "joiner": cluster.spawn("p-joiner", {**base, "members": [member("joiner")]}, entry=ENTRY),
-            "joiner2": cluster.spawn("p-joiner2", {**base, "members": [member("joiner2")]}, entry=ENTRY),
         }
+        if full:
+            procs["joiner2"] = cluster.spawn("p-joiner2", {**base, "members": [member("joiner2")]}, entry=ENTRY)
         nodes = {"relay": relay, **procs}
         drv = Driver(nodes)
         drv.proc_of = dict(procs)
         for node in procs.values():
             node.wait_ready(40)
+        report.say(f"publisher created the group (epoch {drv.status('pub').get('epoch')}) and streams "
+                   f"~{bits_per_s / 1000:.0f} kbit/s; processes up: {', '.join(procs)}")
 
         # 1. relay + publisher + two subscribers streaming (they join once the stream is registered)
+        report.say("sub1 and sub2 publish KeyPackages and ask to join")
         drv.cmd("sub1", "join")
         drv.cmd("sub2", "join")
         ok = drv.wait("subscribers joined", lambda: drv.status("sub1")["frames"] > 30
@@ -181,6 +206,7 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
                      f"sub1 {drv.status('sub1').get('frames')} sub2 {drv.status('sub2').get('frames')} frames")
 
         # 2. a joiner joins mid-stream
+        report.say("late joiner asks to join mid-stream")
         drv.cmd("joiner", "join")
         ok = drv.wait("joiner decrypts", lambda: drv.status("joiner")["frames"] > 30
                       and drv.status("joiner")["first_keyframe_at"], 20)
@@ -195,12 +221,14 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
                      json.dumps(report.figures))
 
         # 3. a member leaves, another is removed
+        report.say("sub2 leaves (proposes its own Remove)")
         e0 = drv.status("pub")["epoch"]
         drv.cmd("sub2", "leave")
         ok = drv.wait("sub2 out", lambda: drv.status("sub2")["removed_at_epoch"] is not None
                       and drv.status("pub")["epoch"] == e0 + 1, 15)
         report.check("a leaver's self-Remove is committed and it learns it is out", ok,
                      f"pub epoch {drv.status('pub').get('epoch')}, sub2 {drv.status('sub2').get('removed_at_epoch')}")
+        report.say("publisher removes the late joiner")
         drv.cmd("pub", "remove", identity=ids["joiner"][1])
         ok = drv.wait("joiner removed", lambda: drv.status("joiner")["removed_at_epoch"] is not None, 15)
         removal_epoch = drv.status("joiner").get("removed_at_epoch")
@@ -208,27 +236,15 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         # let frames of the new epoch reach sub1's capture
         drv.wait("frames after removal", lambda: drv.status("sub1")["frames_by_epoch"].get(str(removal_epoch), 0) > 60,
                  10)
+        report.say(f"sub1 keeps decrypting at epoch {removal_epoch}: "
+                   f"{drv.status('sub1').get('frames_by_epoch', {}).get(str(removal_epoch), 0)} frames (captured)")
 
         # 4. two members race commits for one epoch
-        before = {n: drv.status(n) for n in ("pub", "sub1")}
-        e1 = before["pub"]["epoch"]
-        at = time.time() + 0.5
-        drv.cmd("pub", "rekey", at=at)
-        drv.cmd("sub1", "rekey", at=at)
-        ok = drv.wait("race settled", lambda: drv.status("pub")["epoch"] == e1 + 2 == drv.status("sub1")["epoch"], 15)
-        after = {n: drv.status(n) for n in ("pub", "sub1")}
-
-        def delta(n: str, key: str) -> int:
-            return after[n]["counters"].get(key, 0) - before[n]["counters"].get(key, 0)
-
-        lost = {n: delta(n, "commits_lost") for n in after}
-        won = {n: delta(n, "commits_won") for n in after}
-        same = after["pub"]["auth"].get(str(e1 + 2)) == after["sub1"]["auth"].get(str(e1 + 2)) is not None
-        report.check("two members race for one epoch: exactly one wins, the loser recovers",
-                     ok and sorted(lost.values()) == [0, 1] and won == {"pub": 1, "sub1": 1} and same,
-                     f"lost {lost} won {won} epochs {after['pub']['epoch']}/{after['sub1']['epoch']} same auth {same}")
+        if full:
+            _race(report, drv)
 
         # 4b. a member forges frames under the publisher's KID on a link of its own: the relay drops them
+        report.say("sub1 forges 20 frames under the publisher's KID on a link of its own")
         drv.cmd("sub1", "forge", as_leaf=0, frames=20)
 
         def forged_drops() -> int:
@@ -238,55 +254,25 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         ok = drv.wait("forged frames dropped", lambda: forged_drops() >= 20, 10)
         report.check("frames under another member's KID are dropped by the relay", ok, f"{forged_drops()} dropped")
 
-        # 5. restart the relay mid-stream; a second joiner joins after it
-        frames_before_restart = drv.status("sub1")["frames"]
-        (relay.workdir / "stop").touch()
-        first_run = relay.wait_result(15)
-        report.results["relay_first_run"] = first_run
-        restart_at = time.time()
-        relay2 = cluster.spawn("relay2", relay_spec, entry=ENTRY)
-        nodes["relay"] = relay2
-        report.check("the restarted relay has the same destination", relay2.wait_ready(30)["dest"] == dest)
-        ok = drv.wait("stream resumes", lambda: drv.status("sub1")["frames"] > frames_before_restart + 60, 40)
-        report.figures["relay_restart_to_frames_s"] = time.time() - restart_at
-        report.check("the stream resumes through the restarted relay", ok,
-                     f"sub1 frames {frames_before_restart} -> {drv.status('sub1').get('frames')}")
-        drv.wait("joiner2 reconnected", lambda: drv.status("joiner2")["control_up"], 20)
-        drv.cmd("joiner2", "join")
-        ok = drv.wait("joiner2 decrypts", lambda: drv.status("joiner2")["frames"] > 30, 30)
-        j2 = drv.status("joiner2")
-        report.check("a second joiner joins after the restart (directory and group state survived)", ok,
-                     f"{j2.get('frames')} frames at epoch {j2.get('epoch')}")
-        if j2.get("first_frame_at") and j2.get("join_requested_at"):
-            report.figures["join2_to_first_frame_s"] = j2["first_frame_at"] - j2["join_requested_at"]
-
-        # 6. the publisher process restarts from its state file: it commits an Update before it sends
-        drv.cmd("pub", "stop")
-        old_pub = procs["pub"].wait_result(20)["members"]["pub"]
-        report.results["pub_before_restart"] = old_pub
-        epoch_at_stop = old_pub["epoch"]
-        frames_then = drv.status("sub1")["frames"]
-        procs["pub"] = cluster.spawn("p-pub2", {**base, "members": [member(
-            "pub", publisher=True, restore=True, allow=allow, state_dir=str(procs["pub"].workdir / "pub"))]},
-            entry=ENTRY)
-        nodes["pub"] = drv.proc_of["pub"] = procs["pub"]
-        procs["pub"].wait_ready(40)
-        ok = drv.wait("restored publisher streams", lambda: drv.status("sub1")["frames"] > frames_then + 60, 30)
-        p2 = drv.status("pub")
-        report.check("a restored publisher sends only in an epoch after the one it stopped in (no counter reuse)",
-                     ok and p2.get("first_sealer_epoch") is not None and p2["first_sealer_epoch"] > epoch_at_stop,
-                     f"stopped at epoch {epoch_at_stop}, first sealing epoch {p2.get('first_sealer_epoch')}, "
-                     f"sub1 frames {frames_then} -> {drv.status('sub1').get('frames')}")
+        if full:
+            first_run = _restarts(report, drv, cluster, relay, relay_spec, dest, procs, nodes, base, member, allow)
+            relay_last = nodes["relay"]
 
         # wind down
+        report.say("stopping members and relay")
         for name in procs:
             drv.cmd(name, "stop")
         for name, node in procs.items():
             report.results[name] = node.wait_result(20)["members"][name]
-        (relay2.workdir / "stop").touch()
-        report.results["relay"] = relay2.wait_result(15)
+        if full:
+            (relay_last.workdir / "stop").touch()
+            report.results["relay"] = relay_last.wait_result(15)
+        else:
+            (relay.workdir / "stop").touch()
+            first_run = report.results["relay"] = relay.wait_result(15)
 
         # the removal promise, from ciphertext
+        report.say("feeding sub1's captured ciphertext to the removed joiner's retained state")
         joiner_dir = procs["joiner"].workdir / "joiner"
         capture = read_capture(procs["sub1"].workdir / "sub1" / "capture.bin")
         promise = removal_promise(capture, (joiner_dir / "retained.state").read_bytes(), int(removal_epoch))
@@ -310,6 +296,81 @@ def run_join_scenario(*, keep: bool = False, bits_per_s: float = 400_000) -> Joi
         report.wall_s = time.monotonic() - started
         cluster.close()
     return report
+
+
+def _race(report: JoinReport, drv: Driver) -> None:
+    """Two members race commits for one epoch: exactly one wins, the loser recovers."""
+    report.say("pub and sub1 race rekey commits for one epoch")
+    before = {n: drv.status(n) for n in ("pub", "sub1")}
+    e1 = before["pub"]["epoch"]
+    at = time.time() + 0.5
+    drv.cmd("pub", "rekey", at=at)
+    drv.cmd("sub1", "rekey", at=at)
+    ok = drv.wait("race settled", lambda: drv.status("pub")["epoch"] == e1 + 2 == drv.status("sub1")["epoch"], 15)
+    after = {n: drv.status(n) for n in ("pub", "sub1")}
+
+    def delta(n: str, key: str) -> int:
+        return after[n]["counters"].get(key, 0) - before[n]["counters"].get(key, 0)
+
+    lost = {n: delta(n, "commits_lost") for n in after}
+    won = {n: delta(n, "commits_won") for n in after}
+    same = after["pub"]["auth"].get(str(e1 + 2)) == after["sub1"]["auth"].get(str(e1 + 2)) is not None
+    report.check("two members race for one epoch: exactly one wins, the loser recovers",
+                 ok and sorted(lost.values()) == [0, 1] and won == {"pub": 1, "sub1": 1} and same,
+                 f"lost {lost} won {won} epochs {after['pub']['epoch']}/{after['sub1']['epoch']} same auth {same}")
+
+
+def _restarts(
+    report: JoinReport, drv: Driver, cluster: Cluster, relay: Node, relay_spec: dict[str, Any], dest: str,
+    procs: dict[str, Node], nodes: dict[str, Node], base: dict[str, Any], member: Callable[..., dict[str, Any]],
+    allow: list[str],
+) -> dict[str, Any]:
+    """Restart the relay (a second joiner joins after it), then the publisher; returns the first relay's result.
+
+    Replaces ``nodes["relay"]`` and ``procs["pub"]`` with the new processes."""
+    # 5. restart the relay mid-stream; a second joiner joins after it
+    report.say("restarting the relay mid-stream")
+    frames_before_restart = drv.status("sub1")["frames"]
+    (relay.workdir / "stop").touch()
+    first_run = relay.wait_result(15)
+    report.results["relay_first_run"] = first_run
+    restart_at = time.time()
+    relay2 = cluster.spawn("relay2", relay_spec, entry=ENTRY)
+    nodes["relay"] = relay2
+    report.check("the restarted relay has the same destination", relay2.wait_ready(30)["dest"] == dest)
+    ok = drv.wait("stream resumes", lambda: drv.status("sub1")["frames"] > frames_before_restart + 60, 40)
+    report.figures["relay_restart_to_frames_s"] = time.time() - restart_at
+    report.check("the stream resumes through the restarted relay", ok,
+                 f"sub1 frames {frames_before_restart} -> {drv.status('sub1').get('frames')}")
+    drv.wait("joiner2 reconnected", lambda: drv.status("joiner2")["control_up"], 20)
+    report.say("joiner2 asks to join through the restarted relay")
+    drv.cmd("joiner2", "join")
+    ok = drv.wait("joiner2 decrypts", lambda: drv.status("joiner2")["frames"] > 30, 30)
+    j2 = drv.status("joiner2")
+    report.check("a second joiner joins after the restart (directory and group state survived)", ok,
+                 f"{j2.get('frames')} frames at epoch {j2.get('epoch')}")
+    if j2.get("first_frame_at") and j2.get("join_requested_at"):
+        report.figures["join2_to_first_frame_s"] = j2["first_frame_at"] - j2["join_requested_at"]
+
+    # 6. the publisher process restarts from its state file: it commits an Update before it sends
+    report.say("restarting the publisher process from its state file")
+    drv.cmd("pub", "stop")
+    old_pub = procs["pub"].wait_result(20)["members"]["pub"]
+    report.results["pub_before_restart"] = old_pub
+    epoch_at_stop = old_pub["epoch"]
+    frames_then = drv.status("sub1")["frames"]
+    procs["pub"] = cluster.spawn("p-pub2", {**base, "members": [member(
+        "pub", publisher=True, restore=True, allow=allow, state_dir=str(procs["pub"].workdir / "pub"))]},
+        entry=ENTRY)
+    nodes["pub"] = drv.proc_of["pub"] = procs["pub"]
+    procs["pub"].wait_ready(40)
+    ok = drv.wait("restored publisher streams", lambda: drv.status("sub1")["frames"] > frames_then + 60, 30)
+    p2 = drv.status("pub")
+    report.check("a restored publisher sends only in an epoch after the one it stopped in (no counter reuse)",
+                 ok and p2.get("first_sealer_epoch") is not None and p2["first_sealer_epoch"] > epoch_at_stop,
+                 f"stopped at epoch {epoch_at_stop}, first sealing epoch {p2.get('first_sealer_epoch')}, "
+                 f"sub1 frames {frames_then} -> {drv.status('sub1').get('frames')}")
+    return first_run
 
 
 def main() -> None:
