@@ -175,7 +175,45 @@ class _DHKEM:
         return _hkdf_expand(self.hash_name, prk, labeled_info, length)
 
 
-class DHKEMX25519(_DHKEM):
+class _DHKEMMontgomery(_DHKEM):
+    """DHKEM over X25519 or X448 (RFC 9180 §4.1 / §7.1): raw key encodings of one fixed size; a
+    subclass names the curve's ``cryptography`` key classes and sizes."""
+
+    curve_name: str
+    private_cls: type
+    public_cls: type
+    n_sk: int
+    n_pk: int
+    n_enc: int
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """RFC 9180 §7.1.3 DeriveKeyPair: no rejection sampling (every Nsk bytes is a key)."""
+        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
+        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
+        return sk, self.public_key(sk)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = self.private_cls.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def private_key(self, priv: bytes):
+        if len(priv) != self.n_sk:
+            raise CryptoError(f"{self.curve_name} private key must be {self.n_sk} bytes, got {len(priv)}")
+        return self.private_cls.from_private_bytes(priv)
+
+    def public_key_obj(self, pub: bytes):
+        if len(pub) != self.n_pk:
+            raise CryptoError(f"{self.curve_name} public key must be {self.n_pk} bytes, got {len(pub)}")
+        return self.public_cls.from_public_bytes(pub)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self.private_key(priv).public_key().public_bytes_raw()
+
+    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
+        return self.private_key(priv).exchange(self.public_key_obj(pub))
+
+
+class DHKEMX25519(_DHKEMMontgomery):
     """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
 
     kem_id = 0x0020
@@ -185,35 +223,12 @@ class DHKEMX25519(_DHKEM):
     n_sk = 32
     n_pk = 32
     n_enc = 32
-
-    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        """RFC 9180 §7.1.3 DeriveKeyPair for X25519: no rejection sampling (every 32 bytes is a key)."""
-        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
-        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
-        return sk, self.public_key(sk)
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = x25519.X25519PrivateKey.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def private_key(self, priv: bytes) -> x25519.X25519PrivateKey:
-        if len(priv) != self.n_sk:
-            raise CryptoError(f"X25519 private key must be {self.n_sk} bytes, got {len(priv)}")
-        return x25519.X25519PrivateKey.from_private_bytes(priv)
-
-    def public_key_obj(self, pub: bytes) -> x25519.X25519PublicKey:
-        if len(pub) != self.n_pk:
-            raise CryptoError(f"X25519 public key must be {self.n_pk} bytes, got {len(pub)}")
-        return x25519.X25519PublicKey.from_public_bytes(pub)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self.private_key(priv).public_key().public_bytes_raw()
-
-    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
-        return self.private_key(priv).exchange(self.public_key_obj(pub))
+    curve_name = "X25519"
+    private_cls = x25519.X25519PrivateKey
+    public_cls = x25519.X25519PublicKey
 
 
-class DHKEMX448(_DHKEM):
+class DHKEMX448(_DHKEMMontgomery):
     """DHKEM(X448, HKDF-SHA512), RFC 9180 §4.1 / §7.1.3; 56-byte raw keys. cryptography's HPKE has
     no X448 KEM, so suites using it run HPKE through :class:`SoftHPKE`."""
 
@@ -224,31 +239,9 @@ class DHKEMX448(_DHKEM):
     n_sk = 56
     n_pk = 56
     n_enc = 56
-
-    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
-        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
-        return sk, self.public_key(sk)
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = x448.X448PrivateKey.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def private_key(self, priv: bytes) -> x448.X448PrivateKey:
-        if len(priv) != self.n_sk:
-            raise CryptoError(f"X448 private key must be {self.n_sk} bytes, got {len(priv)}")
-        return x448.X448PrivateKey.from_private_bytes(priv)
-
-    def public_key_obj(self, pub: bytes) -> x448.X448PublicKey:
-        if len(pub) != self.n_pk:
-            raise CryptoError(f"X448 public key must be {self.n_pk} bytes, got {len(pub)}")
-        return x448.X448PublicKey.from_public_bytes(pub)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self.private_key(priv).public_key().public_bytes_raw()
-
-    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
-        return self.private_key(priv).exchange(self.public_key_obj(pub))
+    curve_name = "X448"
+    private_cls = x448.X448PrivateKey
+    public_cls = x448.X448PublicKey
 
 
 # RFC 9180 §7.1.3: DeriveKeyPair for the NIST curves retries at most this many candidates.
@@ -336,67 +329,60 @@ _CURVE_ORDERS = {
 # Signature schemes
 
 
-class Ed25519Scheme:
+class _EdDSAScheme:
+    """EdDSA (RFC 8032) with raw private seed and public key; a subclass names the curve's
+    ``cryptography`` key classes and sizes."""
+
+    curve_name: str
+    private_cls: type
+    public_cls: type
+    n_priv: int
+    n_pub: int
+
+    def generate(self) -> tuple[bytes, bytes]:
+        key = self.private_cls.generate()
+        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+    def _priv(self, priv: bytes):
+        if len(priv) != self.n_priv:
+            raise CryptoError(f"{self.curve_name} private key must be {self.n_priv} bytes, got {len(priv)}")
+        return self.private_cls.from_private_bytes(priv)
+
+    def public_key(self, priv: bytes) -> bytes:
+        return self._priv(priv).public_key().public_bytes_raw()
+
+    def sign(self, priv: bytes, message: bytes) -> bytes:
+        return self._priv(priv).sign(message)
+
+    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
+        if len(pub) != self.n_pub:
+            return False
+        try:
+            self.public_cls.from_public_bytes(pub).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class Ed25519Scheme(_EdDSAScheme):
     """Ed25519 (RFC 8032); raw 32-byte private seed and public key, 64-byte signatures."""
 
     name = "ed25519"
     n_priv = 32
     n_pub = 32
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = ed25519.Ed25519PrivateKey.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def _priv(self, priv: bytes) -> ed25519.Ed25519PrivateKey:
-        if len(priv) != self.n_priv:
-            raise CryptoError(f"Ed25519 private key must be {self.n_priv} bytes, got {len(priv)}")
-        return ed25519.Ed25519PrivateKey.from_private_bytes(priv)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self._priv(priv).public_key().public_bytes_raw()
-
-    def sign(self, priv: bytes, message: bytes) -> bytes:
-        return self._priv(priv).sign(message)
-
-    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
-        if len(pub) != self.n_pub:
-            return False
-        try:
-            ed25519.Ed25519PublicKey.from_public_bytes(pub).verify(signature, message)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+    curve_name = "Ed25519"
+    private_cls = ed25519.Ed25519PrivateKey
+    public_cls = ed25519.Ed25519PublicKey
 
 
-class Ed448Scheme:
+class Ed448Scheme(_EdDSAScheme):
     """Ed448 (RFC 8032, empty context); raw 57-byte keys, 114-byte signatures."""
 
     n_priv = 57
     n_pub = 57
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = ed448.Ed448PrivateKey.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def _priv(self, priv: bytes) -> ed448.Ed448PrivateKey:
-        if len(priv) != self.n_priv:
-            raise CryptoError(f"Ed448 private key must be {self.n_priv} bytes, got {len(priv)}")
-        return ed448.Ed448PrivateKey.from_private_bytes(priv)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self._priv(priv).public_key().public_bytes_raw()
-
-    def sign(self, priv: bytes, message: bytes) -> bytes:
-        return self._priv(priv).sign(message)
-
-    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
-        if len(pub) != self.n_pub:
-            return False
-        try:
-            ed448.Ed448PublicKey.from_public_bytes(pub).verify(signature, message)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+    curve_name = "Ed448"
+    private_cls = ed448.Ed448PrivateKey
+    public_cls = ed448.Ed448PublicKey
 
 
 class EcdsaScheme:
