@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..crypto import CipherSuite
-from ..errors import UnsupportedSuite
 from ..framing import MLSMessage, PublicMessage
 from ..group import Group, KeyPackageBundle
 from ..messages import Add, Commit, KeyPackage, Proposal
 from . import Counts
+from ._cases import run_suite_cases
 
 Observer = Callable[[int, Group, "list[bytes]"], None]
 """(epoch index or -1 after the join, the group, the handshake messages of that epoch)."""
@@ -87,18 +87,7 @@ def play_case(case: dict, observer: Observer | None = None) -> None:
 
 
 def run_passive(name: str, cases: list[dict], observer_factory: Callable[[], Observer] | None = None) -> Counts:
-    counts = Counts()
-    for i, case in enumerate(cases):
-        where = f"{name}[{i}] suite {case['cipher_suite']}"
-        try:
-            CipherSuite(int(case["cipher_suite"]))
-        except UnsupportedSuite:
-            counts.skipped += 1
-            continue
-        try:
-            play_case(case, observer_factory() if observer_factory else None)
-        except Exception as exc:  # noqa: BLE001 - a failing case is counted, the rest still run
-            counts.fail(where, f"{type(exc).__name__}: {exc}")
-            continue
-        counts.passed += 1
-    return counts
+    def check(_suite: CipherSuite, case: dict) -> None:
+        play_case(case, observer_factory() if observer_factory else None)
+
+    return run_suite_cases(cases, check, name + "[{i}] suite {suite}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..codec import Reader, encode_varint
 from . import Counts
-from ._util_a import check_case, h
+from ._cases import check_case, h
 
 
 def _check(c: dict) -> str | None:

@@ -6,7 +6,7 @@ from ..crypto import CipherSuite
 from ..key_schedule import psk_secret
 from ..messages import PreSharedKeyID, PSKType
 from . import Counts
-from ._util_a import check_case, h, suite_or_skip
+from ._cases import h, run_suite_cases
 
 
 def _check(cs: CipherSuite, c: dict) -> str | None:
@@ -20,9 +20,4 @@ def _check(cs: CipherSuite, c: dict) -> str | None:
 
 
 def run(cases: list[dict]) -> Counts:
-    counts = Counts()
-    for i, c in enumerate(cases):
-        cs = suite_or_skip(c, counts)
-        if cs is not None:
-            check_case(counts, f"case {i} suite {cs.id}", lambda cs=cs, c=c: _check(cs, c))
-    return counts
+    return run_suite_cases(cases, _check)

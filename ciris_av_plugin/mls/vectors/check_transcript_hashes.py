@@ -7,7 +7,7 @@ from ..crypto import CipherSuite
 from ..framing import AuthenticatedContent
 from ..key_schedule import confirmation_tag, confirmed_transcript_hash, interim_transcript_hash
 from . import Counts
-from ._util_a import check_case, h, suite_or_skip
+from ._cases import h, run_suite_cases
 
 
 def _check(cs: CipherSuite, c: dict) -> str | None:
@@ -26,9 +26,4 @@ def _check(cs: CipherSuite, c: dict) -> str | None:
 
 
 def run(cases: list[dict]) -> Counts:
-    counts = Counts()
-    for i, c in enumerate(cases):
-        cs = suite_or_skip(c, counts)
-        if cs is not None:
-            check_case(counts, f"case {i} suite {cs.id}", lambda cs=cs, c=c: _check(cs, c))
-    return counts
+    return run_suite_cases(cases, _check)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import tree_math as tm
 from . import Counts
-from ._util_a import check_case
+from ._cases import check_case
 
 
 def _opt(fn, *args) -> int | None:

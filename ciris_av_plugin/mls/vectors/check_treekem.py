@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..crypto import CipherSuite
-from ..errors import UnsupportedSuite
 from ..messages import GroupContext, UpdatePath
 from ..tree import RatchetTree
 from ..treekem import TreeKEMPrivate, create_update_path, merge_update_path, process_update_path
 from . import Counts
+from ._cases import run_suite_cases
 
 
 def _check_case(suite: CipherSuite, case: dict) -> None:
@@ -59,18 +59,4 @@ def _check_case(suite: CipherSuite, case: dict) -> None:
 
 
 def run(cases: list[dict]) -> Counts:
-    counts = Counts()
-    for i, case in enumerate(cases):
-        where = f"treekem[{i}] suite {case['cipher_suite']}"
-        try:
-            suite = CipherSuite(int(case["cipher_suite"]))
-        except UnsupportedSuite:
-            counts.skipped += 1
-            continue
-        try:
-            _check_case(suite, case)
-        except Exception as exc:  # noqa: BLE001 - a failing case is counted, the rest still run
-            counts.fail(where, f"{type(exc).__name__}: {exc}")
-            continue
-        counts.passed += 1
-    return counts
+    return run_suite_cases(cases, _check_case, "treekem[{i}] suite {suite}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..crypto import CipherSuite
-from ..errors import UnsupportedSuite
 from ..framing import MLSMessage
 from ..messages import KeyPackage, Welcome
 from ..welcome import decrypt_group_info, decrypt_group_secrets, find_secrets, verify_confirmation_tag
 from . import Counts
+from ._cases import run_suite_cases
 
 
 def _check_case(suite: CipherSuite, case: dict) -> None:
@@ -26,18 +26,4 @@ def _check_case(suite: CipherSuite, case: dict) -> None:
 
 
 def run(cases: list[dict]) -> Counts:
-    counts = Counts()
-    for i, case in enumerate(cases):
-        where = f"welcome[{i}] suite {case['cipher_suite']}"
-        try:
-            suite = CipherSuite(int(case["cipher_suite"]))
-        except UnsupportedSuite:
-            counts.skipped += 1
-            continue
-        try:
-            _check_case(suite, case)
-        except Exception as exc:  # noqa: BLE001 - a failing case is counted, the rest still run
-            counts.fail(where, f"{type(exc).__name__}: {exc}")
-            continue
-        counts.passed += 1
-    return counts
+    return run_suite_cases(cases, _check_case, "welcome[{i}] suite {suite}")
