@@ -45,7 +45,7 @@ from ..mls.commit_rules import (
     UnsupportedMessageError,
     credential_identity,
 )
-from ..mls.framing import ContentType, MLSMessage, PrivateMessage, PublicMessage, SenderType
+from ..mls.framing import ContentType, FramedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
 from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
 from ..mls.public_group import PublicGroup
 from .directory import KeyPackageDirectory, NotAdmissible
@@ -494,21 +494,38 @@ class _CommitHeader:
     sender_leaf: int
 
 
-def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
-    """Parse a submitted proposal, refusing what relayed groups forbid."""
+def _member_handshake(
+    message: bytes,
+    content_type: ContentType,
+    body_cls: type,
+    what: str,
+    wrong: type[DeliveryError],
+    external: type[DeliveryError],
+) -> FramedContent:
+    """Parse a submitted ``what`` (a proposal or a commit), refusing what relayed groups forbid:
+    ``wrong`` for anything else, :class:`PrivateHandshake` for a PrivateMessage, ``external`` for a
+    sender that is not a member."""
     try:
         msg = MLSMessage.from_bytes(message)
     except MLSError as e:
-        raise NotAProposal(f"not an MLSMessage: {e}") from None
+        raise wrong(f"not an MLSMessage: {e}") from None
     if not isinstance(msg.body, PublicMessage):
         if isinstance(msg.body, PrivateMessage):
             raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
-        raise NotAProposal(f"{type(msg.body).__name__} is not a proposal")
+        raise wrong(f"{type(msg.body).__name__} is not a {what}")
     content = msg.body.content
-    if content.content_type != ContentType.PROPOSAL or not isinstance(content.body, Proposal):
-        raise NotAProposal("PublicMessage does not carry a proposal")
+    if content.content_type != content_type or not isinstance(content.body, body_cls):
+        raise wrong(f"PublicMessage does not carry a {what}")
     if content.sender.sender_type != SenderType.MEMBER:
-        raise ExternalProposal(f"proposal from a {content.sender.sender_type.name.lower()} sender")
+        raise external(f"{what} from a {content.sender.sender_type.name.lower()} sender")
+    return content
+
+
+def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
+    """Parse a submitted proposal, refusing what relayed groups forbid."""
+    content = _member_handshake(
+        message, ContentType.PROPOSAL, Proposal, "proposal", NotAProposal, ExternalProposal
+    )
     if content.body.proposal_type not in ALLOWED_PROPOSAL_TYPES:
         raise ProposalNotAllowed(f"{content.body.proposal_type!r} proposals are not relayed")
     return _CommitHeader(content.group_id, content.epoch, content.sender.index), content.body
@@ -516,19 +533,7 @@ def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
 
 def _commit_header(message: bytes) -> _CommitHeader:
     """Parse enough of a submitted handshake to sequence it, refusing what relayed groups forbid."""
-    try:
-        msg = MLSMessage.from_bytes(message)
-    except MLSError as e:
-        raise NotACommit(f"not an MLSMessage: {e}") from None
-    if not isinstance(msg.body, PublicMessage):
-        if isinstance(msg.body, PrivateMessage):
-            raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
-        raise NotACommit(f"{type(msg.body).__name__} is not a commit")
-    content = msg.body.content
-    if content.content_type != ContentType.COMMIT or not isinstance(content.body, Commit):
-        raise NotACommit("PublicMessage does not carry a commit")
-    if content.sender.sender_type != SenderType.MEMBER:
-        raise ExternalCommit(f"commit from a {content.sender.sender_type.name.lower()} sender")
+    content = _member_handshake(message, ContentType.COMMIT, Commit, "commit", NotACommit, ExternalCommit)
     return _CommitHeader(content.group_id, content.epoch, content.sender.index)
 
 
