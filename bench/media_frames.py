@@ -14,33 +14,18 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from timing import DEFAULT_SECONDS, measure
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
 from ciris_av_plugin.media.sframe import SUITES, CipherSuite, SFrameKey, sframe_decrypt
 from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
 
-# Each case runs at least this long (and MIN_ITERATIONS times) so timer resolution and warm-up
-# do not dominate.
-DEFAULT_SECONDS = 0.5
-MIN_ITERATIONS = 20
 # Frame sizes from the integration media shape: audio ~100 B, video delta ~2 kB, keyframe ~8 kB.
 SIZES = (100, 2_000, 8_000)
 MDUS = (431, 16_303)
-
-
-def measure(fn: Callable[[], object], seconds: float) -> float:
-    """Operations per second of ``fn`` over about ``seconds`` of wall time."""
-    fn()
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= MIN_ITERATIONS:
-            return n / elapsed
 
 
 def sframe_cases(seconds: float) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ import argparse
 import json
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from timing import DEFAULT_SECONDS, measure
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import (
@@ -25,23 +26,6 @@ from ciris_av_plugin.mls.framing import (
 )
 from ciris_av_plugin.mls.messages import GroupContext, WireFormat
 from ciris_av_plugin.mls.secret_tree import RatchetType, SecretTree
-
-# Each operation runs for at least this long (and at least MIN_ITERATIONS times) so that timer
-# resolution and warm-up do not dominate the figure.
-DEFAULT_SECONDS = 0.5
-MIN_ITERATIONS = 20
-
-
-def measure(fn: Callable[[], object], seconds: float) -> float:
-    """Operations per second of ``fn`` over about ``seconds`` of wall time."""
-    fn()  # warm-up
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= MIN_ITERATIONS:
-            return n / elapsed
 
 
 def cases(cs: CipherSuite) -> dict[str, Callable[[], object]]:
