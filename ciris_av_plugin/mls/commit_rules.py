@@ -41,6 +41,7 @@ from .messages import (
     ExtensionType,
     GroupContext,
     GroupContextExtensions,
+    GroupInfo,
     KeyPackage,
     LeafNode,
     LeafNodeSource,
@@ -67,6 +68,7 @@ from .tree import (
     validate_leaf_node,
 )
 from .treekem import TreeKEMError
+from .welcome import ratchet_tree_of
 
 log = logging.getLogger(__name__)
 
@@ -832,6 +834,36 @@ def cache_proposal(
     return CachedProposal(ref, ac)
 
 
+def verified_group_info_tree(suite: CipherSuite, info: GroupInfo, supplied: bytes | None) -> RatchetTree:
+    """The ratchet tree from the extension (or supplied), matching the tree hash and valid (§12.4.3.1)."""
+    try:
+        tree = ratchet_tree_of(suite, info)
+        if tree is None:
+            if supplied is None:
+                raise InvalidTreeError("GroupInfo has no ratchet_tree extension and none was supplied")
+            tree = RatchetTree.from_bytes(suite, supplied)
+    except (DecodeError, TreeError) as exc:
+        raise InvalidTreeError(f"malformed ratchet tree: {exc}") from exc
+    if tree.tree_hash() != info.group_context.tree_hash:
+        raise InvalidTreeError("ratchet tree does not match the GroupInfo tree hash")
+    try:
+        tree.verify(info.group_context.group_id)
+    except TreeError as exc:
+        raise InvalidTreeError(str(exc)) from exc
+    check_tree_against_context(tree, info.group_context.extensions)
+    return tree
+
+
+def verify_group_info_signature(suite: CipherSuite, info: GroupInfo, tree: RatchetTree) -> None:
+    """§12.4.3.1: the signer is a non-blank leaf of the verified tree and its key signed the GroupInfo."""
+    if info.signer >= tree.n_leaves or tree.leaf(info.signer) is None:
+        raise InvalidGroupInfoError(f"GroupInfo signer {info.signer} is not a member")
+    leaf = tree.leaf(info.signer)
+    assert leaf is not None
+    if not info.verify(suite, leaf.signature_key):
+        raise InvalidSignatureError("GroupInfo signature does not verify with the signer's leaf key")
+
+
 __all__ = [
     "GroupError",
     "WrongGroupError",
@@ -878,6 +910,8 @@ __all__ = [
     "credential_identity",
     "check_unique_identities",
     "check_tree_against_context",
+    "verified_group_info_tree",
+    "verify_group_info_signature",
     "check_key_package",
     "lifetime_ok",
     "public_path_handler",

@@ -40,11 +40,8 @@ from .commit_rules import (
     DuplicateMemberError,
     GroupInactiveError,
     InvalidCommitError,
-    InvalidGroupInfoError,
     InvalidKeyPackageError,
     InvalidPathError,
-    InvalidSignatureError,
-    InvalidTreeError,
     InvalidWelcomeError,
     MissingPSKError,
     NoMatchingKeyPackageError,
@@ -69,6 +66,8 @@ from .commit_rules import (
     resolve_proposals,
     stage_commit,
     validate_proposal,
+    verified_group_info_tree,
+    verify_group_info_signature,
     verify_public_message,
 )
 from .crypto import CipherSuite
@@ -123,7 +122,6 @@ from .welcome import (
     decrypt_group_secrets,
     encrypt_group_info,
     encrypt_group_secrets,
-    ratchet_tree_of,
 )
 
 log = logging.getLogger(__name__)
@@ -500,8 +498,8 @@ class Group:
         gc = info.group_context
         if gc.cipher_suite != suite.id:
             raise InvalidWelcomeError("GroupInfo cipher suite differs from the KeyPackage's")
-        tree = _verified_tree(suite, info, ratchet_tree)
-        _verify_group_info_signature(suite, info, tree)
+        tree = verified_group_info_tree(suite, info, ratchet_tree)
+        verify_group_info_signature(suite, info, tree)
         me = next((i for i, leaf in tree.leaves() if leaf == kp.leaf_node), None)
         if me is None:
             raise InvalidWelcomeError("no leaf of the tree is our KeyPackage's leaf")
@@ -1128,36 +1126,6 @@ def _welcome_psk_secret(suite: CipherSuite, ids: Sequence[PreSharedKeyID], psks:
             raise MissingPSKError(f"external PSK {p.psk_id.hex()[:16]} not supplied")
         values.append((p, psks[p.psk_id]))
     return ks.psk_secret(suite, values)
-
-
-def _verified_tree(suite: CipherSuite, info: GroupInfo, supplied: bytes | None) -> RatchetTree:
-    """The ratchet tree from the extension (or supplied), matching the tree hash and valid (§12.4.3.1)."""
-    try:
-        tree = ratchet_tree_of(suite, info)
-        if tree is None:
-            if supplied is None:
-                raise InvalidTreeError("no ratchet_tree extension and no tree supplied")
-            tree = RatchetTree.from_bytes(suite, supplied)
-    except (DecodeError, TreeError) as exc:
-        raise InvalidTreeError(f"malformed ratchet tree: {exc}") from exc
-    if tree.tree_hash() != info.group_context.tree_hash:
-        raise InvalidTreeError("ratchet tree does not match the GroupInfo tree hash")
-    try:
-        tree.verify(info.group_context.group_id)
-    except TreeError as exc:
-        raise InvalidTreeError(str(exc)) from exc
-    check_tree_against_context(tree, info.group_context.extensions)
-    return tree
-
-
-def _verify_group_info_signature(suite: CipherSuite, info: GroupInfo, tree: RatchetTree) -> None:
-    """§12.4.3.1: the signer is a non-blank leaf of the verified tree and its key signed the GroupInfo."""
-    if info.signer >= tree.n_leaves or tree.leaf(info.signer) is None:
-        raise InvalidGroupInfoError(f"GroupInfo signer {info.signer} is not a member")
-    leaf = tree.leaf(info.signer)
-    assert leaf is not None
-    if not info.verify(suite, leaf.signature_key):
-        raise InvalidSignatureError("GroupInfo signature does not verify with the signer's leaf key")
 
 
 __all__ = [

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from .codec import DecodeError, Reader, Writer, decode_all
 from .commit_rules import (
     InvalidGroupInfoError,
-    InvalidSignatureError,
-    InvalidTreeError,
     Policy,
     PolicyRefusedError,
     PublicState,
@@ -30,9 +28,10 @@ from .commit_rules import (
     UnsupportedMessageError,
     cache_proposal,
     check_epoch,
-    check_tree_against_context,
     credential_identity,
     stage_commit,
+    verified_group_info_tree,
+    verify_group_info_signature,
     verify_public_message,
 )
 from .crypto import CipherSuite
@@ -41,8 +40,7 @@ from .framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMes
 from .group import DEFAULT_CLOCK, CommitProcessed, ProposalReceived
 from .key_schedule import interim_transcript_hash
 from .messages import Commit, GroupContext, GroupInfo, Proposal, ProposalType, Remove, Welcome
-from .tree import RatchetTree, TreeError
-from .welcome import ratchet_tree_of
+from .tree import RatchetTree
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +94,9 @@ class PublicGroup:
             suite = CipherSuite(info.group_context.cipher_suite)
         except MLSError as exc:
             raise InvalidGroupInfoError(str(exc)) from exc
-        try:
-            tree = ratchet_tree_of(suite, info)
-            if tree is None:
-                if ratchet_tree is None:
-                    raise InvalidTreeError("GroupInfo has no ratchet_tree extension and none was supplied")
-                tree = RatchetTree.from_bytes(suite, ratchet_tree)
-        except (DecodeError, TreeError) as exc:
-            raise InvalidTreeError(f"malformed ratchet tree: {exc}") from exc
+        tree = verified_group_info_tree(suite, info, ratchet_tree)
+        verify_group_info_signature(suite, info, tree)
         gc = info.group_context
-        if tree.tree_hash() != gc.tree_hash:
-            raise InvalidTreeError("ratchet tree does not match the GroupInfo tree hash")
-        try:
-            tree.verify(gc.group_id)
-        except TreeError as exc:
-            raise InvalidTreeError(str(exc)) from exc
-        check_tree_against_context(tree, gc.extensions)
-        signer = tree.leaf(info.signer) if info.signer < tree.n_leaves else None
-        if signer is None:
-            raise InvalidGroupInfoError(f"GroupInfo signer {info.signer} is not a member")
-        if not info.verify(suite, signer.signature_key):
-            raise InvalidSignatureError("GroupInfo signature does not verify with the signer's leaf key")
         interim = interim_transcript_hash(suite, gc.confirmed_transcript_hash, info.confirmation_tag)
         return cls(PublicState(suite, gc, tree, interim), policy, clock=clock)
 
