@@ -33,6 +33,7 @@ from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameSealer
 from ciris_av_plugin.media.mls_keys import epoch_keys
 from ciris_av_plugin.media.wire import ForwardingHeader
+from ciris_av_plugin.participant import SyntheticMedia
 from ciris_av_plugin.relay.delivery import DeliveryService
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.session import AllowList, EpochChanged, Joined, Removed, Session, admit_all
@@ -42,12 +43,10 @@ from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
 from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
-from integration.media_shape import AUDIO_TRACK, VIDEO_TRACK, FramePlan, shape_for_rate
 from integration.node import Ctx, _jsonable, _write_json, make_engine
 
 log = logging.getLogger("integration.join_node")
 
-_IDS = struct.Struct(">BI")
 # A video track of its own for forged frames: the engine gives each track to one publishing link,
 # so on the publisher's track they would be dropped as "track owned" before the KID check is reached.
 FORGED_TRACK = 5
@@ -258,46 +257,20 @@ class Member:
         pub.close()
 
 
-class Publisher:
-    """Media-shaped frames at a fixed rate, keyframes on every epoch change and on request."""
+class Publisher(SyntheticMedia):
+    """The package's synthetic media (``ciris-av publish`` sends the same frames): media-shaped frames
+    at a fixed rate, keyframes on every epoch change and on request, payloads opening with the
+    scenario's marker, capture timestamps counted from the start of the stream."""
 
     def __init__(self, member: Member, stream_id: int, bits_per_s: float) -> None:
+        super().__init__(member.client, stream_id, bits_per_s, marker=member.marker, media_origin_s=0.0)
         self.member = member
-        self.stream_id = stream_id
-        self.shape = shape_for_rate(bits_per_s)
-        self.t0 = time.time()
-        self.video_seq = 0
-        self.audio_seq = 0
-        self.gop = -1
-        self.keyframes = 0
 
-    def pump(self) -> None:
-        now = time.time() - self.t0
-        client = self.member.client
+    def pump(self) -> int:
+        sent = super().pump()
         if self.member.first_sealer_epoch is None:  # the first epoch this process ever sealed under
-            self.member.first_sealer_epoch = client.sealer.epoch
-        while self.video_seq / self.shape.video_fps <= now:
-            seq = self.video_seq
-            key = seq % self.shape.gop == 0 or client.take_keyframe(VIDEO_TRACK)
-            self.gop += key
-            self.keyframes += key
-            size = self.shape.keyframe_bytes if key else self.shape.delta_bytes
-            plan = FramePlan(seq / self.shape.video_fps, VIDEO_TRACK, 1, seq, self.gop, key, size)
-            self._send(plan)
-            self.video_seq += 1
-        while self.audio_seq / self.shape.audio_fps <= now:
-            seq = self.audio_seq
-            plan = FramePlan(seq / self.shape.audio_fps, AUDIO_TRACK, 0, seq, 0, False, self.shape.audio_bytes)
-            self._send(plan)
-            self.audio_seq += 1
-
-    def _send(self, plan: FramePlan) -> None:
-        head = self.member.marker + _IDS.pack(plan.track_id, plan.seq)
-        payload = head + os.urandom(max(0, plan.size - len(head)))
-        try:
-            self.member.client.send_frame(plan.header(self.stream_id, int(plan.due_s * 1e6)), payload)
-        except Exception as exc:  # a sealer between epochs or a link going down: this frame is lost
-            log.debug("frame not sent: %s", exc)
+            self.member.first_sealer_epoch = self.first_sealer_epoch
+        return sent
 
 
 def role_member(ctx: Ctx) -> None:

@@ -101,24 +101,56 @@ def test_unknown_set_key_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "did you mean 'net.listen_addr'" in err
 
 
-def test_demo_publish_watch_delegate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_delegates(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[tuple[str, list[str]]] = []
     demo = types.ModuleType("integration.demo")
     demo.main = lambda argv: calls.append(("demo", argv)) or 3  # type: ignore[attr-defined]
-    clients = types.ModuleType("ciris_av_plugin.transport.media_clients")
-    clients.publish_main = lambda argv: calls.append(("publish", argv)) or 0  # type: ignore[attr-defined]
-    clients.watch_main = lambda: calls.append(("watch", sys.argv[1:]))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "integration.demo", demo)
-    monkeypatch.setitem(sys.modules, "ciris_av_plugin.transport.media_clients", clients)
     assert run(capsys, "demo", "--json", "out.json")[0] == 3
-    assert run(capsys, "publish", "--stream", "7")[0] == 0
+    assert calls == [("demo", ["--json", "out.json"])]
+    no_argv = types.ModuleType("integration.demo")
+    no_argv.main = lambda: calls.append(("demo", sys.argv[1:]))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "integration.demo", no_argv)
     argv_before = list(sys.argv)
-    assert run(capsys, "watch", "--stream", "9")[0] == 0, "a main() that reads sys.argv gets the arguments"
-    assert sys.argv == argv_before
-    assert calls == [("demo", ["--json", "out.json"]), ("publish", ["--stream", "7"]), ("watch", ["--stream", "9"])]
+    assert run(capsys, "demo", "--fast")[0] == 0, "a main() that reads sys.argv gets the arguments"
+    assert sys.argv == argv_before and calls[-1] == ("demo", ["--fast"])
 
 
 def test_missing_delegate_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "ciris_av_plugin.transport.media_clients", None)
-    code, _, err = run(capsys, "publish")
-    assert code == 1 and "publish_main is not available" in err
+    monkeypatch.setitem(sys.modules, "integration.demo", None)
+    code, _, err = run(capsys, "demo")
+    assert code == 1 and "main is not available" in err
+
+
+RELAY = "ab" * 16
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["publish", "--relay", "xyz"], "is not a destination hash"),
+        (["publish", "--relay", RELAY, "--allow", "12"], "is not an RNS identity hash"),
+        (["publish", "--relay", RELAY, "--allow", RELAY, "--admit-all"], "not allowed with argument"),
+        (["publish", "--relay", RELAY, "--stream-id", "-1"], "is not a stream id"),
+        (["watch", "--relay", RELAY], "--stream-id"),
+        (["publish"], "--relay"),
+    ],
+)
+def test_publish_watch_argument_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["publish", "--admit-all"], ["watch", "--stream-id", "7"]])
+def test_publish_watch_refuse_an_unknown_identity_before_starting_rns(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ciris_av_plugin import participant
+
+    monkeypatch.setattr(participant, "start_client_rns", lambda *a, **k: pytest.fail("RNS started"))
+    code, out, err = run(capsys, *command, "--relay", RELAY, "--identity", "nobody", "--data-dir", str(tmp_path))
+    assert code == 1 and out == "" and "no identity store here" in err
+    run(capsys, "keys", "create", "somebody", "--data-dir", str(tmp_path))
+    code, out, err = run(capsys, *command, "--relay", RELAY, "--identity", "nobody", "--data-dir", str(tmp_path))
+    assert code == 1 and out == "" and err.startswith("ciris-av: ") and "nobody" in err

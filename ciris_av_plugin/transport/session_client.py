@@ -104,8 +104,12 @@ class SessionClient:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        self.control.connect()
+    def connect(self, timeout: float | None = None) -> None:
+        """Open the control link (``timeout``: the path and link wait, default the client's own)."""
+        if timeout is None:
+            self.control.connect()
+        else:
+            self.control.connect(timeout)
         self._worker.start()
 
     def close(self) -> None:
