@@ -6,24 +6,16 @@ feeding it to the removed member's retained state, counted by KID epoch.
 
 from __future__ import annotations
 
+from support_mls_group import SUITE, clock, ident
+
 from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameOpener, FrameSealer
 from ciris_av_plugin.media.kid import kid_epoch_low
 from ciris_av_plugin.media.mls_keys import SFRAME_EXPORTER_LABEL, GroupKeySource, MediaKeyBinding, epoch_keys
 from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
-from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle
+from ciris_av_plugin.mls import Group, KeyPackageBundle
 
-SUITE = CipherSuite(1)
-NOW = 1_800_000_000
 MDU = 400
-
-
-def clock() -> float:
-    return NOW
-
-
-def ident(n: int) -> bytes:
-    return n.to_bytes(16, "big")
 
 
 def frame(seq: int) -> ForwardingHeader:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import random
 
 import pytest
+from support_mls_group import SUITE, bundle, clock, ident
 
 from ciris_av_plugin.mls import (
     ApplicationMessage,
-    CipherSuite,
     CommitProcessed,
     DuplicateMemberError,
     FutureEpochError,
     Group,
     GroupInactiveError,
     InvalidCommitError,
-    KeyPackageBundle,
     OwnCommitError,
     PendingCommitError,
     ProposalReceived,
@@ -28,21 +27,7 @@ from ciris_av_plugin.mls import (
     UnknownMemberError,
 )
 
-SUITE = CipherSuite(1)
-NOW = 1_800_000_000
 GROUP_ID = b"\x42" * 16
-
-
-def clock() -> float:
-    return NOW
-
-
-def ident(n: int) -> bytes:
-    return n.to_bytes(16, "big")
-
-
-def bundle(n: int) -> KeyPackageBundle:
-    return KeyPackageBundle.generate(ident(n), SUITE, clock=clock)
 
 
 class World:

@@ -9,21 +9,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support_mls_group import SUITE, clock, ident
 
-from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle, MLSError, PublicGroup
+from ciris_av_plugin.mls import Group, KeyPackageBundle, MLSError, PublicGroup
 
-SUITE = CipherSuite(1)
-NOW = 1_800_000_000
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                           HealthCheck.function_scoped_fixture])
-
-
-def clock() -> float:
-    return NOW
-
-
-def ident(n: int) -> bytes:
-    return n.to_bytes(16, "big")
 
 
 @pytest.fixture(scope="module")

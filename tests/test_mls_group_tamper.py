@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from support_mls_group import NOW, SUITE, bundle, clock, ident
 
 from ciris_av_plugin.mls import (
     CipherSuite,
@@ -53,21 +54,6 @@ from ciris_av_plugin.mls.welcome import (
     encrypt_group_secrets,
     find_secrets,
 )
-
-SUITE = CipherSuite(1)
-NOW = 1_800_000_000
-
-
-def clock() -> float:
-    return NOW
-
-
-def ident(n: int) -> bytes:
-    return n.to_bytes(16, "big")
-
-
-def bundle(n: int, suite: CipherSuite = SUITE) -> KeyPackageBundle:
-    return KeyPackageBundle.generate(ident(n), suite, clock=clock)
 
 
 def small_group(n: int) -> tuple[list[Group], PublicGroup]:

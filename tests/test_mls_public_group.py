@@ -6,9 +6,9 @@ import dataclasses
 import os
 
 import pytest
+from support_mls_group import NOW, SUITE, clock, ident
 
 from ciris_av_plugin.mls import (
-    CipherSuite,
     CommitProcessed,
     Group,
     InvalidTreeError,
@@ -47,17 +47,6 @@ from ciris_av_plugin.mls.messages import (
     WireFormat,
     encode_external_senders,
 )
-
-SUITE = CipherSuite(1)
-NOW = 1_800_000_000
-
-
-def clock() -> float:
-    return NOW
-
-
-def ident(n: int) -> bytes:
-    return n.to_bytes(16, "big")
 
 
 def setup(n: int = 3) -> tuple[list[Group], PublicGroup]:
