@@ -159,7 +159,7 @@ def _participant_setup(args: argparse.Namespace) -> tuple[Any, Any, threading.Ev
     # The node this client talks to: --connect, else the local node's own listen address.
     connect = _parse_host_port("--connect", args.connect) if args.connect else config.net.listen_addr
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else config.node.data_dir
-    identity = load_rns_identity(data_dir, args.identity or config.node.identity)
+    identity = load_rns_identity(data_dir, args.identity)
     start_client_rns(connect.host, connect.port)
     shutdown = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the relay's destination hash (ciris-av node prints it)")
         p.add_argument("--connect", metavar="HOST:PORT",
                        help="the node to connect to over TCP (default: net.listen_addr, the local node)")
-        p.add_argument("--identity", metavar="NAME", help="identity in the store (default: node.identity)")
+        p.add_argument("--identity", required=True, metavar="NAME",
+                       help="identity in the store (ciris-av keys create NAME); not the node's own")
         p.add_argument("--data-dir", metavar="DIR", help="identity store location (default: node.data_dir)")
         p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: until SIGINT)")
 

@@ -134,6 +134,7 @@ RELAY = "ab" * 16
         (["publish", "--relay", RELAY, "--stream-id", "-1"], "is not a stream id"),
         (["watch", "--relay", RELAY], "--stream-id"),
         (["publish"], "--relay"),
+        (["watch", "--relay", RELAY, "--stream-id", "1"], "--identity"),
     ],
 )
 def test_publish_watch_argument_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
