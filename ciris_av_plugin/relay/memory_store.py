@@ -33,6 +33,14 @@ class _Slot:
     taken_by: bytes | None = None
 
 
+def _sweep(table: dict, now: float) -> int:
+    """Drop the entries of ``table`` whose ``expires_at`` has come; how many (caller holds the lock)."""
+    dead = [k for k, v in table.items() if v.expires_at <= now]
+    for k in dead:
+        del table[k]
+    return len(dead)
+
+
 class MemoryStore:
     """Both relay stores in dictionaries, one lock around every operation."""
 
@@ -222,10 +230,7 @@ class MemoryStore:
 
     def sweep_welcomes(self, now: float) -> int:
         with self._lock:
-            dead = [k for k, w in self._welcomes.items() if w.expires_at <= now]
-            for k in dead:
-                del self._welcomes[k]
-            return len(dead)
+            return _sweep(self._welcomes, now)
 
     def put_join_request(self, request: JoinRequest, *, max_per_stream: int) -> bool:
         with self._lock:
@@ -266,10 +271,7 @@ class MemoryStore:
 
     def sweep_join_requests(self, now: float) -> int:
         with self._lock:
-            dead = [k for k, r in self._joins.items() if r.expires_at <= now]
-            for k in dead:
-                del self._joins[k]
-            return len(dead)
+            return _sweep(self._joins, now)
 
     def add_proposal(self, proposal: ProposalRecord, *, max_per_epoch: int, group_state: bytes | None = None) -> bool:
         with self._lock:
