@@ -631,10 +631,22 @@ class DeliveryService:
 
     def group(self, stream_id: int) -> GroupView:
         """The stream's current public group state."""
+        return self._view(self._record(stream_id))
+
+    def _record(self, stream_id: int) -> StreamRecord:
+        """The stream's stored record; :class:`UnknownStream` if it is not registered."""
         record = self._store.get_stream(stream_id)
         if record is None:
             raise UnknownStream(f"stream {stream_id} is not registered")
-        return self._view(record)
+        return record
+
+    def _member_view(self, stream_id: int, identity: bytes, refusal: str) -> tuple[StreamRecord, GroupView]:
+        """The stream's record and group; :class:`NotAMember` (``refusal``) unless ``identity`` has a leaf."""
+        record = self._record(stream_id)
+        group = self._view(record)
+        if identity not in group.members.values():
+            raise NotAMember(refusal)
+        return record, group
 
     def _view(self, record: StreamRecord) -> GroupView:
         cached = self._groups.get(record.stream_id)
@@ -684,11 +696,7 @@ class DeliveryService:
         member here; a join request is recorded for it (through the same rate limit and bound as any
         other), which is what lets the admitter fetch the fresh KeyPackage it publishes.
         """
-        record = self._store.get_stream(stream_id)
-        if record is None:
-            raise UnknownStream(f"stream {stream_id} is not registered")
-        if reporter not in self._view(record).members.values():
-            raise NotAMember("only members report failed commits")
+        record, _ = self._member_view(stream_id, reporter, "only members report failed commits")
         if not 0 <= epoch < record.epoch:
             raise FutureCommit(f"no commit of epoch {epoch} has been accepted (stream is at {record.epoch})")
         self._take_join_token(reporter, now)
@@ -764,12 +772,7 @@ class DeliveryService:
         size = len(commit) + len(welcome or b"")
         if size > MAX_SUBMISSION_SIZE:
             raise SubmissionTooLarge(f"commit and Welcome of {size} B exceed {MAX_SUBMISSION_SIZE} B")
-        record = self._store.get_stream(stream_id)
-        if record is None:
-            raise UnknownStream(f"stream {stream_id} is not registered")
-        group = self._view(record)
-        if submitter not in group.members.values():
-            raise NotAMember("only members may commit")
+        record, group = self._member_view(stream_id, submitter, "only members may commit")
         header = _commit_header(commit)
         if header.group_id != record.group_id:
             raise InvalidCommit("commit is for another group")
@@ -858,12 +861,7 @@ class DeliveryService:
     def _submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes, now: float) -> list[Notify]:
         if len(proposal) > MAX_PROPOSAL_SIZE:
             raise SubmissionTooLarge(f"proposal of {len(proposal)} B exceeds {MAX_PROPOSAL_SIZE} B")
-        record = self._store.get_stream(stream_id)
-        if record is None:
-            raise UnknownStream(f"stream {stream_id} is not registered")
-        group = self._view(record)
-        if submitter not in group.members.values():
-            raise NotAMember("only members may propose")
+        record, group = self._member_view(stream_id, submitter, "only members may propose")
         header, body = _proposal_header(proposal)
         if header.group_id != record.group_id:
             raise InvalidCommit("proposal is for another group")
@@ -901,11 +899,7 @@ class DeliveryService:
 
     def proposals(self, stream_id: int, requester: bytes) -> list[bytes]:
         """Proposals of the current epoch (for a committer, or a member that missed the events)."""
-        record = self._store.get_stream(stream_id)
-        if record is None:
-            raise UnknownStream(f"stream {stream_id} is not registered")
-        if requester not in self._view(record).members.values():
-            raise NotAMember("only members may read proposals")
+        record, _ = self._member_view(stream_id, requester, "only members may read proposals")
         return [p.message for p in self._store.proposals(stream_id, record.epoch)]
 
     def commits_since(self, stream_id: int, requester: bytes, epoch: int) -> list[CommitRecord]:
