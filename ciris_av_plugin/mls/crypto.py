@@ -281,17 +281,11 @@ class DHKEMNist(_DHKEM):
     def generate(self) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(self.curve)
         priv = key.private_numbers().private_value.to_bytes(self.n_sk, "big")
-        return priv, self._pub_bytes(key.public_key())
+        return priv, _ec_point(key.public_key())
 
     def private_key(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
-        # Like ECDSA keys below: a scalar with its leading zero bytes dropped is the same integer
-        # (the mlswg passive-client P-521 vectors carry a 65-byte encryption_priv).
-        if not 0 < len(priv) <= self.n_sk:
-            raise CryptoError(f"{self.curve.name} private key must be {self.n_sk} bytes, got {len(priv)}")
-        value = int.from_bytes(priv, "big")
-        if not 0 < value < self.order:
-            raise CryptoError("private scalar out of range")
-        return ec.derive_private_key(value, self.curve)
+        # The mlswg passive-client P-521 vectors carry a 65-byte encryption_priv.
+        return _ec_private_key(self.curve, self.order, self.n_sk, priv)
 
     def public_key_obj(self, pub: bytes) -> ec.EllipticCurvePublicKey:
         if len(pub) != self.n_pk:
@@ -302,11 +296,7 @@ class DHKEMNist(_DHKEM):
             raise CryptoError("invalid curve point") from exc
 
     def public_key(self, priv: bytes) -> bytes:
-        return self._pub_bytes(self.private_key(priv).public_key())
-
-    @staticmethod
-    def _pub_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
-        return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return _ec_point(self.private_key(priv).public_key())
 
     def _exchange(self, priv: bytes, pub: bytes) -> bytes:
         return self.private_key(priv).exchange(ec.ECDH(), self.public_key_obj(pub))
@@ -323,6 +313,23 @@ _CURVE_ORDERS = {
         16,
     ),
 }
+
+
+def _ec_private_key(curve: ec.EllipticCurve, order: int, n_priv: int, priv: bytes) -> ec.EllipticCurvePrivateKey:
+    """A NIST-curve private key from a big-endian scalar of at most ``n_priv`` bytes. A shorter
+    scalar is accepted: some implementations (and mlswg vectors, P-521) drop leading zero bytes;
+    the integer is the same either way."""
+    if not 0 < len(priv) <= n_priv:
+        raise CryptoError(f"{curve.name} private key must be {n_priv} bytes, got {len(priv)}")
+    value = int.from_bytes(priv, "big")
+    if not 0 < value < order:
+        raise CryptoError("private scalar out of range")
+    return ec.derive_private_key(value, curve)
+
+
+def _ec_point(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The uncompressed SEC1 point of a NIST-curve public key."""
+    return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,24 +405,13 @@ class EcdsaScheme:
 
     def generate(self) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(self.curve)
-        return key.private_numbers().private_value.to_bytes(self.n_priv, "big"), self._pub(key)
+        return key.private_numbers().private_value.to_bytes(self.n_priv, "big"), _ec_point(key.public_key())
 
     def _priv(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
-        # A shorter big-endian scalar is accepted: some implementations (and one mlswg vector, P-521)
-        # drop leading zero bytes; the integer is the same either way.
-        if not 0 < len(priv) <= self.n_priv:
-            raise CryptoError(f"{self.curve.name} private key must be {self.n_priv} bytes, got {len(priv)}")
-        value = int.from_bytes(priv, "big")
-        if not 0 < value < self.order:
-            raise CryptoError("private scalar out of range")
-        return ec.derive_private_key(value, self.curve)
-
-    @staticmethod
-    def _pub(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return _ec_private_key(self.curve, self.order, self.n_priv, priv)
 
     def public_key(self, priv: bytes) -> bytes:
-        return self._pub(self._priv(priv))
+        return _ec_point(self._priv(priv).public_key())
 
     def sign(self, priv: bytes, message: bytes) -> bytes:
         return self._priv(priv).sign(message, ec.ECDSA(self.hash_alg))
