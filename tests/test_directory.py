@@ -5,7 +5,6 @@ Every refusal test also checks that what was stored before is still there, byte 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 import RNS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support_vectors import load_mls
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import MLSMessage
@@ -66,7 +66,6 @@ from ciris_av_plugin.relay.memory_store import MemoryStore
 from ciris_av_plugin.relay.storage import CommitRecord, StreamRecord
 from ciris_av_plugin.store import SQLiteStore
 
-VECTORS = Path("/work/shared/vectors/mls")
 NOW = 1_800_000_000
 HOUR = 3600
 SUITE = 1
@@ -533,7 +532,7 @@ def test_sweep_drops_expired_and_keeps_spent_refs_until_replay_is_impossible(sto
 
 
 def test_mlswg_key_packages_pass_inspection() -> None:
-    cases = json.loads((VECTORS / "messages.json").read_text())
+    cases = load_mls("messages")
     for case in cases[:20]:
         info = inspect_key_package(bytes.fromhex(case["mls_key_package"]), frozenset({1, 3}))
         assert info.suite == 1 and info.not_before < info.not_after
@@ -542,7 +541,7 @@ def test_mlswg_key_packages_pass_inspection() -> None:
 def test_key_package_ref_matches_welcome_new_member_in_mlswg_vectors() -> None:
     """Our ref over the received bytes is what other implementations put in Welcome.secrets."""
     checked = 0
-    for case in json.loads((VECTORS / "welcome.json").read_text()):
+    for case in load_mls("welcome"):
         if case["cipher_suite"] not in (1, 3):
             continue
         info = inspect_key_package(bytes.fromhex(case["key_package"]), frozenset({1, 3}))

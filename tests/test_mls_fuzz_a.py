@@ -6,12 +6,11 @@ decode that succeeds must re-encode to the same bytes (the codec is strict and b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support_vectors import load_mls
 
 from ciris_av_plugin.errors import MLSError
 from ciris_av_plugin.mls.codec import Reader, decode_all
@@ -27,22 +26,21 @@ from ciris_av_plugin.mls.framing import (
     _decode_private_content,
 )
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "mls"
 MAX_EXAMPLES = 300
 
 
 def _seeds() -> dict[str, list[bytes]]:
-    """Valid encodings from the shared vectors, grouped by the decoder that reads them."""
+    """Valid encodings from the mlswg vectors, grouped by the decoder that reads them."""
     seeds: dict[str, list[bytes]] = {"mls": [], "ac": []}
-    for case in json.loads((VECTORS / "message-protection.json").read_text()):
+    for case in load_mls("message-protection"):
         for key in ("proposal_pub", "proposal_priv", "commit_pub", "commit_priv", "application_priv"):
             seeds["mls"].append(bytes.fromhex(case[key]))
-    for case in json.loads((VECTORS / "messages.json").read_text())[:20]:
+    for case in load_mls("messages")[:20]:
         for key in ("public_message_application", "public_message_proposal", "public_message_commit",
                     "private_message", "mls_welcome", "mls_group_info", "mls_key_package"):
             if key in case:
                 seeds["mls"].append(bytes.fromhex(case[key]))
-    for case in json.loads((VECTORS / "transcript-hashes.json").read_text()):
+    for case in load_mls("transcript-hashes"):
         seeds["ac"].append(bytes.fromhex(case["authenticated_content"]))
     return seeds
 
@@ -126,9 +124,15 @@ def test_private_message_content(content_type: ContentType, blob: bytes) -> None
         pass
 
 
+# Seeds per decoder: every message-protection case gives 5 messages and each of the first 20
+# messages cases all 7 keys; the bodies are those of the MLSMessage seeds of that framing type.
+SEED_COUNTS = {"mls": 7 * 5 + 20 * 7, "authenticated_content": 7, "public_message": 74, "private_message": 41,
+               "framed_content": 7, "sender": 3, "sender_data": 1}
+
+
 def test_seeds_decode() -> None:
-    for name, (fn, seeds) in DECODERS.items():
-        assert seeds, name
+    assert {name: len(seeds) for name, (_, seeds) in DECODERS.items()} == SEED_COUNTS
+    for _name, (fn, seeds) in DECODERS.items():
         for raw in seeds:
             _check(fn, raw)
             decode_all(raw, fn)
@@ -136,7 +140,7 @@ def test_seeds_decode() -> None:
 
 # --- unprotecting mutated messages: only MLSError, never a half-consumed key --------------------
 
-_MP = next(c for c in json.loads((VECTORS / "message-protection.json").read_text()) if c["cipher_suite"] == 1)
+_MP = next(c for c in load_mls("message-protection") if c["cipher_suite"] == 1)
 
 
 def _unprotect_any(wire: bytes) -> None:

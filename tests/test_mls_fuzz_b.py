@@ -7,14 +7,13 @@ the first length byte.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
+from support_vectors import load_mls
 
 from ciris_av_plugin.errors import MLSError
 from ciris_av_plugin.mls import messages as m
@@ -22,11 +21,10 @@ from ciris_av_plugin.mls.tree import RatchetTree
 from ciris_av_plugin.mls.treekem import create_update_path, merge_update_path, process_update_path
 from ciris_av_plugin.mls.welcome import open_welcome
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "mls"
 SEED_CASES = 4
 FUZZ = settings(max_examples=200, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 
-_CASES = json.loads((VECTORS / "messages.json").read_text())[:SEED_CASES]
+_CASES = load_mls("messages")[:SEED_CASES]
 
 
 def _seeds(key: str, strip_header: bool = False) -> list[bytes]:
@@ -59,6 +57,7 @@ DECODERS["RatchetTree"] = (
     lambda t: t.to_bytes(),
     _seeds("ratchet_tree"),
 )
+_FROM_VECTORS = frozenset(DECODERS)  # the decoders seeded from the vector file, SEED_CASES seeds each
 # Structures nested inside the seeds above, reached through their own entry points as well.
 _GI = m.GroupInfo.from_bytes(_seeds("mls_group_info", True)[0])
 _KP = m.KeyPackage.from_bytes(_seeds("mls_key_package", True)[0])
@@ -111,6 +110,11 @@ def _check(name: str, data: bytes) -> None:
 
 
 def test_seeds_round_trip() -> None:
+    # SEED_CASES seeds from the vectors for each vector key; one built seed for each nested structure
+    assert {name: len(seeds) for name, (_, _, seeds) in DECODERS.items()} == {
+        name: SEED_CASES if name in _FROM_VECTORS else 1 for name in DECODERS
+    }
+    assert len(_FROM_VECTORS) == 14 and len(_TREE_SEEDS) == 6
     for name, (decode, encode, seeds) in DECODERS.items():
         for seed in seeds:
             assert encode(decode(seed)) == seed, name
@@ -130,7 +134,7 @@ def test_mutated_valid(name: str, data: st.DataObject) -> None:
     _check(name, data.draw(mutated(DECODERS[name][2])))
 
 
-_TREE_SEEDS = [bytes.fromhex(c["tree"]) for c in json.loads((VECTORS / "tree-validation.json").read_text())
+_TREE_SEEDS = [bytes.fromhex(c["tree"]) for c in load_mls("tree-validation")
                if int(c["cipher_suite"]) == 1][:6]
 
 
@@ -196,7 +200,7 @@ def test_tree_operations_keep_the_shape_invariants(ops: list[tuple[str, int]]) -
 
 
 def _welcome_seed() -> tuple[bytes, object, bytes]:
-    case = next(c for c in json.loads((VECTORS / "welcome.json").read_text()) if int(c["cipher_suite"]) == 1)
+    case = next(c for c in load_mls("welcome") if int(c["cipher_suite"]) == 1)
     kp = m.KeyPackage.from_bytes(bytes.fromhex(case["key_package"])[4:])
     return bytes.fromhex(case["welcome"])[4:], kp, bytes.fromhex(case["init_priv"])
 

@@ -7,46 +7,39 @@ every handshake and must hold the same GroupContext after each epoch.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections import Counter
 
 import pytest
+from support_vectors import MLS_COUNTS, PASSIVE_STEMS, load_mls, mls_path
 
 from ciris_av_plugin.mls import Group, Policy, PolicyRefusedError, PublicGroup
-from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.mls.errors import UnsupportedSuite
 from ciris_av_plugin.mls.vectors import run_file
 from ciris_av_plugin.mls.vectors._passive import case_time, play_case
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "mls"
-
-# Suite-1 cases the issue requires; every other implemented suite must pass too.
+# Suite-1 cases of each file (the relay's suite); every other suite must pass too.
 SUITE1 = {
     "passive-client-welcome": 8,
     "passive-client-handling-commit": 13,
     "passive-client-random": 1,
 }
+# Cases per cipher suite in passive-client-handling-commit: 13 for each of suites 1-7.
+HANDLING_COMMIT_PER_SUITE = 13
 
 
 def _cases(stem: str) -> list[dict]:
-    return json.loads((VECTORS / f"{stem}.json").read_text())
+    return load_mls(stem)
 
 
-def _implemented(case: dict) -> bool:
-    try:
-        CipherSuite(int(case["cipher_suite"]))
-    except UnsupportedSuite:
-        return False
-    return True
+def test_passive_stems_are_the_pinned_passive_files() -> None:
+    assert sorted(SUITE1) == sorted(PASSIVE_STEMS) == sorted(s for s in MLS_COUNTS if s.startswith("passive-"))
 
 
 @pytest.mark.parametrize("stem", sorted(SUITE1))
 def test_passive_file_through_runner(stem: str) -> None:
-    counts = run_file(VECTORS / f"{stem}.json")
-    assert counts.failed == 0, counts.failures
+    counts = run_file(mls_path(stem))
+    assert (counts.passed, counts.failed, counts.skipped) == MLS_COUNTS[stem], counts.failures
     cases = _cases(stem)
-    assert counts.passed == sum(1 for c in cases if _implemented(c))
-    assert counts.passed + counts.skipped == len(cases)
+    assert counts.passed == len(cases)  # every case counted: none dropped, none skipped
     assert sum(1 for c in cases if c["cipher_suite"] == 1) == SUITE1[stem]
 
 
@@ -103,9 +96,17 @@ def test_public_group_follows_every_case(stem: str) -> None:
 
 @pytest.mark.parametrize("suite", [2, 3, 4, 5, 6, 7])
 def test_public_group_follows_other_suites(suite: int) -> None:
-    for case in _cases("passive-client-handling-commit"):
-        if case["cipher_suite"] == suite:
-            play_case(case, _Follower(Policy()))
+    cases = [c for c in _cases("passive-client-handling-commit") if c["cipher_suite"] == suite]
+    assert len(cases) == HANDLING_COMMIT_PER_SUITE
+    for case in cases:
+        follower = _Follower(Policy())
+        play_case(case, follower)
+        assert follower.epochs == len(case["epochs"])
+
+
+def test_handling_commit_covers_suites_1_to_7() -> None:
+    suites = Counter(c["cipher_suite"] for c in _cases("passive-client-handling-commit"))
+    assert suites == {s: HANDLING_COMMIT_PER_SUITE for s in range(1, 8)}
 
 
 def test_relay_policy_refuses_psk_proposals_of_the_vectors() -> None:
