@@ -19,11 +19,10 @@ import RNS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-group_mod = pytest.importorskip("ciris_av_plugin.mls.group")
-
-from ciris_av_plugin.errors import RelayError  # noqa: E402
-from ciris_av_plugin.mls.crypto import CipherSuite  # noqa: E402
-from ciris_av_plugin.relay.delivery import (  # noqa: E402
+from ciris_av_plugin.errors import RelayError
+from ciris_av_plugin.mls.crypto import CipherSuite
+from ciris_av_plugin.mls.group import Group, KeyPackageBundle
+from ciris_av_plugin.relay.delivery import (
     BadGroupInfo,
     DeliveryService,
     InvalidCommit,
@@ -33,12 +32,9 @@ from ciris_av_plugin.relay.delivery import (  # noqa: E402
     WelcomeMismatch,
     WelcomeReady,
 )
-from ciris_av_plugin.relay.directory import KeyPackageDirectory  # noqa: E402
-from ciris_av_plugin.relay.envelope import open_envelope, seal_envelope  # noqa: E402
-from ciris_av_plugin.store import SQLiteStore  # noqa: E402
-
-Group = group_mod.Group
-KeyPackageBundle = group_mod.KeyPackageBundle
+from ciris_av_plugin.relay.directory import KeyPackageDirectory
+from ciris_av_plugin.relay.envelope import open_envelope, seal_envelope
+from ciris_av_plugin.store import SQLiteStore
 
 # Real time: the MLS clients check KeyPackage lifetimes against their own clock where the API
 # takes no ``now`` (Group.join), so the relay is given the same time.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import msgpack
 import pytest
@@ -86,29 +85,72 @@ def test_event_queue_sequences_acks_and_bounds() -> None:
     assert wire == events[0]
 
 
-def test_event_poll_waits_for_an_event_and_times_out_empty() -> None:
+class _SteppingClock:
+    """A clock for EventQueue.poll that reads ``times`` in turn (the last one forever after)."""
+
+    def __init__(self, *times: float) -> None:
+        self.times = list(times)
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.times[min(self.reads, len(self.times)) - 1]
+
+
+def test_event_poll_times_out_empty_only_once_its_clock_passes_the_hold() -> None:
     q = EventQueue()
-    t0 = time.monotonic()
-    assert q.poll(ack=0, hold=0.1) == []
-    assert time.monotonic() - t0 >= 0.09
-    threading.Timer(0.05, lambda: q.put("SubscriberStalled", {"stream_id": 1})).start()
-    t0 = time.monotonic()
-    got = q.poll(ack=0, hold=2.0)
-    assert [e.kind for e in got] == ["SubscriberStalled"]
-    assert time.monotonic() - t0 < 1.0
+    # deadline 0 + 0.1; at 0.04 and 0.08 time remains (each a short real wait), 0.1 ends the poll
+    clock = _SteppingClock(0.0, 0.04, 0.08, 0.1, 99.0)
+    assert q.poll(ack=0, hold=0.1, clock=clock) == []
+    assert clock.reads == 4  # it kept waiting until the clock reached the deadline, not longer
+
+
+def _parked_poll(q: EventQueue) -> tuple[threading.Thread, list[list[Event]]]:
+    """A poll on another thread, returned once it is waiting in the queue.
+
+    Its clock is frozen, so its hold never runs out: only an event, a newer poll or close ends it.
+    """
+    waiting = threading.Event()
+    reads = 0
+
+    def clock() -> float:
+        nonlocal reads
+        reads += 1
+        if reads > 1:  # the first read sets the deadline; each later one comes right before a wait
+            waiting.set()
+        return 0.0
+
+    results: list[list[Event]] = []
+    poller = threading.Thread(target=lambda: results.append(q.poll(ack=0, hold=3600.0, clock=clock)), daemon=True)
+    poller.start()
+    assert waiting.wait(10.0), "the poll never started waiting"
+    return poller, results
+
+
+def _ended_by_itself(q: EventQueue, poller: threading.Thread) -> bool:
+    """Whether the poll ended within 10 s; if not, it is released (close) so the test fails, not hangs."""
+    poller.join(10.0)
+    if not poller.is_alive():
+        return True
+    q.close()
+    poller.join(10.0)
+    return False
+
+
+def test_event_poll_is_woken_by_an_event() -> None:
+    q = EventQueue()
+    poller, results = _parked_poll(q)
+    q.put("SubscriberStalled", {"stream_id": 1})
+    assert _ended_by_itself(q, poller)
+    assert [[e.kind for e in r] for r in results] == [["SubscriberStalled"]]
 
 
 def test_newer_poll_supersedes_a_parked_one() -> None:
     q = EventQueue()
-    results: list[list[Event]] = []
-    first = threading.Thread(target=lambda: results.append(q.poll(ack=0, hold=5.0)))
-    first.start()
-    time.sleep(0.05)
-    t0 = time.monotonic()
-    assert q.poll(ack=0, hold=0.05) == []
-    first.join(2.0)
-    assert not first.is_alive() and results == [[]]
-    assert time.monotonic() - t0 < 1.0
+    poller, results = _parked_poll(q)
+    assert q.poll(ack=0, hold=0) == []
+    assert _ended_by_itself(q, poller)
+    assert results == [[]]
 
 
 @pytest.mark.parametrize("item", [[1], {"seq": "1", "kind": "x"}, {"seq": 1, "kind": 2}, {"seq": 1, "kind": "x", "data": 3}])
