@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from test_directory import NOW, SUITE, Joiner
+from support_key_packages import NOW, SUITE, Joiner
 
 from ciris_av_plugin.mls.codec import DecodeError
 from ciris_av_plugin.mls.framing import (

@@ -5,18 +5,7 @@ Helpers come from tests/test_relay_engine.py (frames cut with ``wire.split``, a 
 
 from __future__ import annotations
 
-from ciris_av_plugin.media.nack import (
-    NACK_REORDER_GUARD_S,
-    NACK_TO_END,
-    Nack,
-    NackRange,
-    decode_nack,
-    encode_nack,
-)
-from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, decode_fragment
-from ciris_av_plugin.relay.engine import DROP_REASONS, EngineConfig
-from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream
-from tests.test_relay_engine import (
+from support_relay_engine import (
     AUDIO,
     PUB,
     SID,
@@ -30,6 +19,18 @@ from tests.test_relay_engine import (
     keep_alive,
     reassemble,
 )
+
+from ciris_av_plugin.media.nack import (
+    NACK_REORDER_GUARD_S,
+    NACK_TO_END,
+    Nack,
+    NackRange,
+    decode_nack,
+    encode_nack,
+)
+from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, decode_fragment
+from ciris_av_plugin.relay.engine import DROP_REASONS, EngineConfig
+from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream
 
 SUB = b"sub-0"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import RNS
-from test_transport_relay import FakeLink
+from support_links import FakeLink
 
 from ciris_av_plugin.media.kid import encode_kid
 from ciris_av_plugin.media.wire import FragmentHeader

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import RNS
+from support_links import FakeLink
 
 from ciris_av_plugin.media.frames import FrameSealer
 from ciris_av_plugin.media.nack import NACK_TO_END, Nack, NackRange, encode_nack
@@ -23,16 +24,6 @@ from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode, _LinkState
 
 STREAM = 42
-
-
-class FakeLink:
-    def __init__(self, link_id: bytes = b"L" * 16, mdu: int = 431) -> None:
-        self.link_id = link_id
-        self.mdu = mdu
-        self.status = RNS.Link.ACTIVE
-
-    def teardown(self) -> None:
-        self.status = RNS.Link.CLOSED
 
 
 class Recorder:

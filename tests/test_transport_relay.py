@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import RNS
+from support_links import FakeLink
 
 from ciris_av_plugin.media.wire import FLAG_KEYFRAME, FragmentHeader
 from ciris_av_plugin.relay.engine import ForwardingEngine
@@ -20,18 +21,6 @@ from ciris_av_plugin.relay.events import KeyframeRequested
 from ciris_av_plugin.transport import control
 from ciris_av_plugin.transport.control import RequestLimiter
 from ciris_av_plugin.transport.relay import IDENTIFY_DEADLINE_S, RelayNode, _LinkState
-
-
-class FakeLink:
-    def __init__(self, link_id: bytes, mdu: int = 431) -> None:
-        self.link_id = link_id
-        self.mdu = mdu
-        self.status = RNS.Link.ACTIVE
-        self.torn_down = False
-
-    def teardown(self) -> None:
-        self.torn_down = True
-        self.status = RNS.Link.CLOSED
 
 
 class Clock:
