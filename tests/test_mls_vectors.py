@@ -46,3 +46,13 @@ def test_runner_cli_prints_one_line_per_file() -> None:
 
 def test_runner_cli_lines_for_tree_files() -> None:
     assert _runner_lines("tree-operations", "welcome") == [_line("tree-operations"), _line("welcome")]
+
+
+def test_runner_cli_refuses_a_missing_file_with_exit_2(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ciris_av_plugin.mls.vectors", str(tmp_path / "welcome.json"), str(mls_path("tree-math"))],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 2
+    assert "cannot read" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout.splitlines() == [_line("tree-math")]  # the readable file is still checked
