@@ -447,40 +447,47 @@ def test_racing_commits_for_one_epoch_exactly_one_wins(store: MemoryStore | SQLi
     assert c.message.split(b"-")[1] == rec.group_state.split(b"-")[1]
 
 
+# Epochs the writer commits before it is killed, and the bound on waiting for each: a commit takes
+# milliseconds, so 30 s only runs out when the writer is stuck.
+KILLED_WRITER_EPOCHS = 6
+KILLED_WRITER_WAIT_S = 30.0
 _WRITER = r"""
 import sys
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.relay.storage import CommitRecord, PendingWelcome, StreamRecord
 s = SQLiteStore(sys.argv[1])
 s.create_stream(StreamRecord(1, b"g", b"A" * 16, 0, b"state-0"))
-print("ready", flush=True)
 e = 0
 while True:
     s.accept_commit(1, epoch=e, group_state=b"state-%d" % (e + 1), commit=CommitRecord(1, e, b"A" * 16, b"c-%d" % e, 0.0),
                     welcomes=[PendingWelcome(1, b"J%015d" % e, e + 1, b"w-%d" % e, 1e12)], used_refs=[])
     e += 1
+    print(e, flush=True)
 """
 
 
 def test_a_killed_writer_leaves_every_commit_whole(tmp_path: Path) -> None:
     """SIGKILL a process in the middle of committing epochs: on reopen the epoch, the state, the
     commit log and the Welcomes agree exactly (each accept_commit is one transaction)."""
+    import queue
     import signal
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "relay.db"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
+        # Kill once several epochs are committed (the writer prints each), while it commits the next.
+        while int(lines.get(timeout=KILLED_WRITER_WAIT_S)) < KILLED_WRITER_EPOCHS:
+            pass
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     with SQLiteStore(path) as s:
         rec = s.get_stream(1)
-        assert rec.epoch > 5, "the writer should have committed several epochs before the kill"
+        assert rec.epoch >= KILLED_WRITER_EPOCHS, "the writer should have committed several epochs before the kill"
         assert rec.group_state == b"state-%d" % rec.epoch
         log = s.commits_since(1, 0)
         assert [c.epoch for c in log] == list(range(rec.epoch))

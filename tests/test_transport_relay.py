@@ -122,9 +122,9 @@ def test_engine_events_reach_the_right_long_poll(relay: RelayNode) -> None:
     got: list[dict[str, Any]] = []
     poller = threading.Thread(target=lambda: got.append(_request(relay, "events", pub, {"ack": 0})))
     poller.start()
-    time.sleep(0.05)
+    time.sleep(0.05)  # usually parks the poll first; an event queued before the poll is answered the same
     relay._route_event(KeyframeRequested(stream_id=9, track_id=1, link_id=pub.link_id))
-    poller.join(2.0)
+    poller.join(20.0)
     assert not poller.is_alive()
     (reply,) = got
     (event,) = reply["events"]
