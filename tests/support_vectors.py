@@ -40,7 +40,6 @@ MLS_COUNTS: dict[str, tuple[int, int, int]] = {
     "treekem": (77, 0, 0),
     "welcome": (7, 0, 0),
 }
-PASSIVE_STEMS = ("passive-client-handling-commit", "passive-client-random", "passive-client-welcome")
 
 SFRAME_FILE = "test-vectors.json"
 # The 3 skipped are the aes_256_ctr_hmac section's suites 6-8, which are not RFC 9605 suites.
