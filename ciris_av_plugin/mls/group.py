@@ -10,7 +10,8 @@ and the confirmation tag.
 
 A raised :class:`~ciris_av_plugin.errors.MLSError` leaves the state as it was. Secrets of a past
 epoch are dropped when the next one is installed (§9.2); only the resumption PSKs of the last
-:data:`RESUMPTION_PSK_EPOCHS` epochs are kept, because §8.6 lets later commits reference them.
+:data:`RESUMPTION_PSK_EPOCHS` epochs are kept, because §8.6 lets later commits reference them, and
+none under a policy that refuses PSKs (the relayed groups' :meth:`Policy.relay`).
 
 Persistence: :meth:`Group.to_bytes` holds private keys and the current epoch's secrets. The store
 layer must write it with mode 0600 and overwrite (not append to) the previous copy.
@@ -407,7 +408,7 @@ class Group:
         self._pending: PendingCommit | None = None
         self.policy = policy or Policy()
         self.clock = clock
-        if active:
+        if active or not self.policy.allow_psk:
             self._remember_resumption()
 
     # ---------------------------------------------------------------- construction
@@ -900,6 +901,11 @@ class Group:
         self._remember_resumption()
 
     def _remember_resumption(self) -> None:
+        if not self.policy.allow_psk:
+            # No commit in this group may reference a resumption PSK, so past epochs' ones would
+            # only be secrets kept for nothing (§9.2 deletion schedule): keep none.
+            self._resumption.clear()
+            return
         self._resumption[self.epoch] = self._e.secrets.resumption_psk
         for old in sorted(self._resumption)[:-RESUMPTION_PSK_EPOCHS]:
             del self._resumption[old]
