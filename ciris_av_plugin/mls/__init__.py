@@ -38,15 +38,10 @@ from .commit_rules import (
 )
 from .crypto import CipherSuite
 from .errors import MLSError
-from .group import (
-    ApplicationMessage,
-    CommitProcessed,
-    Group,
-    GroupEvent,
-    KeyPackageBundle,
-    PendingCommit,
-    ProposalReceived,
-)
+from .group import Group
+from .group_events import ApplicationMessage, CommitProcessed, GroupEvent, ProposalReceived
+from .group_state import PendingCommit
+from .key_package_bundle import KeyPackageBundle
 from .public_group import PublicGroup
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from .clock import DEFAULT_CLOCK
 from .codec import DecodeError, Reader, Writer, decode_all
 from .commit_rules import (
     InvalidGroupInfoError,
@@ -37,7 +38,7 @@ from .commit_rules import (
 from .crypto import CipherSuite
 from .errors import MLSError
 from .framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
-from .group import DEFAULT_CLOCK, CommitProcessed, ProposalReceived
+from .group_events import CommitProcessed, ProposalReceived
 from .key_schedule import interim_transcript_hash
 from .messages import Commit, GroupContext, GroupInfo, Proposal, ProposalType, Remove, Welcome
 from .tree import RatchetTree

@@ -28,7 +28,8 @@ from .commit_rules import public_path_handler, stage_commit, verify_public_messa
 from .crypto import CipherSuite
 from .errors import CryptoError
 from .framing import MLSMessage, PublicMessage
-from .group import CommitProcessed, Group
+from .group import Group
+from .group_events import CommitProcessed
 from .treekem import UPDATE_PATH_LABEL, next_path_secret
 
 __all__ = ["DerivedEpoch", "RemovalAudit", "follow_as_removed"]
