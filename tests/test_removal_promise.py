@@ -18,7 +18,7 @@ from ciris_av_plugin.media.mls_keys import MediaKeyBinding
 from ciris_av_plugin.media.removal_promise import check_removal_promise
 from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
 from ciris_av_plugin.mls import Group, treekem
-from ciris_av_plugin.mls.commit_rules import GroupInactiveError
+from ciris_av_plugin.mls.group_errors import GroupInactiveError
 from ciris_av_plugin.mls.removal_audit import follow_as_removed
 
 MDU = 400

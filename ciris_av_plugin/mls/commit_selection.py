@@ -5,17 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .commit_rules import (
-    CachedProposal,
-    DuplicateMemberError,
-    Policy,
-    PublicState,
-    ResolvedProposal,
-    credential_identity,
-    validate_proposal,
-)
 from .errors import MLSError
 from .framing import SenderType
+from .group_errors import DuplicateMemberError
 from .messages import (
     Add,
     Extension,
@@ -29,7 +21,10 @@ from .messages import (
     Remove,
     Update,
 )
+from .policy import Policy, credential_identity
+from .proposals import ResolvedProposal, validate_proposal
 from .psks import PSKs
+from .public_state import CachedProposal, PublicState
 
 __all__ = ["select_proposals"]
 

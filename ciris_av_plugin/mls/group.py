@@ -34,32 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from . import key_schedule as ks
 from .clock import DEFAULT_CLOCK
 from .codec import Writer
-from .commit_rules import (
-    DecryptionError,
-    GroupInactiveError,
-    InvalidCommitError,
-    InvalidPathError,
-    OwnCommitError,
-    PendingCommitError,
-    Policy,
-    PolicyRefusedError,
-    PublicState,
-    UnknownMemberError,
-    UnsupportedMessageError,
-    WrongConfirmationTag,
-    apply_proposals,
-    cache_proposal,
-    check_epoch,
-    check_key_package,
-    check_path_public,
-    check_tree_against_context,
-    credential_identity,
-    member_signature_key,
-    public_path_handler,
-    resolve_proposals,
-    stage_commit,
-    verify_public_message,
-)
+from .commit_rules import check_path_public, public_path_handler, stage_commit
 from .commit_selection import select_proposals
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError, SecretTreeError
@@ -76,6 +51,18 @@ from .framing import (
     protect_public,
     sign_content,
     unprotect_private,
+)
+from .group_errors import (
+    DecryptionError,
+    GroupInactiveError,
+    InvalidCommitError,
+    InvalidPathError,
+    OwnCommitError,
+    PendingCommitError,
+    PolicyRefusedError,
+    UnknownMemberError,
+    UnsupportedMessageError,
+    WrongConfirmationTag,
 )
 from .group_events import ApplicationMessage, CommitProcessed, GroupEvent, ProposalReceived
 from .group_join import open_welcome
@@ -107,7 +94,10 @@ from .messages import (
     Welcome,
     WireFormat,
 )
+from .policy import Policy, check_key_package, check_tree_against_context, credential_identity
+from .proposals import apply_proposals, cache_proposal, resolve_proposals
 from .psks import PSKs, ResumptionPSKs
+from .public_state import PublicState, check_epoch, member_signature_key, verify_public_message
 from .secret_tree import SecretTree
 from .tree import RatchetTree, TreeError
 from .treekem import TreeKEMError, TreeKEMPrivate, create_update_path, process_update_path

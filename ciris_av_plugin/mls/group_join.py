@@ -8,21 +8,16 @@ from collections.abc import Iterable
 from . import key_schedule as ks
 from . import tree_math as tm
 from .codec import DecodeError
-from .commit_rules import (
-    InvalidWelcomeError,
-    NoMatchingKeyPackageError,
-    PublicState,
-    WrongConfirmationTag,
-    verified_group_info_tree,
-    verify_group_info_signature,
-)
 from .crypto import CipherSuite
 from .errors import MLSError
 from .framing import MLSMessage
+from .group_errors import InvalidWelcomeError, NoMatchingKeyPackageError, WrongConfirmationTag
+from .group_info import verified_group_info_tree, verify_group_info_signature
 from .group_state import EpochState, strip_secrets
 from .key_package_bundle import KeyPackageBundle
 from .messages import Welcome
 from .psks import PSKs, welcome_psk_secret
+from .public_state import PublicState
 from .secret_tree import SecretTree
 from .tree import TreeError
 from .treekem import TreeKEMError, TreeKEMPrivate

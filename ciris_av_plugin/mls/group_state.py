@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from . import key_schedule as ks
 from .codec import DecodeError, Reader, Writer, decode_all
-from .commit_rules import PublicState
 from .crypto import CipherSuite
+from .public_state import PublicState
 from .secret_tree import HashRatchet, RatchetType, SecretTree
 from .treekem import TreeKEMPrivate
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from .clock import DEFAULT_CLOCK
 from .codec import DecodeError, Writer, decode_all
-from .commit_rules import InvalidKeyPackageError, credential_identity
 from .crypto import CipherSuite
 from .framing import MLSMessage
+from .group_errors import InvalidKeyPackageError
 from .messages import Capabilities, Credential, KeyPackage, Lifetime
+from .policy import credential_identity
 
 __all__ = ["KEY_PACKAGE_LIFETIME", "KEY_PACKAGE_BACKDATE", "KeyPackageBundle", "parse_key_package"]
 

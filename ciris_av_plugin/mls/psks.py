@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from . import key_schedule as ks
-from .commit_rules import MissingPSKError, UnsupportedMessageError
 from .crypto import CipherSuite
+from .group_errors import MissingPSKError, UnsupportedMessageError
 from .messages import PreSharedKeyID, PSKType, ResumptionPSKUsage
 
 __all__ = ["PSKs", "RESUMPTION_PSK_EPOCHS", "ResumptionPSKs", "welcome_psk_secret"]

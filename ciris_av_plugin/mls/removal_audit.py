@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 
 from ..errors import MLSError
 from . import key_schedule as ks
-from .commit_rules import public_path_handler, stage_commit, verify_public_message
+from .commit_rules import public_path_handler, stage_commit
 from .crypto import CipherSuite
 from .errors import CryptoError
 from .framing import MLSMessage, PublicMessage
 from .group import Group
 from .group_events import CommitProcessed
+from .public_state import verify_public_message
 from .treekem import UPDATE_PATH_LABEL, next_path_secret
 
 __all__ = ["DerivedEpoch", "RemovalAudit", "follow_as_removed"]
