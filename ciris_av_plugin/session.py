@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AVError, MLSError
-from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError
+from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError, Policy
 from .mls import ProposalReceived as MLSProposalReceived
 from .mls.framing import MLSMessage
 from .mls.messages import Welcome
@@ -320,8 +320,13 @@ class Session:
             return False
         return self._restored_epoch is None or g.epoch > self._restored_epoch
 
-    def _group_kwargs(self) -> dict[str, Any]:
+    def _clock_kwargs(self) -> dict[str, Any]:
         return {} if self._clock is None else {"clock": self._clock}
+
+    def _group_kwargs(self) -> dict[str, Any]:
+        # The relay refuses PSKs, ReInit and private handshakes in relayed groups; the member holds
+        # itself to the same policy (and so keeps no past epochs' resumption PSKs).
+        return {"policy": Policy.relay(), **self._clock_kwargs()}
 
     # ---- creating, restoring ---------------------------------------------------------------
 
@@ -366,7 +371,7 @@ class Session:
         self.signer = (identity_pub, sign)
         out: list[Action] = []
         for i in range(one_time + int(last_resort)):
-            bundle = KeyPackageBundle.generate(self.identity, self.suite, now=now, **self._group_kwargs())
+            bundle = KeyPackageBundle.generate(self.identity, self.suite, now=now, **self._clock_kwargs())
             self.bundles.append(bundle)
             env = seal_envelope(
                 bundle.key_package, last_resort=i == one_time, identity_pub=identity_pub, ts=int(now), sign=sign

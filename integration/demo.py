@@ -78,6 +78,7 @@ def summarise(report: JoinReport) -> dict[str, Any]:
         "late_joiner_first_keyframe_s": float(report.figures.get("join_to_first_keyframe_s", 0.0)),
         "removed_member_decrypted_after_removal": removed,
         "removal": None if promise is None else {
+            "outcome": promise.get("outcome"),
             "removal_epoch": promise["removal_epoch"],
             "retained_epoch": promise["retained_epoch"],
             "captured_frames_at_or_after_removal": promise["captured_at_or_after_removal"],

@@ -198,8 +198,8 @@ def test_context_carries_a_shutdown_signal(tmp_path: Path) -> None:
 
 
 def test_welcome_handler_joins_a_group_and_the_state_stays_with_the_caller() -> None:
+    from ciris_av_plugin.mls import Group, KeyPackageBundle
     from ciris_av_plugin.mls.crypto import CipherSuite
-    from ciris_av_plugin.mls.group import Group, KeyPackageBundle
 
     host = TestHost(entry_point_manager())
     host.register(host.configure(ENABLED))

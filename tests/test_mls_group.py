@@ -21,6 +21,7 @@ from ciris_av_plugin.mls import (
     InvalidCommitError,
     OwnCommitError,
     PendingCommitError,
+    Policy,
     ProposalReceived,
     PublicGroup,
     StaleEpochError,
@@ -452,3 +453,17 @@ def test_the_public_api_of_issue_4_verbatim() -> None:
     restored = Group.from_bytes(joined.to_bytes())
     assert restored.epoch == public.epoch == 2
     assert PublicGroup.from_bytes(public.to_bytes()).members == {1: b"joiner-identity!"}
+
+
+@pytest.mark.parametrize("policy, kept", [(Policy.relay(), False), (Policy(), True)])
+def test_persisted_state_keeps_past_resumption_psks_only_where_psks_are_allowed(policy: Policy, kept: bool) -> None:
+    g = Group.create(b"resumption", ident(0), SUITE, clock=clock, policy=policy)
+    past = []
+    for _ in range(3):
+        past.append(g._e.secrets.resumption_psk)  # noqa: SLF001 - the secret whose deletion is tested
+        g.commit(force_path=True)
+        g.merge_pending()
+    state = g.to_bytes()
+    assert [psk in state for psk in past] == [kept] * 3
+    restored = Group.from_bytes(state, clock=clock, policy=policy)
+    assert [psk in restored.to_bytes() for psk in past] == [kept] * 3

@@ -217,9 +217,9 @@ def test_group_context_extensions_committed_then_used() -> None:
 
 
 def test_proposals_per_epoch_are_bounded(monkeypatch) -> None:
-    from ciris_av_plugin.mls import ProposalLimitError, commit_rules
+    from ciris_av_plugin.mls import ProposalLimitError, proposals
 
-    monkeypatch.setattr(commit_rules, "MAX_PROPOSALS_PER_EPOCH", 3)
+    monkeypatch.setattr(proposals, "MAX_PROPOSALS_PER_EPOCH", 3)
     groups, public = setup(2)
     for _ in range(3):
         public.process(groups[1].propose_update())

@@ -4,7 +4,10 @@ The public API: :class:`CipherSuite`, :class:`KeyPackageBundle`, :class:`Group` 
 :class:`PublicGroup` (the relay's keyless view), their events and their typed errors.
 """
 
-from .commit_rules import (
+from .crypto import CipherSuite
+from .errors import MLSError
+from .group import Group
+from .group_errors import (
     DecryptionError,
     DuplicateMemberError,
     EpochError,
@@ -24,7 +27,6 @@ from .commit_rules import (
     NoMatchingKeyPackageError,
     OwnCommitError,
     PendingCommitError,
-    Policy,
     PolicyRefusedError,
     ProposalLimitError,
     StaleEpochError,
@@ -36,17 +38,10 @@ from .commit_rules import (
     WrongGroupError,
     WrongMembershipTag,
 )
-from .crypto import CipherSuite
-from .errors import MLSError
-from .group import (
-    ApplicationMessage,
-    CommitProcessed,
-    Group,
-    GroupEvent,
-    KeyPackageBundle,
-    PendingCommit,
-    ProposalReceived,
-)
+from .group_events import ApplicationMessage, CommitProcessed, GroupEvent, ProposalReceived
+from .group_state import PendingCommit
+from .key_package_bundle import KeyPackageBundle
+from .policy import Policy
 from .public_group import PublicGroup
 
 __all__ = [

@@ -9,15 +9,19 @@ module adds what needs secrets: membership tags, PrivateMessages, path decryptio
 and the confirmation tag.
 
 A raised :class:`~ciris_av_plugin.errors.MLSError` leaves the state as it was. Secrets of a past
-epoch are dropped when the next one is installed (§9.2); only the resumption PSKs of the last
-:data:`RESUMPTION_PSK_EPOCHS` epochs are kept, because §8.6 lets later commits reference them.
+epoch are dropped when the next one is installed (§9.2); only recent resumption PSKs are kept
+(:mod:`.psks`), and none under a policy that refuses PSKs (the relayed groups' :meth:`Policy.relay`).
+
+Beside it: :mod:`.group_events` (what :meth:`Group.process` returns), :mod:`.group_state` (an epoch's
+state, a pending commit, the saved layout), :mod:`.group_join` (opening a Welcome),
+:mod:`.commit_selection` (which proposals a commit carries), :mod:`.key_package_bundle`.
 
 Persistence: :meth:`Group.to_bytes` holds private keys and the current epoch's secrets. The store
 layer must write it with mode 0600 and overwrite (not append to) the previous copy.
 
 Time: KeyPackage lifetimes are checked against ``now`` passed to a call, else the injected
-``clock`` (wall-clock seconds). :data:`DEFAULT_CLOCK` is the only place this package's MLS code
-touches a clock; tests and hosts inject their own.
+``clock`` (wall-clock seconds). :data:`~.clock.DEFAULT_CLOCK` is the only place this package's MLS
+code touches a clock; tests and hosts inject their own.
 """
 
 from __future__ import annotations
@@ -25,51 +29,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import MLSError
 from . import key_schedule as ks
-from . import tree_math as tm
-from .codec import DecodeError, Reader, Writer, decode_all
-from .commit_rules import (
-    CachedProposal,
-    DecryptionError,
-    DuplicateMemberError,
-    GroupInactiveError,
-    InvalidCommitError,
-    InvalidKeyPackageError,
-    InvalidPathError,
-    InvalidWelcomeError,
-    MissingPSKError,
-    NoMatchingKeyPackageError,
-    OwnCommitError,
-    PendingCommitError,
-    Policy,
-    PolicyRefusedError,
-    PublicState,
-    ResolvedProposal,
-    UnknownMemberError,
-    UnsupportedMessageError,
-    WrongConfirmationTag,
-    apply_proposals,
-    cache_proposal,
-    check_epoch,
-    check_key_package,
-    check_path_public,
-    check_tree_against_context,
-    credential_identity,
-    member_signature_key,
-    public_path_handler,
-    resolve_proposals,
-    stage_commit,
-    validate_proposal,
-    verified_group_info_tree,
-    verify_group_info_signature,
-    verify_public_message,
-)
+from .clock import DEFAULT_CLOCK
+from .codec import Writer
+from .commit_rules import check_path_public, public_path_handler, stage_commit
+from .commit_selection import select_proposals
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError, SecretTreeError
 from .framing import (
@@ -86,302 +52,61 @@ from .framing import (
     sign_content,
     unprotect_private,
 )
+from .group_errors import (
+    DecryptionError,
+    GroupInactiveError,
+    InvalidCommitError,
+    InvalidPathError,
+    OwnCommitError,
+    PendingCommitError,
+    PolicyRefusedError,
+    UnknownMemberError,
+    UnsupportedMessageError,
+    WrongConfirmationTag,
+)
+from .group_events import ApplicationMessage, CommitProcessed, GroupEvent, ProposalReceived
+from .group_join import open_welcome
+from .group_state import (
+    EpochState,
+    PendingCommit,
+    SavedGroup,
+    clone_secret_tree,
+    strip_secrets,
+)
+from .key_package_bundle import KeyPackageBundle, parse_key_package
 from .messages import (
     Add,
     Capabilities,
     Commit,
-    Credential,
     Extension,
     ExtensionType,
     GroupContext,
-    GroupContextExtensions,
     GroupInfo,
     GroupSecrets,
     KeyPackage,
     LeafNodeSource,
-    Lifetime,
     PathSecret,
-    PreSharedKey,
     PreSharedKeyID,
     Proposal,
-    ProposalOrRef,
     ProposalType,
-    PSKType,
     Remove,
-    ResumptionPSKUsage,
     Update,
     Welcome,
     WireFormat,
 )
-from .secret_tree import HashRatchet, RatchetType, SecretTree
+from .policy import Policy, check_key_package, check_tree_against_context, credential_identity
+from .proposals import apply_proposals, cache_proposal, resolve_proposals
+from .psks import PSKs, ResumptionPSKs
+from .public_state import PublicState, check_epoch, member_signature_key, verify_public_message
+from .secret_tree import SecretTree
 from .tree import RatchetTree, TreeError
 from .treekem import TreeKEMError, TreeKEMPrivate, create_update_path, process_update_path
 from .welcome import (
-    WelcomeError,
-    decrypt_group_info,
-    decrypt_group_secrets,
     encrypt_group_info,
     encrypt_group_secrets,
 )
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CLOCK: Callable[[], float] = time.time
-"""Wall-clock seconds for KeyPackage lifetimes; the injectable default (see module docstring)."""
-
-KEY_PACKAGE_LIFETIME = 90 * 24 * 3600
-"""Validity of a generated KeyPackage. OpenMLS uses about 3 months; directory sweeps reclaim them."""
-
-KEY_PACKAGE_BACKDATE = 3600
-"""KeyPackages start an hour in the past so a peer with a slow clock accepts them (ARCHITECTURE.md)."""
-
-RESUMPTION_PSK_EPOCHS = 8
-"""Past epochs whose resumption PSK is kept for resumption PSK proposals (§8.6). OpenMLS keeps a
-configurable store (default a handful); eight covers a commit racing a few epochs of churn."""
-
-STATE_VERSION = 1
-"""Leading byte of :meth:`Group.to_bytes`; bumped when the layout changes."""
-
-PSKs = Mapping[bytes, bytes]
-"""External PSKs supplied by the caller: psk_id -> psk value (§8.4)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Events (returned by Group.process)
-
-
-@dataclass
-class ProposalReceived:
-    """A valid proposal was cached for a later commit of this epoch."""
-
-    ref: bytes
-    """Its ProposalRef (§5.2), which a commit may name."""
-    sender: int | None
-    """Leaf index of a member sender; None for an external sender."""
-    proposal_type: int
-    """The ProposalType (add, remove, ...)."""
-    removed: bytes | None = None
-    """For a Remove: the credential identity it would remove (a leave when it equals the sender's)."""
-
-
-@dataclass
-class CommitProcessed:
-    """A foreign commit was applied: the group is at a new epoch."""
-
-    epoch: int
-    """The new epoch."""
-    committer: int
-    """Leaf index of the member who committed."""
-    added: dict[int, bytes] = field(default_factory=dict)
-    """New leaf index -> credential identity."""
-    removed: dict[int, bytes] = field(default_factory=dict)
-    """Removed leaf index -> credential identity."""
-    updated: list[int] = field(default_factory=list)
-    """Leaves replaced by Update proposals."""
-    self_removed: bool = False
-    """This member was removed; the group is now inactive."""
-    discarded_pending: bool = False
-    """Our own pending commit for the same epoch lost and was discarded."""
-
-
-@dataclass
-class ApplicationMessage:
-    """Application data from a member (always a PrivateMessage, §6)."""
-
-    sender: int
-    """Sender's leaf index."""
-    data: bytes
-    """The plaintext."""
-    authenticated_data: bytes = b""
-    """The sender's unencrypted but authenticated data."""
-
-
-GroupEvent = ProposalReceived | CommitProcessed | ApplicationMessage
-
-
-# --------------------------------------------------------------------------------------------------
-# KeyPackageBundle
-
-
-@dataclass
-class KeyPackageBundle:
-    """A KeyPackage with the private keys that go with it (§10): what a joiner keeps until its Welcome."""
-
-    key_package: bytes
-    """The MLSMessage-framed KeyPackage, as published to the directory."""
-    init_priv: bytes
-    encryption_priv: bytes
-    signature_priv: bytes
-
-    @classmethod
-    def generate(
-        cls,
-        identity: bytes,
-        suite: CipherSuite,
-        *,
-        signature_priv: bytes | None = None,
-        now: float | None = None,
-        lifetime: int = KEY_PACKAGE_LIFETIME,
-        capabilities: Capabilities | None = None,
-        clock: Callable[[], float] = DEFAULT_CLOCK,
-    ) -> KeyPackageBundle:
-        """A fresh KeyPackage for a BasicCredential ``identity``, back-dated by an hour.
-
-        ``signature_priv`` reuses a member's signature key (a rejoin); by default a new one is made.
-        """
-        if signature_priv is None:
-            signature_priv, _ = suite.generate_signature_key_pair()
-        t = int(clock() if now is None else now)
-        kp, init_priv, enc_priv = KeyPackage.create(
-            suite,
-            Credential.basic(identity),
-            signature_priv,
-            Lifetime(max(0, t - KEY_PACKAGE_BACKDATE), t + lifetime),
-            capabilities=capabilities,
-        )
-        return cls(MLSMessage(kp).to_bytes(), init_priv, enc_priv, signature_priv)
-
-    @property
-    def package(self) -> KeyPackage:
-        body = MLSMessage.from_bytes(self.key_package).body
-        assert isinstance(body, KeyPackage)
-        return body
-
-    @property
-    def suite(self) -> CipherSuite:
-        return CipherSuite(self.package.cipher_suite)
-
-    @property
-    def ref(self) -> bytes:
-        """The KeyPackageRef a Welcome addresses (§5.2)."""
-        return self.package.ref(self.suite)
-
-    @property
-    def identity(self) -> bytes:
-        return credential_identity(self.package.leaf_node)
-
-    def to_bytes(self) -> bytes:
-        """Private keys included: store like :meth:`Group.to_bytes` (mode 0600)."""
-        w = Writer().opaque(self.key_package).opaque(self.init_priv)
-        return w.opaque(self.encryption_priv).opaque(self.signature_priv).bytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> KeyPackageBundle:
-        return decode_all(data, lambda r: cls(r.opaque(), r.opaque(), r.opaque(), r.opaque()))
-
-
-# --------------------------------------------------------------------------------------------------
-# PendingCommit
-
-
-@dataclass
-class _Epoch:
-    """Everything a member holds for one epoch; replaced wholesale on an epoch change."""
-
-    public: PublicState
-    private: TreeKEMPrivate
-    secrets: ks.EpochSecrets
-    secret_tree: SecretTree
-    confirmation_tag: bytes
-    own_updates: dict[bytes, bytes] = field(default_factory=dict)
-    """ProposalRef of each Update we proposed this epoch -> the new leaf's HPKE private key."""
-
-
-@dataclass
-class PendingCommit:
-    """An own commit waiting for the delivery service's verdict."""
-
-    commit: bytes
-    """MLSMessage (PublicMessage or PrivateMessage) to submit."""
-    welcome: bytes | None
-    """MLSMessage Welcome for the added members (carries the ratchet tree), or None without Adds."""
-    epoch: int
-    """The epoch this commit leads to."""
-    added: dict[int, bytes] = field(default_factory=dict)
-    """New leaf index -> credential identity."""
-    removed: dict[int, bytes] = field(default_factory=dict)
-    """Removed leaf index -> credential identity."""
-    updated: list[int] = field(default_factory=list)
-    """Leaves replaced by the Update proposals this commit includes."""
-    _next: _Epoch | None = field(default=None, repr=False)
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _strip(secrets: ks.EpochSecrets) -> ks.EpochSecrets:
-    """Drop the secrets no longer needed once an epoch is installed (§9.2 deletion schedule).
-
-    joiner/welcome/epoch secrets only lead to the others; the encryption secret now lives in the
-    secret tree, which deletes as it derives.
-    """
-    return dataclasses.replace(secrets, joiner_secret=b"", welcome_secret=b"", epoch_secret=b"", encryption_secret=b"")
-
-
-def _clone_secret_tree(st: SecretTree) -> SecretTree:
-    """An independent copy, so a failed decryption can be thrown away with its ratchet steps."""
-    out = SecretTree.__new__(SecretTree)
-    out.suite = st.suite
-    out.n_leaves = st.n_leaves
-    out._nodes = dict(st._nodes)
-    out._ratchets = {
-        k: HashRatchet(r.suite, r.secret, r.generation, OrderedDict(r.skipped)) for k, r in st._ratchets.items()
-    }
-    return out
-
-
-def _encode_secret_tree(w: Writer, st: SecretTree) -> None:
-    w.u32(st.n_leaves)
-    w.vector(sorted(st._nodes.items()), lambda ww, kv: ww.u32(kv[0]).opaque(kv[1]))
-
-    def ratchet(ww: Writer, item: tuple[tuple[int, RatchetType], HashRatchet]) -> None:
-        (leaf, kind), r = item
-        ww.u32(leaf).u8(int(kind)).opaque(r.secret).u32(r.generation)
-        ww.vector(r.skipped.items(), lambda w3, kv: w3.u32(kv[0]).opaque(kv[1][0]).opaque(kv[1][1]))
-
-    w.vector(st._ratchets.items(), ratchet)
-
-
-def _decode_secret_tree(r: Reader, suite: CipherSuite) -> SecretTree:
-    st = SecretTree.__new__(SecretTree)
-    st.suite = suite
-    st.n_leaves = r.u32()
-    st._nodes = dict(r.vector(lambda rr: (rr.u32(), rr.opaque())))
-    st._ratchets = {}
-    for leaf, kind, secret, generation, skipped in r.vector(
-        lambda rr: (rr.u32(), RatchetType(rr.u8()), rr.opaque(), rr.u32(),
-                    rr.vector(lambda r3: (r3.u32(), (r3.opaque(), r3.opaque()))))
-    ):
-        st._ratchets[(leaf, kind)] = HashRatchet(suite, secret, generation, OrderedDict(skipped))
-    return st
-
-
-_SECRET_FIELDS = (
-    "sender_data_secret",
-    "exporter_secret",
-    "epoch_authenticator",
-    "external_secret",
-    "confirmation_key",
-    "membership_key",
-    "resumption_psk",
-    "init_secret",
-)
-
-
-def _parse_key_package(data: bytes) -> KeyPackage:
-    """A KeyPackage from MLSMessage bytes (or bare KeyPackage bytes), InvalidKeyPackageError if neither."""
-    try:
-        body = MLSMessage.from_bytes(data).body
-    except DecodeError:
-        try:
-            return KeyPackage.from_bytes(data)
-        except DecodeError as exc:
-            raise InvalidKeyPackageError("not a KeyPackage") from exc
-    if not isinstance(body, KeyPackage):
-        raise InvalidKeyPackageError("MLSMessage does not carry a KeyPackage")
-    return body
-
 
 # --------------------------------------------------------------------------------------------------
 # Group
@@ -392,7 +117,7 @@ class Group:
 
     def __init__(
         self,
-        epoch: _Epoch,
+        epoch: EpochState,
         signature_priv: bytes,
         *,
         resumption_psks: dict[int, bytes] | None = None,
@@ -402,11 +127,13 @@ class Group:
     ) -> None:
         self._e = epoch
         self._sig_priv = signature_priv
-        self._resumption: dict[int, bytes] = dict(resumption_psks or {})
         self._active = active
         self._pending: PendingCommit | None = None
         self.policy = policy or Policy()
         self.clock = clock
+        self._psks = ResumptionPSKs(
+            epoch.public.suite, epoch.public.group_context.group_id, keep=self.policy.allow_psk, kept=resumption_psks
+        )
         if active:
             self._remember_resumption()
 
@@ -441,7 +168,7 @@ class Group:
         interim = ks.interim_transcript_hash(suite, b"", tag)
         public = PublicState(suite, gc, tree, interim)
         private = TreeKEMPrivate(0, bundle.encryption_priv)
-        epoch = _Epoch(public, private, _strip(secrets), SecretTree(suite, secrets.encryption_secret, 1), tag)
+        epoch = EpochState(public, private, strip_secrets(secrets), SecretTree(suite, secrets.encryption_secret, 1), tag)
         return cls(epoch, bundle.signature_priv, policy=policy, clock=clock)
 
     @classmethod
@@ -464,67 +191,8 @@ class Group:
         leaf of that verified tree.
         """
         del now  # the tree's KeyPackage lifetimes may have expired legitimately (§7.3)
-        try:
-            msg = MLSMessage.from_bytes(welcome).body
-        except DecodeError as exc:
-            raise InvalidWelcomeError("not an MLSMessage") from exc
-        if not isinstance(msg, Welcome):
-            raise InvalidWelcomeError("MLSMessage does not carry a Welcome")
-        entries = {e.new_member: e for e in msg.secrets}
-        bundle = entry = kp = suite = None
-        for b in bundles:
-            cand = b.package
-            try:
-                cand_suite = CipherSuite(cand.cipher_suite)
-            except MLSError:
-                continue
-            ref = cand.ref(cand_suite)
-            if ref in entries:
-                bundle, entry, kp, suite = b, entries[ref], cand, cand_suite
-                break
-        if bundle is None or entry is None or kp is None or suite is None:
-            raise NoMatchingKeyPackageError("the Welcome addresses none of these KeyPackages")
-        if msg.cipher_suite != suite.id:
-            raise InvalidWelcomeError("Welcome and KeyPackage cipher suites differ")
-        try:
-            secrets = decrypt_group_secrets(suite, entry, bundle.init_priv, msg.encrypted_group_info)
-        except (WelcomeError, DecodeError) as exc:
-            raise InvalidWelcomeError(str(exc)) from exc
-        psk_secret = _welcome_psk_secret(suite, secrets.psks, psks)
-        try:
-            info = decrypt_group_info(suite, secrets.joiner_secret, psk_secret, msg.encrypted_group_info)
-        except (WelcomeError, DecodeError) as exc:
-            raise InvalidWelcomeError(str(exc)) from exc
-        gc = info.group_context
-        if gc.cipher_suite != suite.id:
-            raise InvalidWelcomeError("GroupInfo cipher suite differs from the KeyPackage's")
-        tree = verified_group_info_tree(suite, info, ratchet_tree)
-        verify_group_info_signature(suite, info, tree)
-        me = next((i for i, leaf in tree.leaves() if leaf == kp.leaf_node), None)
-        if me is None:
-            raise InvalidWelcomeError("no leaf of the tree is our KeyPackage's leaf")
-        epoch_secrets = ks.epoch_secrets_from_joiner(suite, secrets.joiner_secret, psk_secret, gc)
-        tag = ks.confirmation_tag(suite, epoch_secrets.confirmation_key, gc.confirmed_transcript_hash)
-        if tag != info.confirmation_tag:
-            raise WrongConfirmationTag("GroupInfo confirmation tag does not match the key schedule")
-        private = TreeKEMPrivate(me, bundle.encryption_priv)
-        if secrets.path_secret is not None:
-            x = tm.common_ancestor(2 * me, 2 * info.signer)
-            try:
-                private.implant_from(tree, x, secrets.path_secret.path_secret)
-            except (TreeKEMError, TreeError) as exc:
-                raise InvalidWelcomeError(f"path secret: {exc}") from exc
-        interim = ks.interim_transcript_hash(suite, gc.confirmed_transcript_hash, info.confirmation_tag)
-        public = PublicState(suite, gc, tree, interim)
-        epoch = _Epoch(
-            public,
-            private,
-            _strip(epoch_secrets),
-            SecretTree(suite, epoch_secrets.encryption_secret, tree.n_leaves),
-            info.confirmation_tag,
-        )
-        log.debug("joined group %s at epoch %d as leaf %d", gc.group_id.hex()[:16], gc.epoch, me)
-        return cls(epoch, bundle.signature_priv, policy=policy, clock=clock)
+        epoch, signature_priv = open_welcome(welcome, bundles, ratchet_tree, psks)
+        return cls(epoch, signature_priv, policy=policy, clock=clock)
 
     # ---------------------------------------------------------------- read-only views
 
@@ -605,7 +273,7 @@ class Group:
         self._check_active()
         return MLSMessage(self._group_info(self._e, ratchet_tree, external_pub)).to_bytes()
 
-    def _group_info(self, e: _Epoch, ratchet_tree: bool = True, external_pub: bool = False) -> GroupInfo:
+    def _group_info(self, e: EpochState, ratchet_tree: bool = True, external_pub: bool = False) -> GroupInfo:
         exts: list[Extension] = []
         if ratchet_tree:
             exts.append(Extension(ExtensionType.RATCHET_TREE, e.public.tree.to_bytes()))
@@ -621,7 +289,7 @@ class Group:
     def _frame(self, body: Proposal | Commit | bytes, authenticated_data: bytes) -> FramedContent:
         return FramedContent(self.group_id, self.epoch, Sender.member(self.leaf_index), authenticated_data, body)
 
-    def _protect(self, ac: AuthenticatedContent, e: _Epoch) -> bytes:
+    def _protect(self, ac: AuthenticatedContent, e: EpochState) -> bytes:
         if ac.wire_format == WireFormat.PUBLIC_MESSAGE:
             msg = protect_public(self.suite, ac, e.secrets.membership_key, e.public.group_context)
             return MLSMessage(msg).to_bytes()
@@ -674,7 +342,7 @@ class Group:
         return self._propose(Proposal(Remove(leaf)), private, authenticated_data)
 
     def propose_add(self, key_package: bytes, *, private: bool = False, authenticated_data: bytes = b"") -> bytes:
-        return self._propose(Proposal(Add(_parse_key_package(key_package))), private, authenticated_data)
+        return self._propose(Proposal(Add(parse_key_package(key_package))), private, authenticated_data)
 
     def encrypt(self, data: bytes, authenticated_data: bytes = b"") -> bytes:
         """Application data as a PrivateMessage of the current epoch (§6.3)."""
@@ -714,7 +382,7 @@ class Group:
         me = self.leaf_index
         t = self._now(now)
 
-        kps = [_parse_key_package(b) for b in adds]
+        kps = [parse_key_package(b) for b in adds]
         for kp in kps:
             check_key_package(suite, kp, e.public.group_context.extensions, t)
         remove_leaves: list[int] = []
@@ -727,8 +395,9 @@ class Group:
             if leaf not in remove_leaves:
                 remove_leaves.append(leaf)
 
-        resolved, pors = self._select_proposals(
-            e, kps, remove_leaves, include_pending, psks, t, None if extensions is None else list(extensions)
+        resolved, pors = select_proposals(
+            e.public, me, self.policy, self._psks.available,
+            kps, remove_leaves, include_pending, psks, t, None if extensions is None else list(extensions),
         )
         applied = apply_proposals(e.public, me, resolved, self.policy, t)
         gc = e.public.group_context
@@ -759,15 +428,15 @@ class Group:
         ac = sign_content(suite, wf, self._frame(commit, authenticated_data), self._sig_priv, gc)
         cth = ks.confirmed_transcript_hash(suite, e.public.interim_transcript_hash, ac.confirmed_transcript_input())
         new_gc = dataclasses.replace(provisional, tree_hash=tree_hash, confirmed_transcript_hash=cth)
-        psk_secret = self._psk_secret(applied.psk_ids, psks)
+        psk_secret = self._psks.secret(applied.psk_ids, psks)
         secrets = ks.derive_epoch_secrets(suite, e.secrets.init_secret, commit_secret, psk_secret, new_gc)
         tag = ks.confirmation_tag(suite, secrets.confirmation_key, cth)
         ac.auth.confirmation_tag = tag
         interim = ks.interim_transcript_hash(suite, cth, tag)
-        nxt = _Epoch(
+        nxt = EpochState(
             PublicState(suite, new_gc, new_tree, interim),
             new_private,
-            _strip(secrets),
+            strip_secrets(secrets),
             SecretTree(suite, secrets.encryption_secret, new_tree.n_leaves),
             tag,
         )
@@ -786,81 +455,9 @@ class Group:
         )
         return self._pending
 
-    def _select_proposals(
-        self,
-        e: _Epoch,
-        kps: list[KeyPackage],
-        remove_leaves: list[int],
-        include_pending: bool,
-        psks: PSKs | None,
-        now: float,
-        extensions: list[Extension] | None = None,
-    ) -> tuple[list[ResolvedProposal], list[ProposalOrRef]]:
-        """Cached proposals that keep the list valid (§12.2, §12.4), then our own by value."""
-        me = self.leaf_index
-        resolved: list[ResolvedProposal] = []
-        pors: list[ProposalOrRef] = []
-        cached: list[CachedProposal] = list(e.public.proposals.values()) if include_pending else []
-        removed = set(remove_leaves)
-        for c in cached:
-            body = c.proposal.body
-            if isinstance(body, Remove) and body.removed != me:
-                removed.add(body.removed)
-        touched: set[int] = set()
-        identities = {credential_identity(leaf) for i, leaf in e.public.tree.leaves() if i not in removed}
-        seen_psks: set[bytes] = set()
-        have_gce = False
-        for c in cached:
-            body = c.proposal.body
-            take = False
-            try:
-                validate_proposal(e.public, c.proposal, c.sender.sender_type, c.sender.index, self.policy, now)
-            except MLSError as exc:
-                log.debug("cached %s proposal no longer valid: %s", c.proposal.proposal_type, exc)
-                continue
-            if isinstance(body, Remove):
-                take = body.removed != me and body.removed not in touched
-                if take:
-                    touched.add(body.removed)
-            elif isinstance(body, Update):
-                take = c.sender.index != me and c.sender.index not in removed and c.sender.index not in touched
-                if take:
-                    touched.add(c.sender.index)
-            elif isinstance(body, Add):
-                ident = credential_identity(body.key_package.leaf_node)
-                take = ident not in identities
-                if take:
-                    identities.add(ident)
-            elif isinstance(body, PreSharedKey):
-                key = body.psk.to_bytes()
-                take = key not in seen_psks and self._psk_available(body.psk, psks)
-                if take:
-                    seen_psks.add(key)
-            elif body.proposal_type == ProposalType.GROUP_CONTEXT_EXTENSIONS:
-                take = not have_gce and extensions is None
-                have_gce = True
-            if take:
-                resolved.append(ResolvedProposal(c.proposal, c.sender.sender_type, c.sender.index, c.ref))
-                pors.append(ProposalOrRef(reference=c.ref))
-            else:
-                log.debug("leaving cached %s proposal out of our commit", c.proposal.proposal_type)
-        own: list[Proposal] = [Proposal(Remove(leaf)) for leaf in remove_leaves if leaf not in touched]
-        if extensions is not None:
-            own.insert(0, Proposal(GroupContextExtensions(extensions)))
-        for kp in kps:
-            ident = credential_identity(kp.leaf_node)
-            if ident in identities:
-                raise DuplicateMemberError("an Add for an identity already in the group (§12.2)")
-            identities.add(ident)
-            own.append(Proposal(Add(kp)))
-        for p in own:
-            resolved.append(ResolvedProposal(p, SenderType.MEMBER, me))
-            pors.append(ProposalOrRef(proposal=p))
-        return resolved, pors
-
     def _welcome(
         self,
-        nxt: _Epoch,
+        nxt: EpochState,
         added: dict[int, KeyPackage],
         secrets: ks.EpochSecrets,
         psk_secret: bytes | None,
@@ -895,39 +492,12 @@ class Group:
             raise PendingCommitError("no pending commit to discard")
         self._pending = None
 
-    def _install(self, nxt: _Epoch) -> None:
+    def _install(self, nxt: EpochState) -> None:
         self._e = nxt
         self._remember_resumption()
 
     def _remember_resumption(self) -> None:
-        self._resumption[self.epoch] = self._e.secrets.resumption_psk
-        for old in sorted(self._resumption)[:-RESUMPTION_PSK_EPOCHS]:
-            del self._resumption[old]
-
-    # ---------------------------------------------------------------- PSKs (§8.4, §8.6)
-
-    def _psk_available(self, psk: PreSharedKeyID, psks: PSKs | None) -> bool:
-        try:
-            self._psk_value(psk, psks)
-        except MissingPSKError:
-            return False
-        return True
-
-    def _psk_value(self, psk: PreSharedKeyID, psks: PSKs | None) -> bytes:
-        if psk.psktype == PSKType.EXTERNAL:
-            if psks is None or psk.psk_id not in psks:
-                raise MissingPSKError(f"external PSK {psk.psk_id.hex()[:16]} not supplied")
-            return psks[psk.psk_id]
-        if psk.usage != ResumptionPSKUsage.APPLICATION:
-            raise UnsupportedMessageError("reinit/branch resumption PSKs are not supported")
-        if psk.psk_group_id != self.group_id or psk.psk_epoch not in self._resumption:
-            raise MissingPSKError(f"resumption PSK of epoch {psk.psk_epoch} is not kept")
-        return self._resumption[psk.psk_epoch]
-
-    def _psk_secret(self, psk_ids: Sequence[PreSharedKeyID], psks: PSKs | None) -> bytes | None:
-        if not psk_ids:
-            return None
-        return ks.psk_secret(self.suite, [(p, self._psk_value(p, psks)) for p in psk_ids])
+        self._psks.remember(self.epoch, self._e.secrets.resumption_psk)
 
     # ---------------------------------------------------------------- receiving
 
@@ -948,7 +518,7 @@ class Group:
             check_epoch(e.public, msg.group_id, msg.epoch)
             if msg.content_type != ContentType.APPLICATION and not self.policy.allow_private_handshakes:
                 raise PolicyRefusedError("PrivateMessage handshakes are refused in this group")
-            secret_tree = _clone_secret_tree(e.secret_tree)
+            secret_tree = clone_secret_tree(e.secret_tree)
             try:
                 ac = unprotect_private(
                     self.suite, msg, secret_tree, e.secrets.sender_data_secret, e.public.group_context,
@@ -1024,14 +594,14 @@ class Group:
         )
         if me in staged.removed:
             # §12.4.2: a member removed by a valid commit stops here; it cannot derive the new epoch.
-            self._e = _Epoch(
+            self._e = EpochState(
                 PublicState(suite, staged.group_context, staged.tree, staged.interim_transcript_hash),
                 TreeKEMPrivate(me, b""),
                 ks.EpochSecrets(*([b""] * len(dataclasses.fields(ks.EpochSecrets)))),
                 SecretTree(suite, bytes(suite.Nh), 1),
                 ac.auth.confirmation_tag or b"",
             )
-            self._resumption.clear()
+            self._psks.clear()
             self._active = False
             event.self_removed = True
             return event
@@ -1040,7 +610,7 @@ class Group:
             private = TreeKEMPrivate(me, base.encryption_priv, dict(base.path_keys))
             private.prune(staged.tree)
         commit_secret = got.get("commit_secret")
-        psk_secret = self._psk_secret(staged.psk_ids, psks)
+        psk_secret = self._psks.secret(staged.psk_ids, psks)
         secrets = ks.derive_epoch_secrets(
             suite, e.secrets.init_secret, commit_secret, psk_secret, staged.group_context  # type: ignore[arg-type]
         )
@@ -1048,10 +618,10 @@ class Group:
         if tag != ac.auth.confirmation_tag:
             raise WrongConfirmationTag("commit confirmation tag does not match the key schedule")
         self._install(
-            _Epoch(
+            EpochState(
                 PublicState(suite, staged.group_context, staged.tree, staged.interim_transcript_hash),
                 private,  # type: ignore[arg-type]
-                _strip(secrets),
+                strip_secrets(secrets),
                 SecretTree(suite, secrets.encryption_secret, staged.tree.n_leaves),
                 tag,
             )
@@ -1066,77 +636,17 @@ class Group:
         Write it with mode 0600 and replace the previous copy: older copies hold older epochs'
         secrets, which §9.2 wants deleted. A pending commit is not saved (discard it on restart).
         """
-        e = self._e
-        w = Writer().u8(STATE_VERSION)
-        e.public.encode(w)
-        w.boolean(self._active)
-        w.u32(e.private.leaf_index).opaque(self._sig_priv).opaque(e.private.encryption_priv)
-        w.vector(sorted(e.private.path_keys.items()), lambda ww, kv: ww.u32(kv[0]).opaque(kv[1]))
-        for name in _SECRET_FIELDS:
-            w.opaque(getattr(e.secrets, name))
-        w.opaque(e.confirmation_tag)
-        w.vector(sorted(e.own_updates.items()), lambda ww, kv: ww.opaque(kv[0]).opaque(kv[1]))
-        _encode_secret_tree(w, e.secret_tree)
-        w.vector(sorted(self._resumption.items()), lambda ww, kv: ww.u64(kv[0]).opaque(kv[1]))
-        return w.bytes()
+        return SavedGroup(self._e, self._sig_priv, self._active, dict(self._psks.items())).to_bytes()
 
     @classmethod
     def from_bytes(
         cls, data: bytes, *, policy: Policy | None = None, clock: Callable[[], float] = DEFAULT_CLOCK
     ) -> Group:
-        def read(r: Reader) -> Group:
-            version = r.u8()
-            if version != STATE_VERSION:
-                raise DecodeError(f"group state version {version} is not {STATE_VERSION}")
-            public = PublicState.decode(r)
-            active = r.boolean()
-            leaf_index = r.u32()
-            sig_priv = r.opaque()
-            enc_priv = r.opaque()
-            path_keys = dict(r.vector(lambda rr: (rr.u32(), rr.opaque())))
-            values = {name: r.opaque() for name in _SECRET_FIELDS}
-            secrets = ks.EpochSecrets(
-                joiner_secret=b"", welcome_secret=b"", epoch_secret=b"", encryption_secret=b"", **values
-            )
-            tag = r.opaque()
-            own_updates = dict(r.vector(lambda rr: (rr.opaque(), rr.opaque())))
-            st = _decode_secret_tree(r, public.suite)
-            resumption = dict(r.vector(lambda rr: (rr.u64(), rr.opaque())))
-            epoch = _Epoch(public, TreeKEMPrivate(leaf_index, enc_priv, path_keys), secrets, st, tag, own_updates)
-            return cls(epoch, sig_priv, resumption_psks=resumption, active=active, policy=policy, clock=clock)
-
-        return decode_all(data, read)
+        saved = SavedGroup.from_bytes(data)
+        return cls(
+            saved.epoch, saved.signature_priv, resumption_psks=saved.resumption_psks, active=saved.active,
+            policy=policy, clock=clock,
+        )
 
 
-# --------------------------------------------------------------------------------------------------
-# Welcome helpers
-
-
-def _welcome_psk_secret(suite: CipherSuite, ids: Sequence[PreSharedKeyID], psks: PSKs | None) -> bytes | None:
-    """psk_secret of a Welcome's GroupSecrets: only external PSKs can be known to a joiner here."""
-    if not ids:
-        return None
-    values = []
-    for p in ids:
-        if p.psktype != PSKType.EXTERNAL:
-            if p.usage == ResumptionPSKUsage.APPLICATION:
-                raise MissingPSKError("a joiner holds no resumption PSK of the group it joins")
-            raise UnsupportedMessageError("reinit/branch resumption PSKs in a Welcome are not supported")
-        if psks is None or p.psk_id not in psks:
-            raise MissingPSKError(f"external PSK {p.psk_id.hex()[:16]} not supplied")
-        values.append((p, psks[p.psk_id]))
-    return ks.psk_secret(suite, values)
-
-
-__all__ = [
-    "Group",
-    "PendingCommit",
-    "KeyPackageBundle",
-    "ProposalReceived",
-    "CommitProcessed",
-    "ApplicationMessage",
-    "GroupEvent",
-    "DEFAULT_CLOCK",
-    "MLSError",
-    "PolicyRefusedError",
-]
+__all__ = ["Group"]

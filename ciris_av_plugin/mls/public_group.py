@@ -18,28 +18,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from .clock import DEFAULT_CLOCK
 from .codec import DecodeError, Reader, Writer, decode_all
-from .commit_rules import (
-    InvalidGroupInfoError,
-    Policy,
-    PolicyRefusedError,
-    PublicState,
-    StagedCommit,
-    UnsupportedMessageError,
-    cache_proposal,
-    check_epoch,
-    credential_identity,
-    stage_commit,
-    verified_group_info_tree,
-    verify_group_info_signature,
-    verify_public_message,
-)
+from .commit_rules import StagedCommit, stage_commit
 from .crypto import CipherSuite
 from .errors import MLSError
 from .framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
-from .group import DEFAULT_CLOCK, CommitProcessed, ProposalReceived
+from .group_errors import InvalidGroupInfoError, PolicyRefusedError, UnsupportedMessageError
+from .group_events import CommitProcessed, ProposalReceived
+from .group_info import verified_group_info_tree, verify_group_info_signature
 from .key_schedule import interim_transcript_hash
 from .messages import Commit, GroupContext, GroupInfo, Proposal, ProposalType, Remove, Welcome
+from .policy import Policy, credential_identity
+from .proposals import cache_proposal
+from .public_state import PublicState, check_epoch, verify_public_message
 from .tree import RatchetTree
 
 log = logging.getLogger(__name__)

@@ -38,16 +38,13 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import MLSError, RelayError
-from ..mls.commit_rules import (
-    PolicyRefusedError,
-    PublicState,
-    StagedCommit,
-    UnsupportedMessageError,
-    credential_identity,
-)
+from ..mls.commit_rules import StagedCommit
 from ..mls.framing import ContentType, FramedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
+from ..mls.group_errors import PolicyRefusedError, UnsupportedMessageError
 from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
+from ..mls.policy import credential_identity
 from ..mls.public_group import PublicGroup
+from ..mls.public_state import PublicState
 from .directory import KeyPackageDirectory, NotAdmissible
 from .storage import (
     CommitOutcome,

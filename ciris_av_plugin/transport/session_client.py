@@ -123,11 +123,27 @@ class SessionClient:
         self._queue.put((verb, args))
 
     def call(self, verb: Callable[..., list[Any]], *args: Any, timeout: float = 10.0) -> None:
-        """Run a session verb on the worker and wait until it and its requests are done."""
+        """Run a session verb on the worker and wait until it and its requests are done.
+
+        An exception the verb raises on the worker is raised here at once (not after ``timeout``).
+        """
         done = threading.Event()
-        self.submit(lambda *a: self._and_then(verb(*a), done), *args)
+        failed: list[Exception] = []
+
+        def run(*a: Any) -> list[Any]:
+            try:
+                actions = verb(*a)
+            except Exception as exc:
+                failed.append(exc)
+                done.set()
+                raise
+            return self._and_then(actions, done)
+
+        self.submit(run, *args)
         if not done.wait(timeout):
             raise TransportError(f"session verb {getattr(verb, '__name__', verb)} did not finish in {timeout} s")
+        if failed:
+            raise failed[0]
 
     @staticmethod
     def _and_then(actions: list[Any], done: threading.Event) -> list[Any]:
