@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ciris_av_plugin.errors import RelayError
+from ciris_av_plugin.mls import Group, KeyPackageBundle
 from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.mls.group import Group, KeyPackageBundle
 from ciris_av_plugin.relay.delivery import (
     BadGroupInfo,
     DeliveryService,
