@@ -17,6 +17,9 @@ on top. What it guarantees:
 * **Reconnect.** When the link closes without :meth:`close`, a supervisor re-opens it with
   backoff and re-applies the roles; the engine then treats the link as a new subscriber
   (keyframe request upstream) and the receiver resumes at the next keyframe.
+* **Bounded responses.** A request above the link MDU is sent as an uncompressed Resource (the
+  relay refuses compressed ones); a response Resource is admitted only uncompressed, unsplit and
+  within ``control.MAX_RESPONSE_SIZE`` (``resource_guard``), so a relay cannot balloon a member.
 """
 
 from __future__ import annotations

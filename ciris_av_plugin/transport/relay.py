@@ -18,7 +18,11 @@ bytes between it and RNS:
   engine's events to the clients' long-poll queues and closes links that never identified.
 * **Control.** Requests (``identify-confirm``, ``publish``, ``subscribe``, ``events``) run on
   RNS's request threads; each is rate-limited per link and globally and answers with a msgpack
-  map or a typed error ``{"error": code, "message": text}``.
+  map or a typed error ``{"error": code, "message": text}``. A request larger than a link MDU
+  arrives as an RNS Resource; ``resource_guard.ResourceGuard`` refuses its advertisement before
+  RNS allocates anything unless it is an uncompressed, unsplit request within
+  ``control.MAX_REQUEST_SIZE`` from a confirmed link, with per-link and per-node caps on
+  transfers in flight (refusals counted as ``resource_refused_<reason>``).
 """
 
 from __future__ import annotations
