@@ -52,15 +52,7 @@ def _reset_peak_rss() -> bool:
 def role_bomb_relay(ctx: Ctx) -> None:
     """A relay with one extra request (``echo``: the size of the blob it got), watching its threads."""
     spec = ctx.spec
-    deaths: list[str] = []
-    previous_hook = threading.excepthook
-
-    def on_thread_death(args: threading.ExceptHookArgs) -> None:
-        name = args.thread.name if args.thread is not None else "?"
-        deaths.append(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
-        previous_hook(args)
-
-    threading.excepthook = on_thread_death
+    deaths = _watch_thread_deaths()
     ctx.start_rns()
     relay = RelayNode(RNS.Identity(), node.make_engine("passthrough"), receive_mode=spec.get("receive_mode", "auto"))
 
@@ -205,10 +197,87 @@ def role_bomb_attacker(ctx: Ctx) -> None:
     ctx.result(attacks=report)
 
 
+# ---- a hostile relay and its victim ------------------------------------------------------------
+
+
+def _watch_thread_deaths() -> list[str]:
+    deaths: list[str] = []
+    previous_hook = threading.excepthook
+
+    def on_thread_death(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        deaths.append(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
+        previous_hook(args)
+
+    threading.excepthook = on_thread_death
+    return deaths
+
+
+def role_hostile_relay(ctx: Ctx) -> None:
+    """Answers ``identify-confirm`` like a relay, and ``stats`` with a 60 MiB bz2 bomb declaring 100 bytes."""
+    from ciris_av_plugin.transport.relay import APP_NAME, RELAY_ASPECT
+
+    spec = ctx.spec
+    ctx.start_rns()
+    RNS.Resource.MAX_EFFICIENT_SIZE = 256 * 1024 * 1024  # one segment, as a hand-built advertisement
+    dest = RNS.Destination(RNS.Identity(), RNS.Destination.IN, RNS.Destination.SINGLE, APP_NAME, RELAY_ASPECT)
+    links: dict[bytes, RNS.Link] = {}
+    dest.set_link_established_callback(lambda link: links.__setitem__(link.link_id, link))
+    bombs: list[int] = []
+
+    def confirm(path: str, data: Any, request_id: bytes, link_id: bytes, identity: Any, at: float) -> bytes:
+        return control.pack_body({"identity": identity.hash if identity else b"", "mdu": 431})
+
+    def events(path: str, data: Any, request_id: bytes, link_id: bytes, identity: Any, at: float) -> bytes:
+        time.sleep(control.EVENTS_POLL_HOLD)
+        return control.pack_body({"events": []})
+
+    def bomb(path: str, data: Any, request_id: bytes, link_id: bytes, identity: Any, at: float) -> None:
+        payload = umsgpack.packb([request_id, control.pack_body({"blob": bytes(BOMB_BYTES)})])
+        resource = RNS.Resource(payload, links[link_id], advertise=False, auto_compress=True, request_id=request_id,
+                                is_response=True, timeout=5)
+        resource.total_size = 100  # d: the only size the member's RNS checks (max_response_size)
+        resource.advertise()
+        bombs.append(resource.size)
+        return None  # RNS sends nothing itself
+
+    for path, fn in ((control.PATH_IDENTIFY_CONFIRM, confirm), (control.PATH_EVENTS, events),
+                     (control.PATH_STATS, bomb)):
+        dest.register_request_handler(path, response_generator=fn, allow=RNS.Destination.ALLOW_ALL)
+    dest.announce()
+    ctx.ready(dest=dest.hash.hex())
+    deadline = time.monotonic() + spec.get("duration", 60)
+    while not ctx.should_stop() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ctx.result(bombs=bombs)
+
+
+def role_bomb_victim(ctx: Ctx) -> None:
+    """A member asking a hostile relay for ``stats``: it must refuse the bomb and stay small."""
+    from ciris_av_plugin.transport.errors import TransportError
+
+    spec = ctx.spec
+    deaths = _watch_thread_deaths()
+    ctx.start_rns()
+    client = _connect(bytes.fromhex(spec["relay"]))
+    gc.collect()
+    rss_kb, reset = _vm_kb("VmRSS"), _reset_peak_rss()
+    outcome = "answered"
+    try:
+        client.request(control.PATH_STATS, {}, timeout=spec.get("request_timeout", 10.0))
+    except TransportError as exc:
+        outcome = type(exc).__name__
+    ctx.result(outcome=outcome, guard=client.resource_guard.counters(), thread_deaths=deaths, rss_kb=rss_kb,
+               hwm_reset=reset, hwm_after_kb=peak_rss_kb())
+    client.close()
+
+
 ROLES = {
     "bomb_relay": role_bomb_relay,
     "bomb_member": role_bomb_member,
     "bomb_attacker": role_bomb_attacker,
+    "hostile_relay": role_hostile_relay,
+    "bomb_victim": role_bomb_victim,
 }
 
 

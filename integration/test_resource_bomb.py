@@ -4,11 +4,14 @@ Real RNS processes on 127.0.0.1 (``integration/bomb_node.py``): a relay that rep
 every thread that died (``threading.excepthook``), an attacker that identifies like anyone can and
 then crafts request Resources whose advertisements lie (a 60 MiB bz2 bomb declaring 100 bytes,
 ten at once, honest-sized ones sharing one storage-file name, 2 MiB of parts behind a declared 100
-bytes), and a legitimate client whose large request must still work afterwards.
+bytes), and a legitimate client whose large request must still work afterwards. Last, a hostile
+relay answers a member's request with a response bomb, which the member refuses.
 
 Mutation tried: ``ResourceGuard.attach`` made a no-op (the guard off). The relay then inflates
 each bomb (its peak RSS grows by hundreds of MB) and RNS's ``assemble`` threads die with
-``FileNotFoundError`` on the shared storage file; both tests go red.
+``FileNotFoundError`` on the shared storage file; both relay tests go red. The member facing a
+hostile relay then inflates the 60 MiB response (its request ends in ``ControlError`` for the
+oversized body instead of ``LinkDown``): red too.
 """
 
 from __future__ import annotations
@@ -127,3 +130,25 @@ def test_shared_storage_names_and_oversized_parts_are_refused() -> None:
     assert counters.get("resource_accepted") == 2, "only the legitimate client's two requests"
     assert RNS.Resource.REJECTED in shared["statuses"]
     _assert_relay_unharmed(result, member)
+
+
+def test_a_member_refuses_a_response_bomb_from_a_hostile_relay() -> None:
+    cluster = Cluster()
+    try:
+        port = free_port()
+        relay = cluster.spawn("hostile", {"role": "hostile_relay", "listen_port": port, "duration": 200, "timeout": 220},
+                              entry=ENTRY)
+        ready = relay.wait_ready(READY_S)
+        victim = cluster.spawn("victim", {"role": "bomb_victim", "connect_port": port, "relay": ready["dest"],
+                                          "request_timeout": 10.0, "timeout": 150}, entry=ENTRY)
+        result = victim.wait_result(180)
+        (relay.workdir / "stop").touch()
+        hostile = relay.wait_result(60)
+    finally:
+        cluster.close()
+    assert hostile["bombs"] and hostile["bombs"][0] < 1024, "the relay sent a sub-kilobyte bomb"
+    assert result["outcome"] == "LinkDown", "the request fails instead of being answered with 60 MiB"
+    assert result["guard"].get("resource_refused_compressed", 0) >= 1, result["guard"]
+    assert result["thread_deaths"] == [], result["thread_deaths"]
+    growth = result["hwm_after_kb"] - result["rss_kb"]
+    assert growth <= MAX_GROWTH_KB, f"member peak RSS grew {growth} KiB"
