@@ -17,6 +17,9 @@ on top. What it guarantees:
 * **Reconnect.** When the link closes without :meth:`close`, a supervisor re-opens it with
   backoff and re-applies the roles; the engine then treats the link as a new subscriber
   (keyframe request upstream) and the receiver resumes at the next keyframe.
+* **Bounded responses.** A request above the link MDU is sent as an uncompressed Resource (the
+  relay refuses compressed ones); a response Resource is admitted only uncompressed, unsplit and
+  within ``control.MAX_RESPONSE_SIZE`` (``resource_guard``), so a relay cannot balloon a member.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .errors import ControlError, LinkDown, PacketTooLarge, RelayUnreachable
 from .hook import MODE_AUTO, attach_receiver, resolve_mode
 from .loss import LossInjector
 from .relay import APP_NAME, RELAY_ASPECT
+from .resource_guard import KIND_RESPONSE, ResourceGuard, check_rns_internals, send_request
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,9 @@ class RelayClient:
         self.sent_packets = 0
         self.send_failures = 0
         self.received_packets = 0
+        # Responses larger than a link MDU arrive as RNS Resources: refuse what RNS would trust
+        # blindly (compressed, split, over MAX_RESPONSE_SIZE...), as the relay does for requests.
+        self.resource_guard = ResourceGuard(KIND_RESPONSE, control.MAX_RESPONSE_SIZE)
 
     # ---- connection ------------------------------------------------------------------------
 
@@ -120,6 +127,7 @@ class RelayClient:
 
     def connect(self, timeout: float = PATH_TIMEOUT_S) -> None:
         """Open, identify and confirm the link, then start the background threads."""
+        check_rns_internals()
         self._open(timeout)
         for target, name in (
             (self._poll_events, "events"),
@@ -154,6 +162,7 @@ class RelayClient:
         if not established.wait(min(LINK_TIMEOUT_S, max(0.1, deadline - time.monotonic()))):
             link.teardown()
             raise RelayUnreachable("link to relay not established in time")
+        self.resource_guard.attach(link)
         attach_receiver(link, self._on_data, self.receive_mode)
         self._claim_response = _guard_early_responses(link)
         self._link = link
@@ -232,12 +241,14 @@ class RelayClient:
             box["response"] = receipt.response
             done.set()
 
-        receipt = link.request(
+        receipt = send_request(
+            link,
             path,
             control.pack_body(body),
             response_callback=on_response,
             failed_callback=lambda _r: done.set(),
             timeout=timeout,
+            max_response_size=control.MAX_RESPONSE_SIZE,
         )
         if receipt is False:
             raise LinkDown(f"request {path} could not be sent")

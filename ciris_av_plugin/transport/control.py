@@ -36,6 +36,7 @@ ERR_BUSY = "busy"
 ERR_REFUSED = "refused"
 ERR_UNKNOWN_LINK = "unknown-link"
 ERR_NOT_MEMBER = "not-member"
+ERR_TOO_LARGE = "too-large"
 ERR_INTERNAL = "internal"
 
 # Largest control request body the relay accepts. Control bodies here are a few dozen bytes;
@@ -43,6 +44,15 @@ ERR_INTERNAL = "internal"
 # leaves room without letting one link make the relay buffer megabytes (RNS turns large requests
 # into Resources, which it reassembles in memory before our handler runs).
 MAX_REQUEST_SIZE = 256 * 1024
+
+# Largest reply body: the same ceiling as a request (``unpack_body`` refuses a bigger body either
+# way), so the relay answers a reply that would not fit with ``ERR_TOO_LARGE`` instead of sending it.
+MAX_REPLY_SIZE = MAX_REQUEST_SIZE
+# What RNS's response envelope adds to a reply: msgpack [16-byte request id, reply bytes].
+RESPONSE_ENVELOPE = 32
+# Largest response a client accepts, as RNS declares it (the reply inside RNS's envelope): clients
+# refuse Resource advertisements above it before RNS allocates anything (``resource_guard``).
+MAX_RESPONSE_SIZE = MAX_REPLY_SIZE + RESPONSE_ENVELOPE
 
 # Per-link control budget: a client needs ~1 request/s in steady state (one long poll) and a
 # handful when it (re)connects; 10/s sustained with a burst of 20 absorbs reconnect storms while

@@ -22,3 +22,7 @@ class RelayUnreachable(TransportError):
 
 class PacketTooLarge(TransportError):
     """A media packet does not fit the link's MDU; RNS does not fragment link packets."""
+
+
+class ResourceGuardUnavailable(TransportError):
+    """The RNS internals the Resource advertisement guard relies on changed; see the message."""

@@ -10,7 +10,8 @@ thread start. This is undocumented RNS behaviour, so:
   ``rns>=1.5.7,<1.6`` pin) and only when the attributes and call sites it relies on are present
   (:func:`inline_receive_available` checks at start-up);
 * every other packet (requests, responses, identify, keepalives, link close, resources) is passed
-  to the original ``Link.receive`` untouched;
+  to the original ``Link.receive`` untouched (or to ``resource_guard``'s wrapper of it, attached
+  first, which refuses hostile Resource advertisements before RNS sees them);
 * otherwise we fall back to the packet callback, which the tests exercise too.
 
 Handlers must be short: they run in the one thread that feeds every link of the process.

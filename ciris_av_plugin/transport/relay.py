@@ -18,7 +18,11 @@ bytes between it and RNS:
   engine's events to the clients' long-poll queues and closes links that never identified.
 * **Control.** Requests (``identify-confirm``, ``publish``, ``subscribe``, ``events``) run on
   RNS's request threads; each is rate-limited per link and globally and answers with a msgpack
-  map or a typed error ``{"error": code, "message": text}``.
+  map or a typed error ``{"error": code, "message": text}``. A request larger than a link MDU
+  arrives as an RNS Resource; ``resource_guard.ResourceGuard`` refuses its advertisement before
+  RNS allocates anything unless it is an uncompressed, unsplit request within
+  ``control.MAX_REQUEST_SIZE`` from a confirmed link, with per-link and per-node caps on
+  transfers in flight (refusals counted as ``resource_refused_<reason>``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ..errors import AVError
 from . import control
 from .control import ControlError, EventQueue, RequestLimiter
 from .hook import MODE_AUTO, CongestionProbe, attach_receiver, congestion_probe, resolve_mode
+from .resource_guard import KIND_REQUEST, ResourceGuard, check_rns_internals
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +242,10 @@ class RelayNode:
         self._due: list[bytes] = []
         self.receive_mode = resolve_mode(receive_mode)
         self._limiter = limiter or RequestLimiter()
+        # Requests larger than a link MDU arrive as RNS Resources; the guard refuses advertisements
+        # RNS would trust blindly (compressed, split, oversized...) and admits them only from links
+        # that confirmed their identity.
+        self.resource_guard = ResourceGuard(KIND_REQUEST, control.MAX_REQUEST_SIZE, may_transfer=self._may_transfer)
         self._links: dict[bytes, _LinkState] = {}
         self._links_lock = threading.Lock()
         self._by_stream: dict[int, set[_LinkState]] = {}
@@ -289,6 +298,7 @@ class RelayNode:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        check_rns_internals()  # refuse to run a relay RNS could be made to balloon
         dest = RNS.Destination(self.identity, RNS.Destination.IN, RNS.Destination.SINGLE, APP_NAME, RELAY_ASPECT)
         dest.set_link_established_callback(self._on_link_established)
         dest.set_max_request_size(control.MAX_REQUEST_SIZE)
@@ -356,6 +366,7 @@ class RelayNode:
     def counters(self) -> dict[str, int]:
         with self._counter_lock:
             out = dict(self._counters)
+        out.update(self.resource_guard.counters())
         out["rx_packets"] = self._rx_packets
         with self._links_lock:
             senders = [s.sender for s in self._links.values() if s.sender is not None]
@@ -378,8 +389,14 @@ class RelayNode:
         with self._links_lock:
             self._links[link.link_id] = state
         link.set_link_closed_callback(self._on_link_closed)
+        self.resource_guard.attach(link)
         attach_receiver(link, lambda data, s=state: self._on_packet(s, data), self.receive_mode)
         self.count("links_opened")
+
+    def _may_transfer(self, link: RNS.Link) -> bool:
+        """Large requests only from links that confirmed their identity (``identify-confirm`` is small)."""
+        state = self._links.get(link.link_id)  # a dict read is atomic
+        return state is not None and state.confirmed
 
     def _on_link_closed(self, link: RNS.Link) -> None:
         with self._links_lock:
@@ -543,6 +560,9 @@ class RelayNode:
                 if path != control.PATH_IDENTIFY_CONFIRM and not state.confirmed:
                     raise ControlError(control.ERR_NOT_IDENTIFIED, "identify and confirm first")
                 reply = control.pack_body(fn(state, body, remote_identity))
+                if len(reply) > control.MAX_REPLY_SIZE:
+                    # Clients refuse a response that would need more than one RNS Resource segment.
+                    raise ControlError(control.ERR_TOO_LARGE, f"reply of {len(reply)} bytes exceeds {control.MAX_REPLY_SIZE}")
                 self.count(f"req_{path}")
                 return reply
             except ControlError as exc:
