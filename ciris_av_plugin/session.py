@@ -53,7 +53,7 @@ from .errors import AVError, MLSError
 from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError
 from .mls import ProposalReceived as MLSProposalReceived
 from .mls.framing import MLSMessage
-from .mls.messages import Welcome
+from .mls.messages import ProposalType, Welcome
 from .relay import delivery_wire as wire
 from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
 
@@ -325,14 +325,19 @@ class Session:
 
     # ---- creating, restoring ---------------------------------------------------------------
 
-    def create(self, group_id: bytes, now: float) -> list[Action]:
-        """Create the group (this identity is its first member) and register the stream with it."""
+    def create(self, group_id: bytes, now: float, admitters: Iterable[bytes] = ()) -> list[Action]:
+        """Create the group (this identity is its first member) and register the stream with it.
+
+        ``admitters`` are identities the relay is to let change the roster besides this one."""
         if self.group is not None:
             raise SessionError("this session already has a group")
         self._now = now
         self.group = Group.create(group_id, self.identity, self.suite, now=now, **self._group_kwargs())
         info = self.group.group_info(ratchet_tree=True)
-        return [Request(wire.PATH_REGISTER, {"stream_id": self.stream_id, "group_info": info}, "register")]
+        body: dict[str, Any] = {"stream_id": self.stream_id, "group_info": info}
+        if admitters:
+            body["admitters"] = list(admitters)
+        return [Request(wire.PATH_REGISTER, body, "register")]
 
     def restore(self, state: bytes) -> list[Action]:
         """Resume from stored state: catch up with missed commits, then (a sender) commit an Update."""
@@ -381,7 +386,11 @@ class Session:
         if not self.bundles:
             raise SessionError("publish KeyPackages first")
         self._welcome_asked = False
-        return [Request(wire.PATH_JOIN, {"stream_id": self.stream_id}, "join")]
+        # Naming the KeyPackages we hold makes the directory drop any an earlier process of this
+        # identity left behind (we could not open a Welcome for those), and lets us rejoin while a
+        # stale leaf of ours is still in the tree.
+        body = {"stream_id": self.stream_id, "key_packages": [b.ref for b in self.bundles]}
+        return [Request(wire.PATH_JOIN, body, "join")]
 
     def fetch_welcome(self) -> list[Action]:
         """Ask for the Welcome now (e.g. a joiner that missed the WelcomeReady event)."""
@@ -464,11 +473,14 @@ class Session:
             self.counters["joins_not_admitted"] += 1
             log.info("join request from %s not admitted by policy", identity.hex())
             return []
-        if any(w.what == "admit" and w.identity == identity for w in self._work) or (
+        if any(w.what in ("admit", "recover") and w.identity == identity for w in self._work) or (
             self._busy is not None and self._busy.identity == identity
         ):
             return []
-        self._work.append(_Work("admit", identity))
+        # An identity that still has a leaf asks again: its earlier process is gone. Its stale leaf
+        # goes in the commit that re-adds it (Remove + Add: one leaf per identity, §12.2).
+        rejoin = identity in self.group.members.values()
+        self._work.append(_Work("recover" if rejoin else "admit", identity))
         return self._next_work()
 
     def _on_welcome_ready(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -492,6 +504,12 @@ class Session:
             return []
         if not isinstance(ev, MLSProposalReceived):
             return []
+        if ev.proposal_type == ProposalType.REMOVE and ev.removed != group.members.get(ev.sender):
+            # Only admitters remove others, by their own commit; a member's proposal to remove
+            # someone else is never committed here (the relay refuses them too).
+            self.counters["proposals_refused"] += 1
+            log.info("proposal to remove another member ignored (from leaf %s)", ev.sender)
+            return []
         if data.get("commit_requested"):
             self._work.append(_Work("proposals"))
             return self._next_work()
@@ -504,9 +522,19 @@ class Session:
         return self._next_work()
 
     def _on_welcome_expired(self, data: dict[str, Any], now: float) -> list[Action]:
-        if self.group is None or not self.group.active:
+        return self._remove_ghost(_bytes(data["joiner"]))
+
+    def _on_member_unreachable(self, data: dict[str, Any], now: float) -> list[Action]:
+        return self._remove_ghost(_bytes(data["identity"]))
+
+    def _remove_ghost(self, identity: bytes) -> list[Action]:
+        """A leaf nobody is behind (unfetched Welcome, or no link for too long): commit its Remove."""
+        group = self.group
+        if group is None or not group.active or identity not in group.members.values():
             return []
-        self._work.append(_Work("remove", _bytes(data["joiner"])))
+        if any(w.identity == identity for w in self._work) or (self._busy is not None and self._busy.identity == identity):
+            return []
+        self._work.append(_Work("remove", identity))
         return self._next_work()
 
     def _on_keyframe_wanted(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -526,6 +554,7 @@ class Session:
         wire.EVENT_PROPOSAL_RECEIVED: _on_proposal,
         wire.EVENT_RECOVERY_REQUESTED: _on_recovery,
         wire.EVENT_WELCOME_EXPIRED: _on_welcome_expired,
+        wire.EVENT_MEMBER_UNREACHABLE: _on_member_unreachable,
         wire.EVENT_KEYFRAME_WANTED: _on_keyframe_wanted,
     }
 
@@ -707,6 +736,10 @@ class Session:
             return []
         if op == "commits":
             self._catching_up = False
+            group = self.group
+            if code == wire.CODE_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
+                # Too far behind to replay the log: be removed and re-added instead.
+                return self._recover_self(group.epoch, now)
             return self._next_work()
         if op == "welcome":
             self._welcome_asked = False
