@@ -52,8 +52,8 @@ from typing import Any
 from .errors import AVError, MLSError
 from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError
 from .mls import ProposalReceived as MLSProposalReceived
-from .mls.framing import MLSMessage
-from .mls.messages import ProposalType, Welcome
+from .mls.framing import MLSMessage, PublicMessage
+from .mls.messages import Proposal, Remove, Welcome
 from .relay import delivery_wire as wire
 from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
 
@@ -496,19 +496,21 @@ class Session:
         group = self.group
         if group is None or not group.active or int(data["epoch"]) != group.epoch:
             return []
+        message = _bytes(data["message"])
+        if _removes_another(message):
+            # Only admitters remove others, by their own commit; a member's proposal to remove
+            # someone else is never cached here, so no commit of ours can carry it (the relay
+            # refuses such proposals too).
+            self.counters["proposals_refused"] += 1
+            log.info("a proposal to remove another member was ignored")
+            return []
         try:
-            ev = group.process(_bytes(data["message"]), now=now)
+            ev = group.process(message, now=now)
         except MLSError as exc:
             self.counters["proposals_refused"] += 1
             log.info("proposal refused: %s", exc)
             return []
         if not isinstance(ev, MLSProposalReceived):
-            return []
-        if ev.proposal_type == ProposalType.REMOVE and ev.removed != group.members.get(ev.sender):
-            # Only admitters remove others, by their own commit; a member's proposal to remove
-            # someone else is never committed here (the relay refuses them too).
-            self.counters["proposals_refused"] += 1
-            log.info("proposal to remove another member ignored (from leaf %s)", ev.sender)
             return []
         if data.get("commit_requested"):
             self._work.append(_Work("proposals"))
@@ -824,6 +826,18 @@ class Session:
         for track in self.video_tracks:
             out += self.request_keyframe(track)
         return out + self._next_work()
+
+
+def _removes_another(message: bytes) -> bool:
+    """Whether ``message`` is a PublicMessage Remove proposal for a leaf other than its sender's."""
+    try:
+        body = MLSMessage.from_bytes(message).body
+    except MLSError:
+        return False  # Group.process refuses it with the real reason
+    if not isinstance(body, PublicMessage) or not isinstance(body.content.body, Proposal):
+        return False
+    removal = body.content.body.body
+    return isinstance(removal, Remove) and removal.removed != body.content.sender.index
 
 
 def _welcome_refs(welcome: bytes) -> set[bytes]:
