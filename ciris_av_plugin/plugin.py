@@ -140,6 +140,7 @@ class RelayDispatcher:
             "engine": running.relay.engine_stats(),
             "delivery": dict(running.plane.ds.counters),
             "directory": dict(running.plane.directory.counters),
+            "member_link_timeout_s": running.plane.ds.member_link_timeout,
         }
 
 

@@ -28,7 +28,7 @@ REMOVED_TIMEOUT_S = 10 * LINK_TIMEOUT_S + 30.0
 STATUS = re.compile(r"^t=\s*\d+s .*epoch=(\d+) members=(\d+)$", re.MULTILINE)
 
 
-def _node(cluster: Cluster, link_timeout: int | None = None) -> tuple[Node, list[str], str]:
+def _node(cluster: Cluster, link_timeout: int | None = None) -> tuple[Node, list[str], str, dict]:
     from ciris_av_plugin.store.identity import IdentityStore
     from ciris_av_plugin.transport.config import free_port
 
@@ -46,10 +46,11 @@ def _node(cluster: Cluster, link_timeout: int | None = None) -> tuple[Node, list
     ids.create("alice")
     bob = ids.create("bob")
     node = _ciris_av(cluster, "node", "node", "--config", str(config), "--ready-file", str(root / "node" / "ready.json"))
-    relay = node.wait_ready(START_TIMEOUT_S)["plugins"][0]["dispatchers"]["realtime_av.relay"]["destination"]
+    status = node.wait_ready(START_TIMEOUT_S)["plugins"][0]["dispatchers"]["realtime_av.relay"]
+    relay = status["destination"]
     common = ["--relay", relay, "--connect", f"127.0.0.1:{port}", "--data-dir", str(root / "people"),
               "--stream-id", "77"]
-    return node, common, bob.hexhash
+    return node, common, bob.hexhash, status
 
 
 def _publisher(cluster: Cluster, common: list[str]) -> Node:
@@ -77,7 +78,7 @@ def _wait_members(pub: Node, n: int, timeout: float) -> float:
 def test_watch_stop_watch_again_three_times_with_one_identity(tmp_path: Path) -> None:
     cluster = Cluster()
     try:
-        node, common, bob = _node(cluster)
+        node, common, bob, _ = _node(cluster)
         pub = _publisher(cluster, common)
         for run in range(3):
             watch = _ciris_av(cluster, f"watch{run}", "watch", *common, "--identity", "bob", "--stay",
@@ -105,7 +106,8 @@ def test_watch_stop_watch_again_three_times_with_one_identity(tmp_path: Path) ->
 def test_a_killed_watcher_leaves_the_roster_within_the_configured_time() -> None:
     cluster = Cluster()
     try:
-        node, common, _ = _node(cluster, link_timeout=LINK_TIMEOUT_S)
+        node, common, _, status = _node(cluster, link_timeout=LINK_TIMEOUT_S)
+        assert status["member_link_timeout_s"] == LINK_TIMEOUT_S  # the config key reached the relay
         pub = _publisher(cluster, common)
         watch = _ciris_av(cluster, "watch", "watch", *common, "--identity", "bob", "--seconds", "600")
         _wait_for_line(watch, r"^t=\s*\d+s frames=[1-9]\d* .*members=2$", JOINED_TIMEOUT_S)
