@@ -103,3 +103,18 @@ def test_a_member_too_far_behind_for_the_log_asks_to_be_re_added(tmp_path: Path)
                                wire.CODE_SINCE_OUT_OF_RANGE, "pruned", net.now())
     assert [r.path for r in out if isinstance(r, Request)] == [wire.PATH_KP_PUBLISH, wire.PATH_COMMIT_FAILED]
     store.close()
+
+
+def test_commits_out_of_range_is_a_typed_refusal_on_the_wire(tmp_path: Path) -> None:
+    import pytest
+
+    from ciris_av_plugin.transport.control import ControlError
+
+    net, pub, store = _setup(tmp_path)
+    handler = net.plane.handlers[wire.PATH_COMMITS]
+    for since in (1, (1 << 64) - 1):  # ahead of the stream; beyond what SQLite can even bind
+        with pytest.raises(ControlError) as exc:
+            net.plane.call(handler, pub.rns.hash, {"stream_id": STREAM, "since": since})
+        assert exc.value.code == "since-out-of-range"
+    assert net.plane.call(handler, pub.rns.hash, {"stream_id": STREAM, "since": 0}) == {"commits": []}
+    store.close()

@@ -17,9 +17,13 @@ effect (Adds with their KeyPackageRefs, Removes, the next state) come from one v
 
 The service's own checks come first and are cheap: framing (a PublicMessage commit from a member —
 PrivateMessage handshakes and external commits are refused, ARCHITECTURE "MLS"), group id, epoch
-(stale and future get their own errors), sender leaf = submitting identity; after the checker: each
-Add's KeyPackage admissible in the directory for the identity it adds, at most one leaf per identity,
-and the Welcome's ``new_member`` refs exactly the Adds.
+(stale and future get their own errors), sender leaf = submitting identity; after the checker: roster
+authority (proposals by value — Adds, Removes — only from the stream's admitters: its creator and the
+identities it named; anyone else commits only proposals the relay holds, by reference), each Add for an
+identity with a live join request and its KeyPackage admissible in the directory, at most one leaf per
+identity, and the Welcome's ``new_member`` refs exactly the Adds. A member may propose only its own
+removal. Members the relay has not heard from for ``member_link_timeout`` are reported to the admitter
+(:meth:`DeliveryService.check_links`), like joiners whose Welcome expired.
 
 Methods return :class:`Notify` items (recipient identity + event dataclass); the transport puts them
 on the recipients' long-poll event queues, which own sequence numbers and acknowledgements. Every
