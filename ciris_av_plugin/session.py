@@ -653,10 +653,11 @@ class Session:
         group = self.group
         assert group is not None
         try:
-            if work.what == "admit":
-                pending = group.commit(adds=[work.key_package or b""], now=self._now)
-            elif work.what == "recover":
-                pending = group.commit(adds=[work.key_package or b""], removes=[work.identity or b""], now=self._now)
+            if work.what in ("admit", "recover"):
+                # A leaf of the identity still in the tree (a restart, a failed commit) goes in the same
+                # commit; one removed meanwhile (a ghost removal won the race) is simply not there.
+                stale = [work.identity] if work.identity in group.members.values() else []
+                pending = group.commit(adds=[work.key_package or b""], removes=stale, now=self._now)
             elif work.what == "remove":
                 pending = group.commit(removes=[work.identity or b""], now=self._now)
             elif work.what == "rekey":

@@ -13,7 +13,7 @@ from pathlib import Path
 from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
 
 from ciris_av_plugin.relay import delivery_wire as wire
-from ciris_av_plugin.session import Request, Session, admit_all
+from ciris_av_plugin.session import Request, Session, _Work, admit_all
 
 
 def _setup(tmp_path: Path):
@@ -117,4 +117,25 @@ def test_commits_out_of_range_is_a_typed_refusal_on_the_wire(tmp_path: Path) -> 
             net.plane.call(handler, pub.rns.hash, {"stream_id": STREAM, "since": since})
         assert exc.value.code == "since-out-of-range"
     assert net.plane.call(handler, pub.rns.hash, {"stream_id": STREAM, "since": 0}) == {"commits": []}
+    store.close()
+
+
+def test_a_rejoin_whose_stale_leaf_was_removed_meanwhile_is_a_plain_add(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    rns = new_identity()
+    first = _join(net, rns)
+    _die(net, first)
+    again = Session(rns.hash, STREAM, signer=(rns.get_public_key(), rns.sign))
+    peer = net.add(again, rns)
+    net.run(peer, again.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
+    pub.session._paused = True  # the admitter is busy (a backoff) while the request arrives
+    net.run(peer, again.request_join())
+    net.pump()
+    assert [(w.what, w.identity) for w in pub.session._work] == [("recover", rns.hash)]  # a rejoin: Remove + Add
+    # ... but the ghost removal (no link for too long) is committed first
+    pub.session._work.appendleft(_Work("remove", rns.hash))
+    net.run(pub, pub.session.resume())
+    net.pump()
+    assert again.epoch == pub.session.epoch == 3, peer.refused
+    assert sorted(pub.session.group.members.values()) == sorted([pub.rns.hash, rns.hash])
     store.close()
