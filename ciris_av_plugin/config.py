@@ -51,6 +51,13 @@ DEFAULT_KEYPACKAGE_ONE_TIME_COUNT = 16
 MAX_KEYPACKAGE_ONE_TIME_COUNT = 1000
 """Bounds the directory's per-identity storage."""
 
+DEFAULT_MEMBER_LINK_TIMEOUT_SECS = 30
+"""A member the relay has not heard from for this long is removed by an admitter (``kill -9``)."""
+MIN_MEMBER_LINK_TIMEOUT_SECS = 5
+"""Above the control plane's 3 s long-poll hold, so a member with no media link is never taken for gone."""
+MAX_MEMBER_LINK_TIMEOUT_SECS = 24 * 3600
+"""A day: beyond that a ghost would hold its leaf (and the publisher's member count) for no reason."""
+
 DEFAULT_DATA_DIR = "~/.ciris-av"
 DEFAULT_NODE_IDENTITY = "node"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -110,6 +117,8 @@ class RealtimeAVConfig:
     keypackage: KeyPackageConfig = field(default_factory=KeyPackageConfig)
     peer_relays: tuple[bytes, ...] = ()
     """RNS identity hashes of relays allowed to publish/subscribe any stream (cascade)."""
+    member_link_timeout_secs: int = DEFAULT_MEMBER_LINK_TIMEOUT_SECS
+    """Seconds without a link to the relay after which an admitter removes a member."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +277,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "realtime_av.keypackage.ttl_secs": _int_range(MIN_KEYPACKAGE_TTL_SECS, MAX_KEYPACKAGE_TTL_SECS),
     "realtime_av.keypackage.one_time_count": _int_range(1, MAX_KEYPACKAGE_ONE_TIME_COUNT),
     "realtime_av.peer_relays": _identity_hashes,
+    "realtime_av.member_link_timeout_secs": _int_range(MIN_MEMBER_LINK_TIMEOUT_SECS, MAX_MEMBER_LINK_TIMEOUT_SECS),
     "net.listen_addr": _parse_host_port,
     "net.bootstrap_peers": _peers,
     "net.link_mtu_discovery": _bool,
@@ -341,6 +351,7 @@ def parse_config(settings: Mapping[str, Any]) -> Config:
                 one_time_count=get("realtime_av.keypackage.one_time_count", kp_default.one_time_count),
             ),
             peer_relays=get("realtime_av.peer_relays", av_default.peer_relays),
+            member_link_timeout_secs=get("realtime_av.member_link_timeout_secs", av_default.member_link_timeout_secs),
         ),
         net=NetConfig(
             listen_addr=get("net.listen_addr", net_default.listen_addr),

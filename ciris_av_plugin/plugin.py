@@ -97,7 +97,9 @@ class RelayDispatcher:
                 delivery.directory = directory
                 relay = RelayNode(context.identity, self.engine_factory(self.config))
                 # Registers its requests on the relay, so before relay.start().
-                plane = DeliveryPlane(relay, delivery, directory, peer_relays=self.config.realtime_av.peer_relays)
+                av = self.config.realtime_av
+                plane = DeliveryPlane(relay, delivery, directory, peer_relays=av.peer_relays,
+                                      member_link_timeout=float(av.member_link_timeout_secs))
                 relay.start()
                 plane.start()
             except BaseException:
@@ -138,6 +140,7 @@ class RelayDispatcher:
             "engine": running.relay.engine_stats(),
             "delivery": dict(running.plane.ds.counters),
             "directory": dict(running.plane.directory.counters),
+            "member_link_timeout_s": running.plane.ds.member_link_timeout,
         }
 
 

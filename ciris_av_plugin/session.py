@@ -52,8 +52,8 @@ from typing import Any
 from .errors import AVError, MLSError
 from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError, Policy
 from .mls import ProposalReceived as MLSProposalReceived
-from .mls.framing import MLSMessage
-from .mls.messages import Welcome
+from .mls.framing import MLSMessage, PublicMessage
+from .mls.messages import Proposal, Remove, Welcome
 from .relay import delivery_wire as wire
 from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
 
@@ -330,14 +330,19 @@ class Session:
 
     # ---- creating, restoring ---------------------------------------------------------------
 
-    def create(self, group_id: bytes, now: float) -> list[Action]:
-        """Create the group (this identity is its first member) and register the stream with it."""
+    def create(self, group_id: bytes, now: float, admitters: Iterable[bytes] = ()) -> list[Action]:
+        """Create the group (this identity is its first member) and register the stream with it.
+
+        ``admitters`` are identities the relay is to let change the roster besides this one."""
         if self.group is not None:
             raise SessionError("this session already has a group")
         self._now = now
         self.group = Group.create(group_id, self.identity, self.suite, now=now, **self._group_kwargs())
         info = self.group.group_info(ratchet_tree=True)
-        return [Request(wire.PATH_REGISTER, {"stream_id": self.stream_id, "group_info": info}, "register")]
+        body: dict[str, Any] = {"stream_id": self.stream_id, "group_info": info}
+        if admitters:
+            body["admitters"] = list(admitters)
+        return [Request(wire.PATH_REGISTER, body, "register")]
 
     def restore(self, state: bytes) -> list[Action]:
         """Resume from stored state: catch up with missed commits, then (a sender) commit an Update."""
@@ -386,7 +391,11 @@ class Session:
         if not self.bundles:
             raise SessionError("publish KeyPackages first")
         self._welcome_asked = False
-        return [Request(wire.PATH_JOIN, {"stream_id": self.stream_id}, "join")]
+        # Naming the KeyPackages we hold makes the directory drop any an earlier process of this
+        # identity left behind (we could not open a Welcome for those), and lets us rejoin while a
+        # stale leaf of ours is still in the tree.
+        body = {"stream_id": self.stream_id, "key_packages": [b.ref for b in self.bundles]}
+        return [Request(wire.PATH_JOIN, body, "join")]
 
     def fetch_welcome(self) -> list[Action]:
         """Ask for the Welcome now (e.g. a joiner that missed the WelcomeReady event)."""
@@ -469,11 +478,14 @@ class Session:
             self.counters["joins_not_admitted"] += 1
             log.info("join request from %s not admitted by policy", identity.hex())
             return []
-        if any(w.what == "admit" and w.identity == identity for w in self._work) or (
+        if any(w.what in ("admit", "recover") and w.identity == identity for w in self._work) or (
             self._busy is not None and self._busy.identity == identity
         ):
             return []
-        self._work.append(_Work("admit", identity))
+        # An identity that still has a leaf asks again: its earlier process is gone. Its stale leaf
+        # goes in the commit that re-adds it (Remove + Add: one leaf per identity, §12.2).
+        rejoin = identity in self.group.members.values()
+        self._work.append(_Work("recover" if rejoin else "admit", identity))
         return self._next_work()
 
     def _on_welcome_ready(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -489,8 +501,16 @@ class Session:
         group = self.group
         if group is None or not group.active or int(data["epoch"]) != group.epoch:
             return []
+        message = _bytes(data["message"])
+        if _removes_another(message):
+            # Only admitters remove others, by their own commit; a member's proposal to remove
+            # someone else is never cached here, so no commit of ours can carry it (the relay
+            # refuses such proposals too).
+            self.counters["proposals_refused"] += 1
+            log.info("a proposal to remove another member was ignored")
+            return []
         try:
-            ev = group.process(_bytes(data["message"]), now=now)
+            ev = group.process(message, now=now)
         except MLSError as exc:
             self.counters["proposals_refused"] += 1
             log.info("proposal refused: %s", exc)
@@ -509,9 +529,19 @@ class Session:
         return self._next_work()
 
     def _on_welcome_expired(self, data: dict[str, Any], now: float) -> list[Action]:
-        if self.group is None or not self.group.active:
+        return self._remove_ghost(_bytes(data["joiner"]))
+
+    def _on_member_unreachable(self, data: dict[str, Any], now: float) -> list[Action]:
+        return self._remove_ghost(_bytes(data["identity"]))
+
+    def _remove_ghost(self, identity: bytes) -> list[Action]:
+        """A leaf nobody is behind (unfetched Welcome, or no link for too long): commit its Remove."""
+        group = self.group
+        if group is None or not group.active or identity not in group.members.values():
             return []
-        self._work.append(_Work("remove", _bytes(data["joiner"])))
+        if any(w.identity == identity for w in self._work) or (self._busy is not None and self._busy.identity == identity):
+            return []
+        self._work.append(_Work("remove", identity))
         return self._next_work()
 
     def _on_keyframe_wanted(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -531,6 +561,7 @@ class Session:
         wire.EVENT_PROPOSAL_RECEIVED: _on_proposal,
         wire.EVENT_RECOVERY_REQUESTED: _on_recovery,
         wire.EVENT_WELCOME_EXPIRED: _on_welcome_expired,
+        wire.EVENT_MEMBER_UNREACHABLE: _on_member_unreachable,
         wire.EVENT_KEYFRAME_WANTED: _on_keyframe_wanted,
     }
 
@@ -627,10 +658,11 @@ class Session:
         group = self.group
         assert group is not None
         try:
-            if work.what == "admit":
-                pending = group.commit(adds=[work.key_package or b""], now=self._now)
-            elif work.what == "recover":
-                pending = group.commit(adds=[work.key_package or b""], removes=[work.identity or b""], now=self._now)
+            if work.what in ("admit", "recover"):
+                # A leaf of the identity still in the tree (a restart, a failed commit) goes in the same
+                # commit; one removed meanwhile (a ghost removal won the race) is simply not there.
+                stale = [work.identity] if work.identity in group.members.values() else []
+                pending = group.commit(adds=[work.key_package or b""], removes=stale, now=self._now)
             elif work.what == "remove":
                 pending = group.commit(removes=[work.identity or b""], now=self._now)
             elif work.what == "rekey":
@@ -712,6 +744,10 @@ class Session:
             return []
         if op == "commits":
             self._catching_up = False
+            group = self.group
+            if code == wire.CODE_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
+                # Too far behind to replay the log: be removed and re-added instead.
+                return self._recover_self(group.epoch, now)
             return self._next_work()
         if op == "welcome":
             self._welcome_asked = False
@@ -796,6 +832,18 @@ class Session:
         for track in self.video_tracks:
             out += self.request_keyframe(track)
         return out + self._next_work()
+
+
+def _removes_another(message: bytes) -> bool:
+    """Whether ``message`` is a PublicMessage Remove proposal for a leaf other than its sender's."""
+    try:
+        body = MLSMessage.from_bytes(message).body
+    except MLSError:
+        return False  # Group.process refuses it with the real reason
+    if not isinstance(body, PublicMessage) or not isinstance(body.content.body, Proposal):
+        return False
+    removal = body.content.body.body
+    return isinstance(removal, Remove) and removal.removed != body.content.sender.index
 
 
 def _welcome_refs(welcome: bytes) -> set[bytes]:

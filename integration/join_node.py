@@ -35,11 +35,13 @@ from ciris_av_plugin.media.mls_keys import epoch_keys
 from ciris_av_plugin.media.wire import ForwardingHeader
 from ciris_av_plugin.participant import SyntheticMedia
 from ciris_av_plugin.relay.delivery import DeliveryService
+from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_PROPOSE
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.session import AllowList, EpochChanged, Joined, Removed, Session, admit_all
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.store.member_state import MemberStateStore
 from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
+from ciris_av_plugin.transport.errors import ControlError
 from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
@@ -74,7 +76,7 @@ def role_delivery_relay(ctx: Ctx) -> None:
     ds = DeliveryService(store)
     directory = KeyPackageDirectory(store, ds.may_fetch)
     ds.directory = directory
-    plane = DeliveryPlane(relay, ds, directory)
+    plane = DeliveryPlane(relay, ds, directory, member_link_timeout=spec.get("member_link_timeout"))
     relay.start()
     plane.start()
     ctx.ready(dest=relay.destination_hash.hex(), pid=os.getpid())
@@ -129,6 +131,8 @@ class Member:
         self.epoch_at: dict[int, float] = {}
         self.auth: dict[int, str] = {}
         self.removed_at_epoch: int | None = None
+        self.rogue: dict[str, str] = {}
+        """Outcome (``accepted`` or the refusal code) of each roster attack this member tried."""
         self.capture = open(workdir / "capture.bin", "ab") if spec.get("capture") else None  # noqa: SIM115
         self.client = SessionClient(
             self.identity, relay_hash, self.session,
@@ -205,6 +209,8 @@ class Member:
                 "join_requested_at": self.join_requested_at,
                 "joined_at": self.joined_at,
                 "removed_at_epoch": self.removed_at_epoch,
+                "members": 0 if group is None or not group.active else len(group.members),
+                "rogue": dict(self.rogue),
                 "counters": dict(self.session.counters),
                 "subscriber_link_up": None if sub is None else sub.client.connected,
                 "subscriber_link_closes": None if sub is None else sub.client.reconnects,
@@ -237,6 +243,35 @@ class Member:
             self.client.submit(build_then_wait)
         elif do == "forge":
             self.forge(cmd["as_leaf"], cmd.get("frames", 20))
+        elif do in ("propose_remove", "commit_remove"):
+            self.client.submit(self._evict, do, bytes.fromhex(cmd["identity"]))
+
+    def _evict(self, how: str, victim: bytes) -> list[Any]:
+        """A rogue member tries to evict ``victim`` past its own session (which never sends either):
+        a Remove proposal for the victim's leaf, or a commit removing it by value. Runs on the
+        session worker, so the group is not touched concurrently."""
+        group = self.session.group
+        assert group is not None
+        stream = self.session.stream_id
+        pending = None
+        if how == "propose_remove":
+            path, body = PATH_PROPOSE, {"stream_id": stream, "proposal": group.propose_remove(victim)}
+        else:
+            pending = group.commit(removes=[victim], include_pending=False)  # not its refused proposal
+            path, body = PATH_COMMIT, {"stream_id": stream, "commit": pending.commit}
+        try:
+            self.client.control.request(path, body)
+        except ControlError as exc:
+            outcome = exc.code
+            if pending is not None:
+                group.discard_pending()
+        else:
+            outcome = "accepted"
+            if pending is not None:
+                group.merge_pending()
+        with self.lock:
+            self.rogue[how] = outcome
+        return []
 
     def forge(self, as_leaf: int, frames: int) -> None:
         """A member seals frames under another member's KID (SFrame cannot stop it, RFC 9605 §7.2) and

@@ -55,6 +55,8 @@ class FakeRelay:
         self.counts: dict[str, int] = defaultdict(int)
         self.closed: list[bytes] = []
         self.destination = None
+        self.quiet: dict[bytes, float] = {}
+        """Seconds of silence to report per identity (default 0: just heard from)."""
 
     def clock(self) -> float:
         return time.monotonic()
@@ -85,6 +87,9 @@ class FakeRelay:
             and (role is None or lk.role == role or (role == "control" and lk.role is None))
             and (stream_id is None or lk.stream_id == stream_id)
         ]
+
+    def silence(self) -> dict[bytes, float]:
+        return {lk.identity: self.quiet.get(lk.identity, 0.0) for lk in self.links_by_id.values() if lk.open}
 
     def push_event(self, link_id: bytes, kind: str, data: dict[str, Any]) -> bool:
         if link_id not in self.links_by_id:

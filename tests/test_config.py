@@ -33,6 +33,7 @@ def test_empty_file_gives_documented_defaults() -> None:
     assert str(config.net.listen_addr) == "127.0.0.1:4242"
     assert config.net.bootstrap_peers == ()
     assert config.realtime_av.peer_relays == ()
+    assert config.realtime_av.member_link_timeout_secs == 30
     assert config.node.data_dir == Path("~/.ciris-av").expanduser()
     assert config.node.identity == "node"
 
@@ -44,6 +45,7 @@ realtime_av.max_subscribers_per_stream = 128
 realtime_av.keypackage.ttl_secs = 86400
 realtime_av.keypackage.one_time_count = 4
 realtime_av.peer_relays = ["00112233445566778899aabbccddeeff"]
+realtime_av.member_link_timeout_secs = 12
 net.listen_addr = "127.0.0.1:5000"
 net.bootstrap_peers = ["127.0.0.1:5001", "[::1]:5002"]
 net.link_mtu_discovery = false
@@ -58,6 +60,7 @@ enabled = true
 roles = ["relay", "watch"]
 max_subscribers_per_stream = 128
 peer_relays = ["00112233445566778899aabbccddeeff"]
+member_link_timeout_secs = 12
 [realtime_av.keypackage]
 ttl_secs = 86400
 one_time_count = 4
@@ -81,6 +84,7 @@ def test_every_key_parses_and_dotted_keys_equal_tables() -> None:
     assert config.realtime_av.keypackage.ttl_secs == 86400
     assert config.realtime_av.keypackage.one_time_count == 4
     assert config.realtime_av.peer_relays == (bytes.fromhex("00112233445566778899aabbccddeeff"),)
+    assert config.realtime_av.member_link_timeout_secs == 12
     assert config.net.listen_addr == HostPort("127.0.0.1", 5000)
     assert config.net.bootstrap_peers == (HostPort("127.0.0.1", 5001), HostPort("::1", 5002))
     assert str(config.net.bootstrap_peers[1]) == "[::1]:5002"
@@ -155,6 +159,8 @@ def _error(settings: object) -> str:
         ({"realtime_av": {"max_subscribers_per_stream": 4097}}, "4097 is out of range, expected 1 to 4096"),
         ({"realtime_av": {"keypackage": {"ttl_secs": 60}}}, "realtime_av.keypackage.ttl_secs: 60 is out of range, expected 3600 to 7776000"),
         ({"realtime_av": {"keypackage": {"one_time_count": 0}}}, "realtime_av.keypackage.one_time_count: 0 is out of range, expected 1 to 1000"),
+        ({"realtime_av": {"member_link_timeout_secs": 3}}, "realtime_av.member_link_timeout_secs: 3 is out of range, expected 5 to 86400"),
+        ({"realtime_av": {"member_link_timeout_secs": 2.5}}, "realtime_av.member_link_timeout_secs: expected an integer, got float 2.5"),
         # bad choices
         ({"realtime_av": {"roles": []}}, "realtime_av.roles: expected at least one role of relay, publish, watch"),
         ({"realtime_av": {"roles": ["relay", "stream"]}}, "realtime_av.roles: 'stream' is not one of relay, publish, watch"),

@@ -36,6 +36,7 @@ from ciris_av_plugin.mls.messages import (
     GroupInfo,
     HPKECiphertext,
     Proposal,
+    ProposalType,
     Remove,
     Welcome,
 )
@@ -116,18 +117,21 @@ class FakeChecker:
         self.effects: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]] = {}
         self.invalid: set[bytes] = set()
 
-    def plan(self, commit: bytes, added: list[tuple[bytes, bytes]] = (), removed: list[bytes] = ()) -> bytes:
-        self.effects[commit] = (tuple(added), tuple(removed))
+    def plan(self, commit: bytes, added: list[tuple[bytes, bytes]] = (), removed: list[bytes] = (),
+             by_reference: bool = False) -> bytes:
+        """``by_reference``: the Removes are proposals the relay holds (a leave), not the committer's own."""
+        by_value = (ProposalType.ADD,) * len(added) + (() if by_reference else (ProposalType.REMOVE,) * len(removed))
+        self.effects[commit] = (tuple(added), tuple(removed), by_value)
         return commit
 
     def __call__(self, group: FakeGroup, commit: bytes, now: float) -> CommitEffect:
         if commit in self.invalid:
             raise DecodeError("bad signature (fake)")
-        added, removed = self.effects.get(commit, ((), ()))
+        added, removed, by_value = self.effects.get(commit, ((), (), ()))
         members = {i: m for i, m in group.members.items() if m not in removed}
         for _, identity in added:
             members[next(i for i in range(len(members) + 1) if i not in members)] = identity
-        return CommitEffect(added, removed, FakeGroup(group.epoch + 1, members))
+        return CommitEffect(added, removed, FakeGroup(group.epoch + 1, members), tuple(int(t) for t in by_value))
 
 
 def group_info(signer: int, epoch: int = 0, group_id: bytes = GROUP) -> bytes:
@@ -144,8 +148,8 @@ def commit_msg(epoch: int, sender_leaf: int, *, tag: bytes = b"", group_id: byte
 
 
 def proposal_msg(epoch: int, sender_leaf: int, body: object, *,
-                 sender_type: SenderType = SenderType.MEMBER) -> bytes:
-    content = FramedContent(GROUP, epoch, Sender(sender_type, sender_leaf), b"", Proposal(body))
+                 sender_type: SenderType = SenderType.MEMBER, aad: bytes = b"") -> bytes:
+    content = FramedContent(GROUP, epoch, Sender(sender_type, sender_leaf), aad, Proposal(body))
     membership = b"\x00" * 32 if sender_type == SenderType.MEMBER else None
     return MLSMessage(PublicMessage(content, FramedContentAuthData(b"\x00" * 64), membership)).to_bytes()
 
@@ -432,6 +436,7 @@ def test_a_rejoin_is_remove_plus_add_in_one_commit(relay: Relay, alice: Joiner) 
     # recovery (commit_failed): the member is removed and re-added with a fresh KeyPackage in one commit
     relay.directory.publish(alice.publishable(), NOW)
     entry = relay.store.take_one_time(alice.hash, SUITE, NOW, taken_by=A)
+    relay.ds.request_join(STREAM, alice.hash, NOW, [entry.ref])  # a member may ask again, naming its KeyPackages
     rejoin = relay.checker.plan(commit_msg(1, 0, tag=b"rejoin"), added=[(entry.ref, alice.hash)],
                                 removed=[alice.hash])
     acc = relay.ds.submit_commit(STREAM, A, rejoin, welcome_msg(entry.ref), NOW)
@@ -462,9 +467,18 @@ def test_commit_failed_leads_to_remove_and_re_add(relay: Relay, alice: Joiner) -
     assert relay.ds.fetch_welcome(STREAM, alice.hash, NOW) == welcome_msg(fresh.ref)
 
 
-def test_a_failed_admitter_hands_recovery_to_the_next_member(relay: Relay) -> None:
+def test_a_failed_admitter_hands_recovery_to_another_admitter(tmp_path: Path) -> None:
+    r = make_relay(tmp_path / "named.db")
+    r.ds.register_stream(STREAM, A, group_info(signer=0), admitters=[B])
+    r.ds.submit_commit(STREAM, B, r.checker.plan(commit_msg(0, 1, tag=b"e")), None, NOW)
+    assert r.ds.report_commit_failed(STREAM, A, 0, NOW) == [Notify(B, RecoveryRequested(STREAM, A, 0))]
+    r.store.close()
+
+
+def test_a_failed_admitter_with_no_other_admitter_tells_nobody(relay: Relay) -> None:
+    # B is a member but no admitter: it could not commit the Remove + Add anyway
     relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1, tag=b"e")), None, NOW)
-    assert relay.ds.report_commit_failed(STREAM, A, 0, NOW) == [Notify(B, RecoveryRequested(STREAM, A, 0))]
+    assert relay.ds.report_commit_failed(STREAM, A, 0, NOW) == []
 
 
 # --- proposals ----------------------------------------------------------------------------------------
@@ -527,9 +541,9 @@ def test_refused_proposals_are_typed_and_change_nothing(relay: Relay) -> None:
 
 def test_proposals_per_epoch_are_bounded(relay: Relay) -> None:
     for i in range(MAX_PROPOSALS_PER_EPOCH):
-        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(i + 100)), NOW)
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0), aad=b"%d" % i), NOW)
     with pytest.raises(TooManyProposals):
-        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(1)), NOW)
+        relay.ds.submit_proposal(STREAM, A, proposal_msg(0, 0, Remove(0), aad=b"last"), NOW)
     assert len(relay.ds.proposals(STREAM, B)) == MAX_PROPOSALS_PER_EPOCH
 
 
@@ -558,12 +572,22 @@ def test_removing_a_joiner_withdraws_its_unfetched_welcome(relay: Relay, alice: 
         relay.ds.fetch_welcome(STREAM, alice.hash, NOW)
 
 
-def test_admitter_falls_back_to_lowest_leaf_when_the_creator_left(relay: Relay) -> None:
-    relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1), removed=[A]), None, NOW)
-    assert relay.ds.admitter(STREAM) == B
-    assert relay.ds.request_join(STREAM, b"C" * 16, NOW) == [Notify(B, JoinRequested(STREAM, b"C" * 16))]
+def test_proposals_fall_to_the_lowest_leaf_when_the_creator_left_but_joins_only_to_admitters(relay: Relay) -> None:
+    # the creator's self-Remove, committed by reference by B
+    relay.ds.submit_commit(STREAM, B, relay.checker.plan(commit_msg(0, 1), removed=[A], by_reference=True), None, NOW)
+    assert relay.ds.admitter(STREAM) == B  # it commits pending proposals (by reference)
+    assert relay.ds.roster_admitter(STREAM) is None
+    assert relay.ds.request_join(STREAM, b"C" * 16, NOW) == []  # no admitter is left to tell
     with pytest.raises(NotAMember):
         relay.ds.submit_commit(STREAM, A, relay.checker.plan(commit_msg(1, 0)), None, NOW)
+
+
+def test_a_named_admitter_takes_over_when_the_creator_left(tmp_path: Path) -> None:
+    r = make_relay(tmp_path / "named.db")
+    r.ds.register_stream(STREAM, A, group_info(signer=0), admitters=[B])
+    r.ds.submit_commit(STREAM, B, r.checker.plan(commit_msg(0, 1), removed=[A], by_reference=True), None, NOW)
+    assert r.ds.request_join(STREAM, b"C" * 16, NOW) == [Notify(B, JoinRequested(STREAM, b"C" * 16))]
+    r.store.close()
 
 
 def test_state_survives_a_restart_and_a_second_joiner_joins_after_it(tmp_path: Path, alice: Joiner,

@@ -30,20 +30,20 @@ from ciris_av_plugin.session import (
 _FUZZ_GROUP = Group.create(b"fuzz", b"m" * 16, CipherSuite(1))
 
 
-def _setup(tmp_path: Path, policy=None):
+def _setup(tmp_path: Path, policy=None, admitters=()):
     plane, store = make_plane(tmp_path / "relay.db")
     net = Net(plane)
     rns = new_identity()
     pub = net.add(Session(rns.hash, STREAM, publisher=True, policy=policy or admit_all,
                           signer=(rns.get_public_key(), rns.sign)), rns)
-    net.run(pub, pub.session.create(GROUP_ID, net.now()))
+    net.run(pub, pub.session.create(GROUP_ID, net.now(), admitters))
     pub.media = net.relay.open_link(rns.hash, "publisher", STREAM)
     plane.enforcer.bind(pub.media.link_id, rns.hash, STREAM)
     return net, pub, store
 
 
-def _join(net: Net, policy=None) -> Peer:
-    rns = new_identity()
+def _join(net: Net, policy=None, rns=None) -> Peer:
+    rns = rns or new_identity()
     peer = net.add(Session(rns.hash, STREAM, policy=policy or AllowList()), rns)
     net.run(peer, peer.session.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
     net.run(peer, peer.session.request_join())
@@ -122,16 +122,35 @@ def test_two_members_race_for_one_epoch_one_wins_and_the_loser_retries(tmp_path:
 
 
 def test_the_lowest_active_leaf_commits_when_the_creator_is_gone(tmp_path: Path) -> None:
-    net, pub, store = _setup(tmp_path)
-    a = _join(net, policy=admit_all)
+    a_rns = new_identity()
+    net, pub, store = _setup(tmp_path, admitters=[a_rns.hash])
+    a = _join(net, policy=admit_all, rns=a_rns)
     b = _join(net)
     # the creator leaves: the relay asks the lowest remaining leaf (a) to commit its self-Remove
     net.run(pub, pub.session.leave())
     net.pump()
     assert pub.session.removed and a.session.epoch == b.session.epoch == 3
     assert net.plane.ds.admitter(STREAM) == a.rns.hash
-    late = _join(net)  # a admits by its own policy now
+    late = _join(net)  # a, named an admitter by the creator, admits by its own policy now
     assert late.session.epoch == 4 == a.session.epoch
+    store.close()
+
+
+def test_a_member_not_named_admitter_commits_a_leave_but_admits_nobody(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a = _join(net, policy=admit_all)
+    b = _join(net)
+    net.run(pub, pub.session.leave())
+    net.pump()
+    # a commits the creator's self-Remove (by reference: any member may) ...
+    assert pub.session.removed and a.session.epoch == b.session.epoch == 3
+    # ... but it is no admitter: a join request reaches nobody, and its own Add would be refused
+    late = _join(net)
+    assert late.session.epoch is None and a.session.epoch == 3
+    net.run(a, a.session.admit(late.rns.hash))
+    net.pump()
+    assert any(isinstance(x, AdmissionFailed) and x.code == "not-admitter" for x in a.app)
+    assert late.session.epoch is None and a.session.epoch == 3
     store.close()
 
 

@@ -320,7 +320,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     raw.commit()
     raw.close()
     with SQLiteStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         assert s.get_stream(S1) == StreamRecord(S1, G1, ALICE, 3, b"state")
         assert s.add_proposal(ProposalRecord(S1, 3, b"r", BOB, b"m"), max_per_epoch=4)
 

@@ -17,9 +17,13 @@ effect (Adds with their KeyPackageRefs, Removes, the next state) come from one v
 
 The service's own checks come first and are cheap: framing (a PublicMessage commit from a member —
 PrivateMessage handshakes and external commits are refused, ARCHITECTURE "MLS"), group id, epoch
-(stale and future get their own errors), sender leaf = submitting identity; after the checker: each
-Add's KeyPackage admissible in the directory for the identity it adds, at most one leaf per identity,
-and the Welcome's ``new_member`` refs exactly the Adds.
+(stale and future get their own errors), sender leaf = submitting identity; after the checker: roster
+authority (proposals by value — Adds, Removes — only from the stream's admitters: its creator and the
+identities it named; anyone else commits only proposals the relay holds, by reference), each Add for an
+identity with a live join request and its KeyPackage admissible in the directory, at most one leaf per
+identity, and the Welcome's ``new_member`` refs exactly the Adds. A member may propose only its own
+removal. Members the relay has not heard from for ``member_link_timeout`` are reported to the admitter
+(:meth:`DeliveryService.check_links`), like joiners whose Welcome expired.
 
 Methods return :class:`Notify` items (recipient identity + event dataclass); the transport puts them
 on the recipients' long-poll event queues, which own sequence numbers and acknowledgements. Every
@@ -41,11 +45,12 @@ from ..errors import MLSError, RelayError
 from ..mls.commit_rules import StagedCommit
 from ..mls.framing import ContentType, FramedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
 from ..mls.group_errors import PolicyRefusedError, UnsupportedMessageError
-from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Welcome
+from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Remove, Welcome
 from ..mls.policy import credential_identity
 from ..mls.public_group import PublicGroup
 from ..mls.public_state import PublicState
 from .directory import KeyPackageDirectory, NotAdmissible
+from .envelope import IDENTITY_HASH_LEN
 from .storage import (
     CommitOutcome,
     CommitRecord,
@@ -88,6 +93,12 @@ __all__ = [
     "DuplicateIdentity",
     "WelcomeMismatch",
     "NoWelcome",
+    "NotAnAdmitter",
+    "NoJoinRequest",
+    "RemoveNotOwn",
+    "SinceOutOfRange",
+    "BadAdmitters",
+    "MAX_ADMITTERS",
     "GroupView",
     "CommitEffect",
     "CommitChecker",
@@ -100,6 +111,7 @@ __all__ = [
     "ProposalReceived",
     "RecoveryRequested",
     "WelcomeExpired",
+    "MemberUnreachable",
     "Notify",
     "Accepted",
     "DeliveryService",
@@ -147,6 +159,16 @@ MAX_SUBMISSION_SIZE = 256 * 1024
 # Largest proposal. Members send only Update and Remove: an Update carries one leaf node (~0.5 KB at
 # suite 1, ~3 KB with X-Wing keys and a few extensions); 16 KiB leaves ample room.
 MAX_PROPOSAL_SIZE = 16 * 1024
+
+# Identities a registrant may name as admitters besides itself. Admitting is a moderator's job: a
+# handful per call; 16 bounds what a register-stream makes us store and check on every commit.
+MAX_ADMITTERS = 16
+
+# How long a member may go without any link to the relay (nothing heard on any of its links) before
+# the admitter is told to remove it. Subscribers report every ~100 ms and control links long-poll
+# every ~3 s, so 30 s is ten missed polls: a member that silent is gone (``kill -9``, power loss),
+# and the publisher should stop counting it. Configurable (``realtime_av.member_link_timeout_secs``).
+MEMBER_LINK_TIMEOUT_S = 30.0
 
 # Accepted commits kept per stream for members catching up after a missed event. A member further
 # behind than this re-joins (remove and re-add) instead of replaying history.
@@ -294,6 +316,38 @@ class NoWelcome(DeliveryError):
     code = "no-welcome"
 
 
+class NotAnAdmitter(DeliveryError):
+    """A commit carries a proposal by value (an Add or a Remove) but its committer is not one of the
+    stream's admitters; other members commit only proposals the relay already holds, by reference."""
+
+    code = "not-admitter"
+
+
+class NoJoinRequest(DeliveryError):
+    """A commit adds an identity that has no live join request on this stream."""
+
+    code = "no-join-request"
+
+
+class RemoveNotOwn(DeliveryError):
+    """A member proposed to remove another member's leaf (a member may propose only its own removal)."""
+
+    code = "remove-not-own"
+
+
+class SinceOutOfRange(DeliveryError):
+    """``commits`` asked from an epoch the log cannot serve: ahead of the stream, or already pruned
+    (the member is too far behind to replay; it re-joins instead)."""
+
+    code = "since-out-of-range"
+
+
+class BadAdmitters(DeliveryError):
+    """The admitters named at registration are not identity hashes, or too many."""
+
+    code = "bad-admitters"
+
+
 # --- seams to the keyless PublicGroup -------------------------------------------------------------
 
 
@@ -326,6 +380,9 @@ class CommitEffect:
     """Identities whose leaves the commit removes."""
     group_after: GroupView
     """The public group state after the commit (epoch + 1); the input view is left untouched."""
+    by_value: tuple[int, ...] = ()
+    """ProposalType of each proposal the commit carries by value (the committer's own, not one the
+    relay holds); only admitters may commit those."""
 
 
 class CommitChecker(Protocol):
@@ -358,7 +415,8 @@ def public_group_commit(group: PublicGroup, commit: bytes, now: float) -> Commit
     after = PublicGroup(
         PublicState(group.suite, staged.group_context, staged.tree, staged.interim_transcript_hash), group.policy
     )
-    return CommitEffect(added, tuple(staged.removed.values()), after)
+    by_value = tuple(int(rp.proposal.proposal_type) for rp in staged.proposals if rp.ref is None)
+    return CommitEffect(added, tuple(staged.removed.values()), after, by_value)
 
 
 def public_group_proposal(group: PublicGroup, proposal: bytes, now: float) -> PublicGroup:
@@ -451,8 +509,22 @@ class WelcomeExpired:
     """Epoch the Welcome was for."""
 
 
+@dataclass(frozen=True)
+class MemberUnreachable:
+    """To the admitting member: ``identity`` has had no link to the relay for longer than the
+    configured time; its leaf is a ghost to remove (a process killed without leaving)."""
+
+    stream_id: int
+    """Stream of the ghost leaf."""
+    identity: bytes
+    """Identity whose leaf should be removed."""
+    silent_s: float
+    """Seconds since the relay last heard from it."""
+
+
 DeliveryEvent = (
     JoinRequested | WelcomeReady | CommitAccepted | ProposalReceived | RecoveryRequested | WelcomeExpired
+    | MemberUnreachable
 )
 
 
@@ -575,6 +647,7 @@ class DeliveryService:
         check_commit: CommitChecker = public_group_commit,
         check_proposal: ProposalChecker = public_group_proposal,
         max_pending_joins: int = MAX_PENDING_JOINS_PER_STREAM,
+        member_link_timeout: float = MEMBER_LINK_TIMEOUT_S,
     ) -> None:
         self._store = store
         # The PublicGroup seams are parameters so tests can drive sequencing with a stand-in view.
@@ -585,6 +658,12 @@ class DeliveryService:
         self.directory = directory
         """Set after construction when the directory needs :meth:`may_fetch` (they refer to each other)."""
         self._max_pending_joins = max_pending_joins
+        self.member_link_timeout = member_link_timeout
+        """Seconds without a link before a member is reported to the admitter (:meth:`check_links`)."""
+        # (stream, identity) -> when the relay last heard from it / last told the admitter it is
+        # gone, on the clock :meth:`check_links` is given. Only :meth:`check_links` touches them.
+        self._last_heard: dict[tuple[int, bytes], float] = {}
+        self._ghost_told: dict[tuple[int, bytes], float] = {}
         self._groups: dict[int, GroupView] = {}
         self._join_buckets: dict[bytes, _Bucket] = {}
         # The transport calls in from several request threads; the store is atomic on its own, the
@@ -598,12 +677,20 @@ class DeliveryService:
 
     # --- streams ---------------------------------------------------------------------------------
 
-    def register_stream(self, stream_id: int, creator: bytes, group_info: bytes) -> GroupView:
+    def register_stream(
+        self, stream_id: int, creator: bytes, group_info: bytes, admitters: Sequence[bytes] = ()
+    ) -> GroupView:
         """Register ``stream_id`` with its creator's GroupInfo (trusted on first use).
 
         The GroupInfo's signer leaf must be ``creator`` (the registering link's identity): the relay
         cannot check the confirmation tag, so this first state is bound to whoever signed it.
+        ``admitters`` are the identities the creator trusts, like itself, to change the roster.
         """
+        if len(admitters) > MAX_ADMITTERS or any(
+            not isinstance(a, bytes) or len(a) != IDENTITY_HASH_LEN for a in admitters
+        ):
+            raise BadAdmitters(f"admitters must be at most {MAX_ADMITTERS} identity hashes of {IDENTITY_HASH_LEN} bytes")
+        named = tuple(dict.fromkeys(a for a in admitters if a != creator))
         if len(group_info) > MAX_SUBMISSION_SIZE:
             raise SubmissionTooLarge(f"GroupInfo of {len(group_info)} B exceeds {MAX_SUBMISSION_SIZE} B")
         try:
@@ -618,7 +705,7 @@ class DeliveryService:
             raise BadGroupInfo(f"GroupInfo is not valid: {e}") from None
         if group.members.get(msg.body.signer) != creator:
             raise BadGroupInfo("GroupInfo signer is not the registering identity")
-        record = StreamRecord(stream_id, msg.body.group_context.group_id, creator, group.epoch, group.to_bytes())
+        record = StreamRecord(stream_id, msg.body.group_context.group_id, creator, group.epoch, group.to_bytes(), named)
         if not self._store.create_stream(record):
             raise StreamExists(f"stream {stream_id} or its group is already registered")
         self._groups[stream_id] = group
@@ -659,31 +746,63 @@ class DeliveryService:
         except UnknownStream:
             return False
 
+    def is_admitter(self, stream_id: int, identity: bytes) -> bool:
+        """Whether ``identity`` may change the stream's roster: its creator, or one it named."""
+        record = self._store.get_stream(stream_id)
+        return record is not None and (identity == record.creator or identity in record.admitters)
+
+    def roster_admitter(self, stream_id: int, excluding: bytes | None = None) -> bytes | None:
+        """Who is told about join requests, ghosts and recoveries: the first of the creator and the
+        admitters it named that is a member (and not ``excluding``); None when none is."""
+        record = self._store.get_stream(stream_id)
+        if record is None:
+            return None
+        members = set(self._view(record).members.values())
+        for candidate in (record.creator, *record.admitters):
+            if candidate in members and candidate != excluding:
+                return candidate
+        return None
+
     def admitter(self, stream_id: int) -> bytes | None:
-        """Who is told about join requests and ghosts: the creator while a member, else the active
-        member with the lowest leaf index (the committer-of-last-resort rule)."""
+        """Who is asked to commit pending proposals: the roster admitter while there is one, else the
+        active member with the lowest leaf index (the committer-of-last-resort rule; proposals go
+        by reference, which any member may commit)."""
+        found = self.roster_admitter(stream_id)
+        if found is not None:
+            return found
         record = self._store.get_stream(stream_id)
         if record is None:
             return None
         members = self._view(record).members
-        if record.creator in members.values():
-            return record.creator
         return members[min(members)] if members else None
 
     # --- join requests -------------------------------------------------------------------------------
 
-    def request_join(self, stream_id: int, identity: bytes, now: float) -> list[Notify]:
-        """Record ``identity``'s request to join and tell the admitting member."""
+    def request_join(
+        self, stream_id: int, identity: bytes, now: float, key_packages: Sequence[bytes] | None = None
+    ) -> list[Notify]:
+        """Record ``identity``'s request to join and tell the admitting member.
+
+        ``key_packages`` are the KeyPackageRefs whose private keys the joiner holds (a fresh process
+        has only its own): the directory drops the identity's other unconsumed KeyPackages, so the
+        admitter is handed one the joiner can open. Naming them also makes a rejoin: an identity
+        whose leaf is still in the tree (its earlier process died) is re-added, and the admitter's
+        commit removes the stale leaf in the same commit (Remove + Add, one leaf per identity).
+        """
         group = self.group(stream_id)
-        if identity in group.members.values():
-            raise AlreadyMember("identity already has a leaf in this stream")
+        if identity in group.members.values() and key_packages is None:
+            raise AlreadyMember("identity already has a leaf in this stream (name the KeyPackages held to rejoin)")
         self._take_join_token(identity, now)
         req = JoinRequest(stream_id, identity, now, now + JOIN_REQUEST_TTL_S)
         if not self._store.put_join_request(req, max_per_stream=self._max_pending_joins):
             self.counters[f"refused.{JoinQueueFull.code}"] += 1
             raise JoinQueueFull(f"stream {stream_id} has {self._max_pending_joins} pending join requests")
         self.counters["join_requests"] += 1
-        admitter = self.admitter(stream_id)
+        if key_packages is not None and self.directory is not None:
+            dropped = self.directory.retain(identity, key_packages)
+            if dropped:
+                log.info("stream %d: %s rejoins; %d of its older KeyPackages dropped", stream_id, identity.hex(), dropped)
+        admitter = self.roster_admitter(stream_id, excluding=identity)
         return [Notify(admitter, JoinRequested(stream_id, identity))] if admitter else []
 
     def report_commit_failed(self, stream_id: int, reporter: bytes, epoch: int, now: float) -> list[Notify]:
@@ -702,12 +821,8 @@ class DeliveryService:
             raise JoinQueueFull(f"stream {stream_id} has {self._max_pending_joins} pending join requests")
         self.counters["commit_failed_reports"] += 1
         log.info("stream %d: %s failed to process the commit of epoch %d", stream_id, reporter.hex(), epoch)
-        admitter = self.admitter(stream_id)
-        if admitter is None or admitter == reporter:
-            # The admitter itself is out of step; the next member in leaf order takes the role.
-            members = self._view(record).members
-            others = [members[i] for i in sorted(members) if members[i] != reporter]
-            admitter = others[0] if others else None
+        # An admitter that is itself out of step is recovered by another admitter, if there is one.
+        admitter = self.roster_admitter(stream_id, excluding=reporter)
         return [Notify(admitter, RecoveryRequested(stream_id, reporter, epoch))] if admitter else []
 
     def withdraw_join(self, stream_id: int, identity: bytes) -> bool:
@@ -793,6 +908,10 @@ class DeliveryService:
             raise InvalidCommit(str(e)) from None
         if effect.group_after.epoch != record.epoch + 1:
             raise InvalidCommit("commit did not advance the epoch by one")
+        if effect.by_value and not self.is_admitter(stream_id, submitter):
+            # Roster authority: only admitters add or remove by value. Anyone else commits only
+            # what the relay already holds (a leaver's self-Remove, an Update) by reference.
+            raise NotAnAdmitter("only the stream's admitters may commit proposals by value (Adds, Removes)")
         self._check_adds(record, group, effect, now)
         refs = [ref for ref, _ in effect.added]
         if effect.added:
@@ -845,6 +964,8 @@ class DeliveryService:
             if identity in staying or identity in seen:
                 raise DuplicateIdentity("an identity may hold one leaf; a rejoin is Remove + Add")
             seen.add(identity)
+            if self._store.join_request(record.stream_id, identity, now) is None:
+                raise NoJoinRequest("an Add needs a live join request of that identity on this stream")
             if self.directory is not None:
                 self.directory.check_admissible(ref, identity, now)
 
@@ -868,6 +989,8 @@ class DeliveryService:
             raise FutureCommit(f"epoch {header.epoch} is ahead of the stream ({record.epoch})")
         if group.members.get(header.sender_leaf) != submitter:
             raise SenderMismatch("proposal sender leaf is not the submitting identity")
+        if isinstance(body.body, Remove) and body.body.removed != header.sender_leaf:
+            raise RemoveNotOwn("a member may propose only its own removal")
         try:
             cached = self._check_proposal(group, proposal, now)
         except MLSError as e:
@@ -901,9 +1024,13 @@ class DeliveryService:
 
     def commits_since(self, stream_id: int, requester: bytes, epoch: int) -> list[CommitRecord]:
         """Accepted commits from ``epoch`` on, for a member catching up after missed events."""
-        if not self.is_member(stream_id, requester):
-            raise NotAMember("only members may read the commit log")
-        return self._store.commits_since(stream_id, epoch)
+        record, _ = self._member_view(stream_id, requester, "only members may read the commit log")
+        if not 0 <= epoch <= record.epoch:
+            raise SinceOutOfRange(f"since {epoch} is outside the stream's epochs 0..{record.epoch}")
+        commits = self._store.commits_since(stream_id, epoch)
+        if epoch < record.epoch and (not commits or commits[0].epoch != epoch):
+            raise SinceOutOfRange(f"the commit of epoch {epoch} is no longer kept; rejoin instead")
+        return commits
 
     def ratchet_tree(self, stream_id: int, requester: bytes, now: float) -> bytes:
         """The stream's current public tree, for a member or a joiner whose Welcome is waiting.
@@ -936,7 +1063,7 @@ class DeliveryService:
         """Expire join requests and Welcomes; tell admitters about ghost leaves. Call every few seconds."""
         notes: list[Notify] = []
         for w in self._store.expired_welcomes(now):
-            admitter = self.admitter(w.stream_id)
+            admitter = self.roster_admitter(w.stream_id)
             if admitter is not None and admitter != w.joiner:
                 notes.append(Notify(admitter, WelcomeExpired(w.stream_id, w.joiner, w.epoch)))
         swept = self._store.sweep_welcomes(now)
@@ -945,6 +1072,44 @@ class DeliveryService:
             self.counters["welcomes_expired"] += swept
         if self.directory is not None:
             self.directory.sweep(now)
+        return notes
+
+    def check_links(self, now: float, silence: Mapping[bytes, float]) -> list[Notify]:
+        """Tell admitters about members the relay has not heard from for :attr:`member_link_timeout`.
+
+        ``silence`` maps each identity with a link to the seconds since anything arrived on any of
+        its links; an identity absent from it has no link. ``now`` is the caller's monotonic clock
+        (this is about liveness, not persisted deadlines). A member first seen without a link gets
+        the full time from then (a relay that just restarted waits for its members to reconnect).
+        The admitter is told again after another timeout if the member is still in the tree.
+        """
+        notes: list[Notify] = []
+        seen: set[tuple[int, bytes]] = set()
+        for stream_id in self._store.stream_ids():
+            try:
+                members = set(self.group(stream_id).members.values())
+            except UnknownStream:
+                continue
+            admitter = self.roster_admitter(stream_id)
+            for member in members:
+                key = (stream_id, member)
+                seen.add(key)
+                silent = silence.get(member)
+                if silent is not None:
+                    self._last_heard[key] = max(self._last_heard.get(key, now - silent), now - silent)
+                last = self._last_heard.setdefault(key, now)
+                if admitter is None or member == admitter or now - last < self.member_link_timeout:
+                    continue
+                told = self._ghost_told.get(key)
+                if told is not None and now - told < self.member_link_timeout:
+                    continue
+                self._ghost_told[key] = now
+                self.counters["members_unreachable"] += 1
+                log.info("stream %d: no link from member %s for %.1f s", stream_id, member.hex(), now - last)
+                notes.append(Notify(admitter, MemberUnreachable(stream_id, member, now - last)))
+        for table in (self._last_heard, self._ghost_told):
+            for key in [k for k in table if k not in seen]:
+                del table[key]
         return notes
 
     def members_of(self, stream_id: int) -> Sequence[bytes]:

@@ -7,7 +7,7 @@ Keeping the names here lets the sans-I/O session speak the protocol without impo
 
 from __future__ import annotations
 
-from .delivery import FutureCommit, StaleCommit
+from .delivery import FutureCommit, SinceOutOfRange, StaleCommit
 
 PATH_KP_PUBLISH = "kp-publish"
 PATH_KP_FETCH = "kp-fetch"
@@ -30,6 +30,7 @@ EVENT_COMMIT_ACCEPTED = "CommitAccepted"
 EVENT_PROPOSAL_RECEIVED = "ProposalReceived"
 EVENT_RECOVERY_REQUESTED = "RecoveryRequested"
 EVENT_WELCOME_EXPIRED = "WelcomeExpired"
+EVENT_MEMBER_UNREACHABLE = "MemberUnreachable"
 EVENT_KEYFRAME_WANTED = "KeyframeWanted"
 """On a publisher link: a member at ``epoch`` needs a keyframe of ``track_id``."""
 EVENT_KEYFRAME_REQUESTED = "KeyframeRequested"
@@ -38,3 +39,4 @@ EVENT_KEYFRAME_REQUESTED = "KeyframeRequested"
 # Refusal codes the session acts on (the delivery service's and directory's stable codes).
 CODE_STALE_COMMIT = StaleCommit.code
 CODE_FUTURE_COMMIT = FutureCommit.code
+CODE_SINCE_OUT_OF_RANGE = SinceOutOfRange.code

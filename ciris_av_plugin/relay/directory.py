@@ -508,6 +508,18 @@ class KeyPackageDirectory:
             log.info("swept %d expired KeyPackages", n)
         return n
 
+    def retain(self, identity: bytes, refs: Iterable[bytes]) -> int:
+        """Keep only the KeyPackages of ``identity`` named in ``refs`` (the ones its running process
+        holds the private keys of); drop the rest for good and return how many.
+
+        A joiner restarted with the same identity cannot open a Welcome made for a KeyPackage its
+        earlier process published; without this the directory would hand those out first.
+        """
+        n = self._store.retain_key_packages(identity, tuple(refs))
+        if n:
+            self.counters["replaced"] += n
+        return n
+
     def count_one_time(self, identity: bytes) -> int:
         """Live one-time KeyPackages of ``identity`` (for a client deciding to replenish)."""
         return self._store.count_one_time(identity)

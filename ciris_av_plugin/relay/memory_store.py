@@ -119,6 +119,14 @@ class MemoryStore:
         with self._lock:
             return self._count_one_time_locked(identity)
 
+    def retain_key_packages(self, identity: bytes, keep: Sequence[bytes]) -> int:
+        with self._lock:
+            wanted = set(keep)
+            dead = [ref for ref, s in self._kps.items() if s.entry.identity == identity and ref not in wanted]
+            for ref in dead:
+                self._spent.setdefault(ref, (self._kps.pop(ref).entry.not_after, False))
+            return len(dead)
+
     def count_total(self) -> int:
         with self._lock:
             return len(self._kps)

@@ -137,6 +137,12 @@ class DirectoryStore(Protocol):
         """Live (not yet taken) one-time entries of ``identity``, all suites."""
         ...
 
+    def retain_key_packages(self, identity: bytes, keep: Sequence[bytes]) -> int:
+        """Delete every stored entry of ``identity`` (one-time, taken or not, and last resort) whose
+        ref is not in ``keep``, marking the refs spent so their envelopes cannot be published again;
+        return how many. Entries already used by an accepted commit are gone anyway."""
+        ...
+
     def count_total(self) -> int:
         """All stored entries (every owner, every state): what ``max_total`` bounds."""
         ...
@@ -167,6 +173,9 @@ class StreamRecord:
     """Current epoch of the public group state."""
     group_state: bytes
     """Serialised public group state (opaque to the store: the PublicGroup owns its format)."""
+    admitters: tuple[bytes, ...] = ()
+    """Identities the creator named at registration that may, like it, change the roster (commit
+    Adds and Removes by value)."""
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX join_requests_identity ON join_requests (identity, expires_at);
     """,
+    # 3 -> 4: the identities a stream's creator names as admitters (16-byte hashes, concatenated).
+    """
+    ALTER TABLE streams ADD COLUMN admitters BLOB NOT NULL DEFAULT x''
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+# RNS identity hashes (the packed ``streams.admitters`` column is a run of them).
+_IDENTITY_LEN = 16
 
 _KP_COLUMNS = "ref, identity, suite, last_resort, not_after, key_package, envelope, published_ts"
 
@@ -336,6 +343,16 @@ class SQLiteStore:
                 (identity,),
             ).fetchone()[0]
 
+    def retain_key_packages(self, identity: bytes, keep: Sequence[bytes]) -> int:
+        wanted = set(keep)
+        with self._write() as db:
+            rows = db.execute("SELECT ref, not_after FROM key_packages WHERE identity = ?", (identity,)).fetchall()
+            dead = [(bytes(ref), not_after) for ref, not_after in rows if bytes(ref) not in wanted]
+            for ref, not_after in dead:
+                db.execute("DELETE FROM key_packages WHERE ref = ?", (ref,))
+                db.execute("INSERT OR IGNORE INTO spent_refs (ref, not_after, used) VALUES (?, ?, 0)", (ref, not_after))
+            return len(dead)
+
     def count_total(self) -> int:
         with self._read() as db:
             return db.execute("SELECT count(*) FROM key_packages").fetchone()[0]
@@ -351,21 +368,24 @@ class SQLiteStore:
     def create_stream(self, record: StreamRecord) -> bool:
         with self._write() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO streams (stream_id, group_id, creator, epoch, group_state)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (_sid(record.stream_id), record.group_id, record.creator, record.epoch, record.group_state),
+                "INSERT OR IGNORE INTO streams (stream_id, group_id, creator, epoch, group_state, admitters)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (_sid(record.stream_id), record.group_id, record.creator, record.epoch, record.group_state,
+                 b"".join(record.admitters)),
             )
             return cur.rowcount == 1
 
     def get_stream(self, stream_id: int) -> StreamRecord | None:
         with self._read() as db:
             row = db.execute(
-                "SELECT stream_id, group_id, creator, epoch, group_state FROM streams WHERE stream_id = ?",
+                "SELECT stream_id, group_id, creator, epoch, group_state, admitters FROM streams WHERE stream_id = ?",
                 (_sid(stream_id),),
             ).fetchone()
             if row is None:
                 return None
-            return StreamRecord(_uid(row[0]), bytes(row[1]), bytes(row[2]), row[3], bytes(row[4]))
+            packed = bytes(row[5])
+            admitters = tuple(packed[i:i + _IDENTITY_LEN] for i in range(0, len(packed), _IDENTITY_LEN))
+            return StreamRecord(_uid(row[0]), bytes(row[1]), bytes(row[2]), row[3], bytes(row[4]), admitters)
 
     def stream_ids(self) -> list[int]:
         with self._read() as db:

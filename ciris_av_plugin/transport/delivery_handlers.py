@@ -32,7 +32,7 @@ from typing import Any
 import RNS
 
 from ..errors import RelayError
-from ..relay.delivery import DeliveryService, Notify, UnknownStream
+from ..relay.delivery import MAX_ADMITTERS, DeliveryService, Notify, UnknownStream
 from ..relay.delivery_wire import (
     EVENT_KEYFRAME_WANTED,
     PATH_COMMIT,
@@ -50,7 +50,7 @@ from ..relay.delivery_wire import (
     PATH_WELCOME,
     PATH_WELCOME_ACK,
 )
-from ..relay.directory import KeyPackageDirectory
+from ..relay.directory import MAX_ONE_TIME_PER_IDENTITY, KeyPackageDirectory
 from ..relay.enforcement import EpochEnforcer
 from . import control
 from .errors import ControlError
@@ -72,6 +72,9 @@ MAX_FIELD_BYTES = control.MAX_REQUEST_SIZE
 # into keyframes only; the engine's own keyframe requests are rate-limited the same way (its
 # keyframe_min_interval). A request for a newer epoch always passes: it is a joiner that needs one.
 KEYFRAME_WANTED_MIN_INTERVAL_S = 0.5
+
+# A KeyPackageRef is a hash of the suite's (SHA-256 to SHA-512): 64 bytes at most.
+MAX_REF_BYTES = 64
 
 # Identity hashes are 16 bytes (RNS truncated SHA-256).
 IDENTITY_HASH_LEN = 16
@@ -99,12 +102,16 @@ class DeliveryPlane:
         *,
         peer_relays: Iterable[bytes] = (),
         wall_clock: Callable[[], float] = time.time,
+        member_link_timeout: float | None = None,
     ) -> None:
+        """``member_link_timeout`` overrides the delivery service's (``realtime_av.member_link_timeout_secs``)."""
         self.relay = relay
         self.ds = ds
         self.directory = directory
         self.peer_relays = frozenset(peer_relays)
         self.wall_clock = wall_clock
+        if member_link_timeout is not None:
+            ds.member_link_timeout = member_link_timeout
         self.enforcer = EpochEnforcer()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -156,6 +163,8 @@ class DeliveryPlane:
 
     def tick(self) -> None:
         self._notify(self.ds.tick(self.wall_clock()))
+        # Liveness is judged on the relay's monotonic clock: a wall-clock step must not remove anyone.
+        self._notify(self.ds.check_links(self.relay.clock(), self.relay.silence()))
         live = set(self.relay.links("publisher"))
         for link_id in list(self.enforcer.bound_links()):
             if link_id not in live:
@@ -227,20 +236,29 @@ class DeliveryPlane:
 
     def _register(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")
-        group = self.ds.register_stream(stream_id, identity, require_bytes(body, "group_info"))
+        admitters = body.get("admitters", [])
+        if not isinstance(admitters, list) or len(admitters) > MAX_ADMITTERS:
+            raise ControlError(control.ERR_BAD_REQUEST, f"admitters must be a list of at most {MAX_ADMITTERS} identity hashes")
+        group = self.ds.register_stream(stream_id, identity, require_bytes(body, "group_info"), admitters)
         self._sync_stream(stream_id)
         return {"stream_id": stream_id, "epoch": group.epoch}
 
     def _join(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")
-        self._notify(self.ds.request_join(stream_id, identity, now))
+        refs = body.get("key_packages")
+        if refs is not None and (
+            not isinstance(refs, list) or not refs or len(refs) > MAX_ONE_TIME_PER_IDENTITY + 1
+            or not all(isinstance(r, bytes) and 0 < len(r) <= MAX_REF_BYTES for r in refs)
+        ):
+            raise ControlError(control.ERR_BAD_REQUEST, "key_packages must be a non-empty list of KeyPackageRefs")
+        self._notify(self.ds.request_join(stream_id, identity, now, refs))
         return {"stream_id": stream_id}
 
     def _join_requests(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         """Pending join requests, for a member catching up after a reconnect (its events were lost)."""
         stream_id = control.require_int(body, "stream_id")
         identities = self.ds.join_requests(stream_id, identity, now)
-        return {"identities": identities, "admitter": self.ds.admitter(stream_id) == identity}
+        return {"identities": identities, "admitter": self.ds.roster_admitter(stream_id) == identity}
 
     def _welcome(self, identity: bytes, body: dict[str, Any], now: float) -> dict[str, Any]:
         stream_id = control.require_int(body, "stream_id")

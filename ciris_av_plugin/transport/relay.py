@@ -286,6 +286,20 @@ class RelayNode:
                 and (stream_id is None or s.stream_id == stream_id)
             ]
 
+    def silence(self) -> dict[bytes, float]:
+        """Seconds since anything arrived from each identity with a confirmed link (its liveliest
+        link). A link killed without a close (``kill -9``) stays open in RNS for minutes; silence
+        is what tells it apart from a member that is still there."""
+        with self._links_lock:
+            states = [s for s in self._links.values() if s.confirmed and s.identity_hash is not None]
+        out: dict[bytes, float] = {}
+        for s in states:
+            quiet = s.link.no_inbound_for()
+            ident = s.identity_hash
+            assert ident is not None
+            out[ident] = min(quiet, out.get(ident, quiet))
+        return out
+
     def push_event(self, link_id: bytes, kind: str, data: dict[str, Any]) -> bool:
         """Queue an event on one link's long poll (False if the link is gone)."""
         with self._links_lock:
