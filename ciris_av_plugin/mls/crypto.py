@@ -4,8 +4,12 @@ A :class:`CipherSuite` is built from a table of :class:`SuiteSpec` entries. Each
 KDF hash, an AEAD and a signature scheme; the KEM and the signature scheme are small classes, so adding
 a suite (the CIRIS edge's X-Wing suite 0x004D, say) means a table entry plus, if new, a KEM class
 (the :class:`KEM` protocol: ``derive_key_pair``, ``generate``, key decoding, ``encap``/``decap``, and
-the ``cryptography`` HPKE enum when that library has the KEM) — nothing else here changes. All keys cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519
-raw encodings for suite 1; big-endian scalars and uncompressed points for the NIST-curve suites.
+the ``cryptography`` HPKE enum when that library has the KEM) — nothing else here changes. All keys
+cross this API as raw bytes (RFC 9420 test-vector conventions): X25519 and Ed25519 raw encodings for
+suite 1; big-endian scalars and uncompressed points for the NIST-curve suites.
+
+The primitives live beside it, one family a module: :mod:`.kdf` (HKDF), :mod:`.kem` (HPKE KEMs),
+:mod:`.signatures`, :mod:`.hpke_soft` (AEAD parameters and HPKE in Python).
 
 Implemented: all seven RFC 9420 suites. HPKE goes through ``cryptography``'s Rust HPKE where it
 has the KEM and through :class:`SoftHPKE` (RFC 9180 in Python over the same primitives) for X448
@@ -21,17 +25,18 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
-from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
 from cryptography.hazmat.primitives import hashes, hpke
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .codec import Writer
 from .errors import CryptoError, UnsupportedSuite
+from .hpke_soft import AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, AeadSpec, SoftHPKE
+from .kdf import hkdf_expand, hkdf_extract
+from .kem import DHKEMX448, DHKEMX25519, KEM, DHKEMNist
+from .signatures import EcdsaScheme, Ed448Scheme, Ed25519Scheme, SignatureScheme
 
 __all__ = [
     "CipherSuite",
@@ -49,406 +54,9 @@ MLS_LABEL_PREFIX = b"MLS 1.0 "
 KEY_PACKAGE_REF_LABEL = b"MLS 1.0 KeyPackage Reference"
 PROPOSAL_REF_LABEL = b"MLS 1.0 Proposal Reference"
 
-# HKDF-Expand can produce at most 255 hash blocks (RFC 5869 §2.3); asking for more is a caller bug
-# we report as CryptoError rather than letting a library ValueError escape.
-HKDF_MAX_BLOCKS = 255
-
 # The private hpke helpers accept a non-empty AAD; cryptography's public Suite.encrypt does not.
 _hpke_encrypt_with_aad = _rust_openssl.hpke._encrypt_with_aad
 _hpke_decrypt_with_aad = _rust_openssl.hpke._decrypt_with_aad
-
-
-# --------------------------------------------------------------------------------------------------
-# HKDF over a named hash (stdlib hmac: small inputs, so avoiding object setup matters for the ratchets)
-
-
-_DIGEST_SIZES: dict[str, int] = {}
-
-
-def _digest_size(hash_name: str) -> int:
-    """Output length of a named hash, cached: ``hashlib.new`` per ratchet step costs more than the HMAC."""
-    size = _DIGEST_SIZES.get(hash_name)
-    if size is None:
-        size = _DIGEST_SIZES[hash_name] = hashlib.new(hash_name).digest_size
-    return size
-
-
-def _hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
-    """RFC 5869 Extract; an empty salt means a block of zeros of the hash length."""
-    return hmac.digest(salt or bytes(_digest_size(hash_name)), ikm, hash_name)
-
-
-def _hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
-    """RFC 5869 Expand."""
-    nh = _digest_size(hash_name)
-    if length < 0 or length > HKDF_MAX_BLOCKS * nh:
-        raise CryptoError(f"HKDF-Expand length {length} out of range")
-    out = b""
-    block = b""
-    counter = 1
-    while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes([counter]), hash_name)
-        out += block
-        counter += 1
-    return out[:length]
-
-
-# --------------------------------------------------------------------------------------------------
-# KEMs: one class per KEM, so a post-quantum KEM slots in beside DHKEM(X25519)
-
-
-class KEM(Protocol):
-    """What a cipher suite needs from its KEM; one class per KEM implements it."""
-
-    kem_id: int
-    hpke_kem: object | None
-    """cryptography's HPKE enum for this KEM, or None to run HPKE in Python (:class:`SoftHPKE`)."""
-    n_enc: int
-
-    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]: ...
-    def generate(self) -> tuple[bytes, bytes]: ...
-    def private_key(self, priv: bytes) -> object: ...
-    def public_key_obj(self, pub: bytes) -> object: ...
-    def public_key(self, priv: bytes) -> bytes: ...
-    def encap(self, pub: bytes) -> tuple[bytes, bytes]: ...
-    def decap(self, enc: bytes, priv: bytes) -> bytes: ...
-
-
-class SignatureScheme(Protocol):
-    """What a cipher suite needs from its signature algorithm (raw-byte keys)."""
-
-    def generate(self) -> tuple[bytes, bytes]: ...
-    def public_key(self, priv: bytes) -> bytes: ...
-    def sign(self, priv: bytes, message: bytes) -> bytes: ...
-    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool: ...
-
-
-class _DHKEM:
-    """RFC 9180 §4.1 DHKEM over a subclass's Diffie-Hellman; LabeledExtract/LabeledExpand use the
-    KEM's own suite_id = "KEM" || I2OSP(kem_id, 2) and hash."""
-
-    kem_id: int
-    hash_name: str
-    n_secret: int
-
-    def generate(self) -> tuple[bytes, bytes]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def public_key(self, priv: bytes) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _exchange(self, priv: bytes, pub: bytes) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _dh(self, priv: bytes, pub: bytes) -> bytes:
-        """DH(sk, pk); a failed exchange or an all-zero result (small-order point) is refused."""
-        try:
-            out = self._exchange(priv, pub)
-        except ValueError as exc:
-            raise CryptoError("Diffie-Hellman failed") from exc
-        if not any(out):
-            raise CryptoError("Diffie-Hellman output is all zero")
-        return out
-
-    def _extract_and_expand(self, dh: bytes, kem_context: bytes) -> bytes:
-        eae_prk = self._labeled_extract(b"", b"eae_prk", dh)
-        return self._labeled_expand(eae_prk, b"shared_secret", kem_context, self.n_secret)
-
-    def encap(self, pub: bytes) -> tuple[bytes, bytes]:
-        """RFC 9180 §4.1 Encap: (shared_secret, enc) with a fresh ephemeral key."""
-        sk_e, pk_e = self.generate()
-        return self._extract_and_expand(self._dh(sk_e, pub), pk_e + pub), pk_e
-
-    def decap(self, enc: bytes, priv: bytes) -> bytes:
-        """RFC 9180 §4.1 Decap."""
-        return self._extract_and_expand(self._dh(priv, enc), enc + self.public_key(priv))
-
-    def _suite_id(self) -> bytes:
-        return b"KEM" + struct.pack(">H", self.kem_id)
-
-    def _labeled_extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
-        # RFC 9180 §4: LabeledExtract(salt, label, ikm) = Extract(salt, "HPKE-v1" || suite_id || label || ikm)
-        return _hkdf_extract(self.hash_name, salt, b"HPKE-v1" + self._suite_id() + label + ikm)
-
-    def _labeled_expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
-        labeled_info = struct.pack(">H", length) + b"HPKE-v1" + self._suite_id() + label + info
-        return _hkdf_expand(self.hash_name, prk, labeled_info, length)
-
-
-class _DHKEMMontgomery(_DHKEM):
-    """DHKEM over X25519 or X448 (RFC 9180 §4.1 / §7.1): raw key encodings of one fixed size; a
-    subclass names the curve's ``cryptography`` key classes and sizes."""
-
-    curve_name: str
-    private_cls: type
-    public_cls: type
-    n_sk: int
-    n_pk: int
-    n_enc: int
-
-    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        """RFC 9180 §7.1.3 DeriveKeyPair: no rejection sampling (every Nsk bytes is a key)."""
-        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
-        sk = self._labeled_expand(dkp_prk, b"sk", b"", self.n_sk)
-        return sk, self.public_key(sk)
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = self.private_cls.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def private_key(self, priv: bytes):
-        if len(priv) != self.n_sk:
-            raise CryptoError(f"{self.curve_name} private key must be {self.n_sk} bytes, got {len(priv)}")
-        return self.private_cls.from_private_bytes(priv)
-
-    def public_key_obj(self, pub: bytes):
-        if len(pub) != self.n_pk:
-            raise CryptoError(f"{self.curve_name} public key must be {self.n_pk} bytes, got {len(pub)}")
-        return self.public_cls.from_public_bytes(pub)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self.private_key(priv).public_key().public_bytes_raw()
-
-    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
-        return self.private_key(priv).exchange(self.public_key_obj(pub))
-
-
-class DHKEMX25519(_DHKEMMontgomery):
-    """DHKEM(X25519, HKDF-SHA256), RFC 9180 §4.1 / §7.1. Keys are 32-byte raw encodings."""
-
-    kem_id = 0x0020
-    hpke_kem = hpke.KEM.X25519
-    hash_name = "sha256"  # the KEM's own KDF, independent of the cipher suite's
-    n_secret = 32
-    n_sk = 32
-    n_pk = 32
-    n_enc = 32
-    curve_name = "X25519"
-    private_cls = x25519.X25519PrivateKey
-    public_cls = x25519.X25519PublicKey
-
-
-class DHKEMX448(_DHKEMMontgomery):
-    """DHKEM(X448, HKDF-SHA512), RFC 9180 §4.1 / §7.1.3; 56-byte raw keys. cryptography's HPKE has
-    no X448 KEM, so suites using it run HPKE through :class:`SoftHPKE`."""
-
-    kem_id = 0x0021
-    hpke_kem = None
-    hash_name = "sha512"
-    n_secret = 64
-    n_sk = 56
-    n_pk = 56
-    n_enc = 56
-    curve_name = "X448"
-    private_cls = x448.X448PrivateKey
-    public_cls = x448.X448PublicKey
-
-
-# RFC 9180 §7.1.3: DeriveKeyPair for the NIST curves retries at most this many candidates.
-DKP_MAX_CANDIDATES = 256
-
-
-class DHKEMNist(_DHKEM):
-    """DHKEM(P-256/P-384/P-521, HKDF-SHA2), RFC 9180 §4.1. Private keys are big-endian scalars of
-    Nsk bytes, public keys (and enc) uncompressed SEC1 points."""
-
-    def __init__(
-        self, kem_id: int, curve: ec.EllipticCurve, hash_name: str, n_sk: int, bitmask: int, hpke_kem: object
-    ) -> None:
-        self.kem_id = kem_id
-        self.curve = curve
-        self.hash_name = hash_name
-        self.n_sk = n_sk
-        self.n_secret = hashlib.new(hash_name).digest_size
-        self.n_pk = 1 + 2 * n_sk
-        self.n_enc = self.n_pk
-        self.bitmask = bitmask
-        self.hpke_kem = hpke_kem
-        self.order = _CURVE_ORDERS[curve.name]
-
-    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        """RFC 9180 §7.1.3 DeriveKeyPair with rejection sampling of the scalar."""
-        dkp_prk = self._labeled_extract(b"", b"dkp_prk", ikm)
-        for counter in range(DKP_MAX_CANDIDATES):
-            cand = bytearray(self._labeled_expand(dkp_prk, b"candidate", bytes([counter]), self.n_sk))
-            cand[0] &= self.bitmask
-            sk = int.from_bytes(cand, "big")
-            if 0 < sk < self.order:
-                priv = bytes(cand)
-                return priv, self.public_key(priv)
-        raise CryptoError("DeriveKeyPair found no valid scalar")  # probability ~2^-(8*256)
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(self.curve)
-        priv = key.private_numbers().private_value.to_bytes(self.n_sk, "big")
-        return priv, _ec_point(key.public_key())
-
-    def private_key(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
-        # The mlswg passive-client P-521 vectors carry a 65-byte encryption_priv.
-        return _ec_private_key(self.curve, self.order, self.n_sk, priv)
-
-    def public_key_obj(self, pub: bytes) -> ec.EllipticCurvePublicKey:
-        if len(pub) != self.n_pk:
-            raise CryptoError(f"{self.curve.name} public key must be {self.n_pk} bytes, got {len(pub)}")
-        try:
-            return ec.EllipticCurvePublicKey.from_encoded_point(self.curve, pub)
-        except ValueError as exc:
-            raise CryptoError("invalid curve point") from exc
-
-    def public_key(self, priv: bytes) -> bytes:
-        return _ec_point(self.private_key(priv).public_key())
-
-    def _exchange(self, priv: bytes, pub: bytes) -> bytes:
-        return self.private_key(priv).exchange(ec.ECDH(), self.public_key_obj(pub))
-
-
-_CURVE_ORDERS = {
-    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
-    "secp384r1": int(
-        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
-    ),
-    "secp521r1": int(
-        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
-        "A51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
-        16,
-    ),
-}
-
-
-def _ec_private_key(curve: ec.EllipticCurve, order: int, n_priv: int, priv: bytes) -> ec.EllipticCurvePrivateKey:
-    """A NIST-curve private key from a big-endian scalar of at most ``n_priv`` bytes. A shorter
-    scalar is accepted: some implementations (and mlswg vectors, P-521) drop leading zero bytes;
-    the integer is the same either way."""
-    if not 0 < len(priv) <= n_priv:
-        raise CryptoError(f"{curve.name} private key must be {n_priv} bytes, got {len(priv)}")
-    value = int.from_bytes(priv, "big")
-    if not 0 < value < order:
-        raise CryptoError("private scalar out of range")
-    return ec.derive_private_key(value, curve)
-
-
-def _ec_point(key: ec.EllipticCurvePublicKey) -> bytes:
-    """The uncompressed SEC1 point of a NIST-curve public key."""
-    return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-
-
-# --------------------------------------------------------------------------------------------------
-# Signature schemes
-
-
-class _EdDSAScheme:
-    """EdDSA (RFC 8032) with raw private seed and public key; a subclass names the curve's
-    ``cryptography`` key classes and sizes."""
-
-    curve_name: str
-    private_cls: type
-    public_cls: type
-    n_priv: int
-    n_pub: int
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = self.private_cls.generate()
-        return key.private_bytes_raw(), key.public_key().public_bytes_raw()
-
-    def _priv(self, priv: bytes):
-        if len(priv) != self.n_priv:
-            raise CryptoError(f"{self.curve_name} private key must be {self.n_priv} bytes, got {len(priv)}")
-        return self.private_cls.from_private_bytes(priv)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return self._priv(priv).public_key().public_bytes_raw()
-
-    def sign(self, priv: bytes, message: bytes) -> bytes:
-        return self._priv(priv).sign(message)
-
-    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
-        if len(pub) != self.n_pub:
-            return False
-        try:
-            self.public_cls.from_public_bytes(pub).verify(signature, message)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
-
-
-class Ed25519Scheme(_EdDSAScheme):
-    """Ed25519 (RFC 8032); raw 32-byte private seed and public key, 64-byte signatures."""
-
-    name = "ed25519"
-    n_priv = 32
-    n_pub = 32
-    curve_name = "Ed25519"
-    private_cls = ed25519.Ed25519PrivateKey
-    public_cls = ed25519.Ed25519PublicKey
-
-
-class Ed448Scheme(_EdDSAScheme):
-    """Ed448 (RFC 8032, empty context); raw 57-byte keys, 114-byte signatures."""
-
-    n_priv = 57
-    n_pub = 57
-    curve_name = "Ed448"
-    private_cls = ed448.Ed448PrivateKey
-    public_cls = ed448.Ed448PublicKey
-
-
-class EcdsaScheme:
-    """ECDSA over a NIST curve (§5.1.1): big-endian scalar private key, uncompressed point public
-    key, DER-encoded signatures (the TLS 1.3 SignatureScheme encoding MLS inherits)."""
-
-    def __init__(self, curve: ec.EllipticCurve, hash_alg: hashes.HashAlgorithm, n_priv: int) -> None:
-        self.curve = curve
-        self.hash_alg = hash_alg
-        self.n_priv = n_priv
-        self.n_pub = 1 + 2 * n_priv
-        self.order = _CURVE_ORDERS[curve.name]
-
-    def generate(self) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(self.curve)
-        return key.private_numbers().private_value.to_bytes(self.n_priv, "big"), _ec_point(key.public_key())
-
-    def _priv(self, priv: bytes) -> ec.EllipticCurvePrivateKey:
-        return _ec_private_key(self.curve, self.order, self.n_priv, priv)
-
-    def public_key(self, priv: bytes) -> bytes:
-        return _ec_point(self._priv(priv).public_key())
-
-    def sign(self, priv: bytes, message: bytes) -> bytes:
-        return self._priv(priv).sign(message, ec.ECDSA(self.hash_alg))
-
-    def verify(self, pub: bytes, message: bytes, signature: bytes) -> bool:
-        if len(pub) != self.n_pub:
-            return False
-        try:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(self.curve, pub)
-            key.verify(signature, message, ec.ECDSA(self.hash_alg))
-        except (InvalidSignature, ValueError):
-            return False
-        return True
-
-
-# --------------------------------------------------------------------------------------------------
-# AEADs
-
-
-@dataclass(frozen=True)
-class AeadSpec:
-    """An AEAD by its cryptography class, key and nonce lengths, and its HPKE enum."""
-
-    cls: type
-    nk: int
-    nn: int
-    hpke_aead: object
-    aead_id: int
-    """RFC 9180 §7.3 AEAD id (for the HPKE suite_id when HPKE runs in Python)."""
-
-
-AES_128_GCM = AeadSpec(AESGCM, 16, 12, hpke.AEAD.AES_128_GCM, 0x0001)
-AES_256_GCM = AeadSpec(AESGCM, 32, 12, hpke.AEAD.AES_256_GCM, 0x0002)
-CHACHA20_POLY1305 = AeadSpec(ChaCha20Poly1305, 32, 12, hpke.AEAD.CHACHA20_POLY1305, 0x0003)
-
-# RFC 9180 §7.2 KDF ids by hash.
-HPKE_KDF_IDS = {"sha256": 0x0001, "sha384": 0x0002, "sha512": 0x0003}
 
 
 @dataclass(frozen=True)
@@ -531,69 +139,6 @@ SUITES: dict[int, SuiteSpec] = {
 }
 
 
-class SoftHPKE:
-    """RFC 9180 base-mode HPKE (single-shot seal/open and the secret export) written over a
-    :class:`KEM`'s ``encap``/``decap``, the suite's HKDF and its AEAD.
-
-    Used for KEMs ``cryptography``'s HPKE does not offer (X448), and in tests as an independent
-    implementation to check the library path against. It also exposes the exporter secret, which
-    ``cryptography``'s single-shot API does not (§8.3 external init needs it).
-    """
-
-    MODE_BASE = 0x00
-
-    def __init__(self, kem: KEM, hash_name: str, aead: AeadSpec) -> None:
-        self.kem = kem
-        self.hash_name = hash_name
-        self.aead = aead
-        self.nh = hashlib.new(hash_name).digest_size
-        self.suite_id = b"HPKE" + struct.pack(">HHH", kem.kem_id, HPKE_KDF_IDS[hash_name], aead.aead_id)
-
-    def _extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
-        return _hkdf_extract(self.hash_name, salt, b"HPKE-v1" + self.suite_id + label + ikm)
-
-    def _expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
-        labeled = struct.pack(">H", length) + b"HPKE-v1" + self.suite_id + label + info
-        return _hkdf_expand(self.hash_name, prk, labeled, length)
-
-    def key_schedule(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes, bytes]:
-        """RFC 9180 §5.1 KeySchedule (mode_base, no PSK): (key, base_nonce, exporter_secret)."""
-        context = (
-            bytes([self.MODE_BASE])
-            + self._extract(b"", b"psk_id_hash", b"")
-            + self._extract(b"", b"info_hash", info)
-        )
-        secret = self._extract(shared_secret, b"secret", b"")
-        return (
-            self._expand(secret, b"key", context, self.aead.nk),
-            self._expand(secret, b"base_nonce", context, self.aead.nn),
-            self._expand(secret, b"exp", context, self.nh),
-        )
-
-    def seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
-        shared, enc = self.kem.encap(pub)
-        key, nonce, _ = self.key_schedule(shared, info)
-        return enc, self.aead.cls(key).encrypt(nonce, pt, aad)  # sequence 0: nonce = base_nonce
-
-    def open(self, priv: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
-        key, nonce, _ = self.key_schedule(self.kem.decap(enc, priv), info)
-        try:
-            return self.aead.cls(key).decrypt(nonce, ct, aad)
-        except (InvalidTag, ValueError) as exc:
-            raise CryptoError("HPKE open failed") from exc
-
-    def export_sender(self, pub: bytes, info: bytes, exporter_context: bytes, length: int) -> tuple[bytes, bytes]:
-        """SetupBaseS then Export: (enc, exported secret), RFC 9180 §5.3."""
-        shared, enc = self.kem.encap(pub)
-        _, _, exporter_secret = self.key_schedule(shared, info)
-        return enc, self._expand(exporter_secret, b"sec", exporter_context, length)
-
-    def export_receiver(self, priv: bytes, enc: bytes, info: bytes, exporter_context: bytes, length: int) -> bytes:
-        """SetupBaseR then Export, RFC 9180 §5.3."""
-        _, _, exporter_secret = self.key_schedule(self.kem.decap(enc, priv), info)
-        return self._expand(exporter_secret, b"sec", exporter_context, length)
-
-
 def _labeled(label: bytes) -> bytes:
     return MLS_LABEL_PREFIX + label
 
@@ -634,10 +179,10 @@ class CipherSuite:
         return hashlib.new(self.spec.hash_name, data).digest()
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
-        return _hkdf_extract(self.spec.hash_name, salt, ikm)
+        return hkdf_extract(self.spec.hash_name, salt, ikm)
 
     def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
-        return _hkdf_expand(self.spec.hash_name, prk, info, length)
+        return hkdf_expand(self.spec.hash_name, prk, info, length)
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """MAC = HMAC with the suite hash (§5.1; membership and confirmation tags)."""
