@@ -91,10 +91,13 @@ class Recorder:
         self.benchmark = benchmark
         self._started = _now()
         self._load_start = _load()
+        # The code that runs is the code at the start: commits made while a long benchmark runs are not it.
+        self._commit = _git("rev-parse", "HEAD")
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", *_GIT_PATHSPEC)
+        self._dirty = None if status is None else bool(status)
 
     def machine(self) -> dict[str, Any]:
-        """The ``machine`` block as of now (load average and time at the start and now)."""
-        status = _git("status", "--porcelain", "--untracked-files=no", "--", *_GIT_PATHSPEC)
+        """The ``machine`` block: load average and time at the start and now; the commit at the start."""
         return {
             "cpu_model": _cpu_model(),
             "cpus_online": os.cpu_count(),
@@ -108,8 +111,8 @@ class Recorder:
             "load_average_end": _load(),
             "started_utc": self._started,
             "finished_utc": _now(),
-            "git_commit": _git("rev-parse", "HEAD"),
-            "git_dirty": None if status is None else bool(status),
+            "git_commit": self._commit,
+            "git_dirty": self._dirty,
             # As typed (``sys.orig_argv``: interpreter, ``-m`` and all), run from the repository root.
             "command": list(sys.orig_argv),
         }
