@@ -29,7 +29,8 @@ from bench.machine import RESULTS_DIR, describe  # noqa: E402
 README = REPO / "README.md"
 SECTION = "## Benchmarks"
 
-# Targets as the issues that asked for these benchmarks set them (relay fan-out: issue 2; join: issue 5).
+# Targets as the issues that asked for these benchmarks set them (relay fan-out: issue 2; join: issue 5). The
+# delivery target applies to both fan-out points README has always judged (MDU 431 x 8, negotiated MTU x 64).
 FANOUT_TARGET_LINKS = 8
 FANOUT_TARGET_DELIVERED = 0.995
 FANOUT_TARGET_RATIO = 0.8
@@ -143,8 +144,9 @@ def relay_fanout() -> str:
             f"p99 {num(p99)} ms (≤ {FANOUT_TARGET_P99_MS:g} ms: {met(p99 is not None and p99 <= FANOUT_TARGET_P99_MS)})")
     if large:
         r = large[0]
-        targets.append(f"negotiated MTU ({r['mdu']}), {FANOUT_LARGE_LINKS} links — delivered "
-                       f"{pct(r['dispatcher']['delivered_fraction'])}")
+        delivered = r["dispatcher"]["delivered_fraction"]
+        targets.append(f"negotiated MTU ({r['mdu']}), {FANOUT_LARGE_LINKS} links — delivered {pct(delivered)} "
+                       f"(≥ {FANOUT_TARGET_DELIVERED * 100:g} %: {met(delivered >= FANOUT_TARGET_DELIVERED)})")
     if targets:
         out += ["", "Targets: " + "; ".join(targets) + "."]
     return "\n".join(out)
