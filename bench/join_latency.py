@@ -9,7 +9,8 @@ measurement. Measured per join, on the one host's wall clock:
 * commit -> all members on the new epoch: from the publisher merging its Add to the last member (and
   the joiner) reaching that epoch.
 
-Prints a table and, with ``--json PATH``, writes ``{"runs": [{"members", "joins",
+Prints a table and, with ``--json PATH``, writes (through ``bench/machine.py``) ``{"benchmark", "machine",
+"kbps", "gap_s", "runs": [{"members", "joins",
 "join_to_first_frame_s_p50", "join_to_first_frame_s_p95", "join_to_first_keyframe_s_p95",
 "commit_to_all_members_s_p50"}]}``. Target (issue 5): join -> first frame <= 1.5 s p95 with 16 members.
 
@@ -19,9 +20,7 @@ Prints a table and, with ``--json PATH``, writes ``{"runs": [{"members", "joins"
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import machine  # noqa: E402
 from ciris_av_plugin.transport.config import free_port  # noqa: E402
 from integration.harness import Cluster  # noqa: E402
 from integration.join_scenario import ENTRY, Driver, _identity_file  # noqa: E402
@@ -137,7 +137,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.kbps > 500:
         ap.error("the issue fixes media at <= 500 kbit/s")
-    print(f"# join latency, {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+    recorder = machine.Recorder("join_latency")
+    print(f"# join latency, {machine.summary()}, "
           f"{args.kbps:.0f} kbit/s media, loopback RNS, {args.gap:.1f} s between joins")
     runs = []
     for size in args.sizes:
@@ -153,7 +154,7 @@ def main() -> None:
               f"commit->all p50 {summary['commit_to_all_members_s_p50'] * 1000:7.1f} ms  "
               f"({time.monotonic() - t0:.0f} s)  publisher refusals {out['publisher_refusals'] or 'none'}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        recorder.write(args.json, {"kbps": args.kbps, "gap_s": args.gap, "runs": runs})
         print(f"# wrote {args.json}")
 
 

@@ -27,7 +27,7 @@ hops). Loopback has no delay, so added latency there is over the run's fastest f
 packet counts every packet the seams dropped on the media direction.
 
 Run: ``python bench/loss_recovery.py [--seconds 60] [--delay-ms 20] [--seed 1] [--rns] [--json PATH]``;
-``--json`` writes ``{"runs": [{"loss_percent", "recovery", "frames_completed_fraction",
+``--json`` writes (through ``bench/machine.py``) ``{"benchmark", "machine", "rns", "seconds", "mdu", "runs": [{"loss_percent", "recovery", "frames_completed_fraction",
 "keyframes_completed_fraction", "added_latency_ms_p99", "retransmissions_per_lost_packet",
 "keyframe_requests_per_min"}]}``.
 """
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
-import json
 import os
 import random
 import sys
@@ -50,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.machine import Recorder  # noqa: E402
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer  # noqa: E402
 from ciris_av_plugin.media.nack import LossDetector, NackError, decode_nack  # noqa: E402
 from ciris_av_plugin.media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing  # noqa: E402
@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     ap.add_argument("--rns", action="store_true", help="real RNS processes on 127.0.0.1 instead of the simulation")
     args = ap.parse_args(argv)
+    recorder = Recorder("loss_recovery")
     if args.rns:
         print(f"loss recovery over real RNS (loopback): {args.seconds:g} s of media per level, 431-byte MDU, "
               f"loss on every packet of both hops in both directions")
@@ -350,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.added_latency_ms_p50:>6.1f}ms {r.added_latency_ms_p99:>6.1f}ms "
                   f"{r.keyframe_requests_per_min:>10.1f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"runs": [r.schema() for r in runs]}, fh, indent=2)
+        settings = {"rns": args.rns, "seconds": args.seconds, "mdu": MDU}
+        if not args.rns:
+            settings.update(delay_ms=args.delay_ms, seed=args.seed)
+        recorder.write(args.json, {**settings, "runs": [r.schema() for r in runs]})
     return 0
 
 

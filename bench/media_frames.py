@@ -9,14 +9,12 @@ of a core the media layer costs a subscriber at a given frame rate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from machine import Recorder
 from timing import DEFAULT_SECONDS, measure
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
@@ -94,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = ap.parse_args(argv)
+    recorder = Recorder("media_frames")
     rows = sframe_cases(args.seconds) + pipeline_cases(args.seconds)
     for r in rows:
         if r["case"] == "sframe":
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['us_per_packet']:.1f} us/packet seal+open)"
             )
     if args.json:
-        machine = f"{platform.node()} {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, Python {sys.version.split()[0]}"
-        args.json.write_text(json.dumps({"machine": machine, "runs": rows}, indent=2))
+        recorder.write(args.json, {"seconds_per_case": args.seconds, "runs": rows})
     return 0
 
 

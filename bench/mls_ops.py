@@ -21,12 +21,12 @@ Upstream figures (OpenMLS, Rust, from its published benchmarks): join ~0.7 ms, r
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from machine import Recorder
 
 from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle, PublicGroup
 
@@ -116,6 +116,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    recorder = Recorder("mls_ops")
     suite = CipherSuite(args.suite)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results = []
@@ -132,16 +133,8 @@ def main(argv: list[str]) -> int:
         print(f"n={n:<6} " + "  ".join(cells))
     print(f"upstream (OpenMLS): join ~{UPSTREAM['openmls_join_ms']} ms, rekey of 128 ~{UPSTREAM['openmls_rekey_128_ms']} ms")
     if args.json is not None:
-        doc = {
-            "benchmark": "mls_ops",
-            "suite": suite.id,
-            "python": sys.version.split()[0],
-            "machine": platform.machine(),
-            "seconds_per_case": args.seconds,
-            "upstream": UPSTREAM,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        recorder.write(args.json, {"suite": suite.id, "seconds_per_case": args.seconds, "upstream": UPSTREAM,
+                                   "results": results})
     return 0
 
 

@@ -8,12 +8,11 @@ and TreeKEM path creation are measured by ``bench/mls_tree.py`` beside the ratch
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from machine import Recorder
 from timing import DEFAULT_SECONDS, measure
 
 from ciris_av_plugin.mls.crypto import CipherSuite
@@ -78,6 +77,7 @@ def run_bench(name: str, make_cases: Callable[[CipherSuite], dict[str, Callable[
     ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     ap.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = ap.parse_args(argv)
+    recorder = Recorder(name)
     cs = CipherSuite(args.suite)
     results = {}
     for case, fn in make_cases(cs).items():
@@ -85,14 +85,7 @@ def run_bench(name: str, make_cases: Callable[[CipherSuite], dict[str, Callable[
         results[case] = round(ops, 1)
         print(f"{case:38s} {ops:12.1f} ops/s")
     if args.json:
-        report = {
-            "benchmark": name,
-            "suite": cs.id,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "ops_per_second": results,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        recorder.write(args.json, {"suite": cs.id, "seconds_per_case": args.seconds, "ops_per_second": results})
     return 0
 
 

@@ -19,11 +19,9 @@ Run: ``python bench/relay_engine.py [--seconds 10] [--repeat 5] [--json out.json
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
+
+from machine import Recorder, summary
 
 from ciris_av_plugin.media.wire import FLAG_AUDIO, FLAG_DISCARDABLE, FLAG_KEYFRAME, FragmentHeader, split
 from ciris_av_plugin.relay.engine import ForwardingEngine
@@ -133,26 +131,14 @@ def run_point(pub_mdu: int, sub_mdu: int, n: int, seconds: float, repeat: int) -
     }
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]} on {platform.system()}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="simulated media seconds per point")
     ap.add_argument("--repeat", type=int, default=5, help="runs per point; the least disturbed is kept")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
-    machine = _machine()
+    recorder = Recorder("relay_engine")
+    machine = summary()
     print(f"relay engine CPU per forwarded packet ({machine}; {args.seconds:g} s of media per point)")
     print(
         f"{'pub->sub MDU':>14} {'N':>3} {'egress':>8} {'us/fwd':>7} {'us/frag/sub':>11} "
@@ -170,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['added_vs_rns_send']:>6.1%} {r['drops']:>5}"
             )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": machine, "seconds": args.seconds, "runs": runs}, fh, indent=2)
+        recorder.write(args.json, {"seconds": args.seconds, "repeat": args.repeat, "runs": runs})
     return 0
 
 

@@ -38,7 +38,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import struct
 import sys
 import threading
@@ -49,6 +48,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.machine import Recorder, summary  # noqa: E402
 
 OFFERED_BPS = 2_000_000
 MDU_SMALL = 431
@@ -477,21 +478,6 @@ def _wait_file(path: Path, timeout: float, node: Any) -> None:
         time.sleep(0.05)
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import RNS._version
-
-    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, rns {RNS._version.__version__}")
-
-
 def main() -> int:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         child_main(sys.argv[2])
@@ -506,6 +492,8 @@ def main() -> int:
                     help="runs per point; the table shows medians (CPU, latency) and minima (delivery)")
     ap.add_argument("--kinds", default="raw,dispatcher", help="relays to run (for debugging one side)")
     args = ap.parse_args()
+    recorder = Recorder("relay_fanout")
+    print(f"# relay fan-out, {summary()}")
     kinds = set(args.kinds.split(","))
     empty = {"cpu_us_per_forward": None, "delivered_fraction": 0.0, "harness_limited": False,
              "relay_cpu_share": 0.0, "mdu": 0, "offered_pps": 0.0}
@@ -547,7 +535,8 @@ def main() -> int:
               f"{disp['relay_cpu_share']:>10.2f} {'LIMITED' if run['harness_limited'] else 'ok':>7}",
               flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
+        recorder.write(args.json, {"seconds": args.seconds, "repeat": args.repeat, "engine": args.engine,
+                                   "offered_bps": OFFERED_BPS, "runs": runs})
         print(f"wrote {args.json}")
     return 0
 
