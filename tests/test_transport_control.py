@@ -9,7 +9,7 @@ import pytest
 
 from ciris_av_plugin.errors import TransportError
 from ciris_av_plugin.transport import control
-from ciris_av_plugin.transport.control import Event, EventQueue, RequestLimiter, TokenBucket
+from ciris_av_plugin.transport.control import Event, EventQueue, RequestLimiter
 from ciris_av_plugin.transport.errors import ControlError
 
 
@@ -51,14 +51,6 @@ def test_require_int_rejects_out_of_range_and_wrong_types(value: object) -> None
     with pytest.raises(ControlError) as info:
         control.require_int({"stream_id": value}, "stream_id")
     assert info.value.code == control.ERR_BAD_REQUEST
-
-
-def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
-    bucket = TokenBucket(rate=10, burst=5)
-    assert [bucket.allow(0.0) for _ in range(7)] == [True] * 5 + [False] * 2
-    assert not bucket.allow(0.05)  # half a token
-    assert bucket.allow(0.1)
-    assert [bucket.allow(10.0) for _ in range(6)].count(True) == 5  # capped at burst
 
 
 def test_limiter_isolates_links_and_caps_globally() -> None:

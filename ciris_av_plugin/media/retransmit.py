@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..ratelimit import TokenBucket
 from .nack import NACK_TO_END, Nack
 from .wire import (
     FLAG_AUDIO,
@@ -184,23 +185,6 @@ class Retransmission:
     "The fragment, at most the link's MDU, retransmission flag set."
 
 
-class _Bucket:
-    __slots__ = ("tokens", "at")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
-
-    def take(self, now: float, rate: float, burst: float, cost: float) -> bool:
-        if now > self.at:
-            self.tokens = min(burst, self.tokens + (now - self.at) * rate)
-            self.at = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-
 class NackResponder:
     """Answers NACKs from a set of rings, rate-limited per link in NACKs and retransmitted bytes.
 
@@ -217,8 +201,8 @@ class NackResponder:
     ) -> None:
         self.nack_rate, self.nack_burst = nack_rate, nack_burst
         self.byte_rate, self.byte_burst = byte_rate, byte_burst
-        self._nack_buckets: dict[bytes, _Bucket] = {}
-        self._byte_buckets: dict[bytes, _Bucket] = {}
+        self._nack_buckets: dict[bytes, TokenBucket] = {}
+        self._byte_buckets: dict[bytes, TokenBucket] = {}
         self.counters: dict[str, int] = {
             "nacks": 0,
             "ranges": 0,
@@ -239,8 +223,8 @@ class NackResponder:
         if bucket is None:
             if len(self._nack_buckets) >= MAX_LINK_BUCKETS:
                 self._nack_buckets.pop(next(iter(self._nack_buckets)))
-            bucket = self._nack_buckets[link_id] = _Bucket(self.nack_burst, now)
-        if not bucket.take(now, self.nack_rate, self.nack_burst, 1.0):
+            bucket = self._nack_buckets[link_id] = TokenBucket(self.nack_rate, self.nack_burst, now)
+        if not bucket.take(now):
             self._count(NACK_RATE)
             return False
         return True
@@ -279,7 +263,7 @@ class NackResponder:
         if bucket is None:
             if len(self._byte_buckets) >= MAX_LINK_BUCKETS:
                 self._byte_buckets.pop(next(iter(self._byte_buckets)))
-            bucket = self._byte_buckets[link_id] = _Bucket(self.byte_burst, now)
+            bucket = self._byte_buckets[link_id] = TokenBucket(self.byte_rate, self.byte_burst, now)
         found: list[tuple[int, float, int, int, bytes, int, int]] = []
         scanned = 0
         for r in nack.ranges:
@@ -321,7 +305,7 @@ class NackResponder:
             seen.add(ident)
             pieces = [as_retransmission(p)] if len(p) <= mdu else _resplit(p, start, end, mdu)
             cost = sum(len(x) for x in pieces)
-            if not bucket.take(now, self.byte_rate, self.byte_burst, cost):
+            if not bucket.take(now, cost):
                 count(NACK_BYTES)
                 break
             flags = p[1] | FLAG_RETRANSMISSION

@@ -32,6 +32,7 @@ from ..mls.codec import Reader, decode_all
 from ..mls.crypto import SUITES, CipherSuite
 from ..mls.messages import CredentialType, KeyPackage, ProtocolVersion, WireFormat
 from ..mls.tree import validate_key_package
+from ..ratelimit import TokenBucket
 from .envelope import IDENTITY_HASH_LEN, KeyPackageEnvelope, open_envelope
 from .storage import DirectoryStore, KeyPackageEntry, PutOutcome
 
@@ -335,7 +336,7 @@ class KeyPackageDirectory:
         self._max_one_time = max_one_time_per_identity
         self._max_entries = max_entries
         self._inspect = inspect
-        self._budgets: dict[tuple[bytes, bytes], tuple[float, float]] = {}
+        self._budgets: dict[tuple[bytes, bytes], TokenBucket] = {}
         self._budget_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name (``published``, ``refused.<code>``, ``fetched.one_time`` ...), for metrics."""
@@ -429,12 +430,14 @@ class KeyPackageDirectory:
         if not self._may_fetch(requester, target, now):
             self.counters[f"refused.{FetchNotAuthorised.code}"] += 1
             raise FetchNotAuthorised("requester is not a member of a stream the target asked to join")
-        budget = self._take_budget(requester, target, now)
+        bucket = self._take_budget(requester, target, now)
+        budget = bucket.tokens
         entry = None
         if budget >= 1:
             entry = self._store.take_one_time(target, suite, now, taken_by=requester)
             if entry is not None:
-                self._spend_take(requester, target)
+                with self._budget_lock:
+                    bucket.tokens -= 1
         if entry is None:
             entry = self._store.last_resort(target, suite, now)
         if entry is None:
@@ -442,7 +445,7 @@ class KeyPackageDirectory:
                 self.counters[f"refused.{FetchRateLimited.code}"] += 1
                 raise FetchRateLimited(
                     "one-time KeyPackages of this identity taken too fast",
-                    retry_after=(1 - budget) * ONE_TIME_TAKE_REFILL_S,
+                    retry_after=bucket.retry_after(),
                 )
             self.counters[f"refused.{NoKeyPackage.code}"] += 1
             raise NoKeyPackage(f"no live KeyPackage of suite 0x{suite:04x} for that identity")
@@ -450,21 +453,17 @@ class KeyPackageDirectory:
         log.debug("KeyPackage %s of %s fetched by %s", entry.ref.hex()[:16], target.hex(), requester.hex())
         return FetchedKeyPackage(entry.ref, entry.key_package, entry.envelope, entry.last_resort)
 
-    def _take_budget(self, requester: bytes, target: bytes, now: float) -> float:
-        """Refill and return the one-time take budget of (requester, target)."""
+    def _take_budget(self, requester: bytes, target: bytes, now: float) -> TokenBucket:
+        """The one-time take bucket of (requester, target), refilled to ``now``."""
         with self._budget_lock:
             key = (requester, target)
-            tokens, at = self._budgets.get(key, (float(ONE_TIME_TAKE_BURST), now))
-            tokens = min(float(ONE_TIME_TAKE_BURST), tokens + max(0.0, now - at) / ONE_TIME_TAKE_REFILL_S)
-            if key not in self._budgets and len(self._budgets) >= MAX_TAKE_BUDGETS:
-                self._budgets.clear()  # forgetting only forgives; bounded memory under a flood
-            self._budgets[key] = (tokens, max(at, now))
-            return tokens
-
-    def _spend_take(self, requester: bytes, target: bytes) -> None:
-        with self._budget_lock:
-            tokens, at = self._budgets[(requester, target)]
-            self._budgets[(requester, target)] = (tokens - 1, at)
+            bucket = self._budgets.get(key)
+            if bucket is None:
+                if len(self._budgets) >= MAX_TAKE_BUDGETS:
+                    self._budgets.clear()  # forgetting only forgives; bounded memory under a flood
+                bucket = self._budgets[key] = TokenBucket(1 / ONE_TIME_TAKE_REFILL_S, ONE_TIME_TAKE_BURST, now)
+            bucket.refill(now)
+            return bucket
 
     # --- admissibility (delivery service) ------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from ..ratelimit import TokenBucket
 from .errors import ControlError
 
 # Request paths the relay registers. Kept short: RNS hashes the path into every request.
@@ -116,26 +117,6 @@ def require_int(body: dict[str, Any], key: str, lo: int = 0, hi: int = (1 << 64)
 
 
 @dataclass
-class TokenBucket:
-    """Classic token bucket; ``allow`` is O(1) and takes the time in (sans-I/O)."""
-
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    updated: float = 0.0
-
-    def allow(self, now: float, cost: float = 1.0) -> bool:
-        if self.tokens < 0:
-            self.tokens, self.updated = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-
-@dataclass
 class RequestLimiter:
     """Per-link buckets under one global bucket: a flood on one link cannot starve the rest."""
 
@@ -151,12 +132,12 @@ class RequestLimiter:
     def allow(self, link_id: bytes, now: float) -> bool:
         with self._lock:
             if self._global is None:
-                self._global = TokenBucket(self.global_rate, self.global_burst)
+                self._global = TokenBucket(self.global_rate, self.global_burst, now)
             bucket = self._links.get(link_id)
             if bucket is None:
-                bucket = self._links[link_id] = TokenBucket(self.link_rate, self.link_burst)
+                bucket = self._links[link_id] = TokenBucket(self.link_rate, self.link_burst, now)
             # Check the link first so one noisy link spends only its own tokens.
-            ok = bucket.allow(now) and self._global.allow(now)
+            ok = bucket.take(now) and self._global.take(now)
             if not ok:
                 self.refused += 1
             return ok
