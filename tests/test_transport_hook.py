@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -49,6 +51,23 @@ def test_unsupported_rns_version_falls_back_to_callback(monkeypatch: pytest.Monk
     assert not ok and "outside" in why
     assert hook.resolve_mode("inline") == hook.MODE_CALLBACK
     assert hook.resolve_mode("auto") == hook.MODE_CALLBACK
+
+
+@pytest.mark.parametrize("setting, value", [("USE_INBOUND_QUEUE", False), ("TRANSPORT_WORKERS", 2)])
+def test_several_inbound_threads_fall_back_to_callback(monkeypatch: pytest.MonkeyPatch, setting: str,
+                                                       value: object) -> None:
+    monkeypatch.setattr(RNS.Transport, setting, value)
+    ok, why = hook.inline_receive_available()
+    assert not ok and setting in why
+    assert hook.resolve_mode("auto") == hook.MODE_CALLBACK
+
+
+def test_the_checked_rns_range_is_the_pinned_one() -> None:
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    pins = [d for d in project["project"]["dependencies"] if d.startswith("rns")]
+    low, high = hook.SUPPORTED_RNS
+    assert pins == [f"rns>={'.'.join(map(str, low))},<{'.'.join(map(str, high[:2]))}"]
+    assert low <= hook._rns_version() < high  # noqa: SLF001 - the installed rns is in the range
 
 
 def test_inline_hook_delivers_data_and_passes_everything_else_on() -> None:

@@ -8,7 +8,8 @@ thread start. This is undocumented RNS behaviour, so:
 
 * it is used only on the rns versions it was read against (``SUPPORTED_RNS``, matching the
   ``rns>=1.5.7,<1.6`` pin) and only when the attributes and call sites it relies on are present
-  (:func:`inline_receive_available` checks at start-up);
+  (:func:`inline_receive_available` checks at start-up), and only while RNS drains its inbound
+  queue with one worker thread (so handlers run on one thread, in arrival order);
 * every other packet (requests, responses, identify, keepalives, link close, resources) is passed
   to the original ``Link.receive`` untouched (or to ``resource_guard``'s wrapper of it, attached
   first, which refuses hostile Resource advertisements before RNS sees them);
@@ -72,6 +73,12 @@ def inline_receive_available() -> tuple[bool, str]:
             return False, f"Link.__receive no longer uses {name}"
     if not hasattr(RNS.Packet, "NONE") or not hasattr(RNS.Packet, "DATA"):
         return False, "RNS.Packet constants changed"
+    # Handlers assume one thread calls them, in arrival order: RNS's inbound queue drained by a
+    # single worker. With the queue off, every interface's reader thread would call them at once.
+    if getattr(RNS.Transport, "USE_INBOUND_QUEUE", None) is not True:
+        return False, "RNS.Transport.USE_INBOUND_QUEUE is off: packets would arrive on several threads"
+    if getattr(RNS.Transport, "TRANSPORT_WORKERS", None) != 1:
+        return False, "RNS.Transport.TRANSPORT_WORKERS is not 1: packets would arrive on several threads"
     return True, "ok"
 
 
