@@ -135,13 +135,20 @@ def test_derive_key_pair_p521_uses_bitmask() -> None:
 
 @pytest.mark.parametrize("suite_id", [sid for sid, spec in sorted(SUITES.items()) if spec.kem.hpke_kem is not None])
 def test_soft_hpke_interoperates_with_cryptography(suite_id: int) -> None:
-    """Our RFC 9180 code and cryptography's Rust HPKE open each other's ciphertexts."""
+    """Our RFC 9180 code and cryptography's Rust HPKE (the path MLS takes: empty AAD) open each
+    other's ciphertexts."""
     cs = CipherSuite(suite_id)
     priv, pub = cs.generate_hpke_key_pair()
-    enc, ct = cs.soft_hpke.seal(pub, b"info", b"aad", b"soft")
-    assert cs.hpke_open(priv, enc, b"info", b"aad", ct) == b"soft"
-    enc, ct = cs.hpke_seal(pub, b"info", b"aad", b"rust")
-    assert cs.soft_hpke.open(priv, enc, b"info", b"aad", ct) == b"rust"
+    enc, ct = cs.soft_hpke.seal(pub, b"info", b"", b"soft")
+    assert cs._hpke_suite.decrypt(enc + ct, cs.spec.kem.private_key(priv), b"info") == b"soft"  # noqa: SLF001
+    assert cs.hpke_open(priv, enc, b"info", b"", ct) == b"soft"
+    enc, ct = cs.hpke_seal(pub, b"info", b"", b"rust")
+    assert cs.soft_hpke.open(priv, enc, b"info", b"", ct) == b"rust"
+    # a non-empty AAD is bound either way (SoftHPKE carries it)
+    enc, ct = cs.hpke_seal(pub, b"info", b"aad", b"with aad")
+    assert cs.soft_hpke.open(priv, enc, b"info", b"aad", ct) == b"with aad"
+    with pytest.raises(CryptoError):
+        cs.hpke_open(priv, enc, b"info", b"", ct)
 
 
 def test_hpke_export_rfc9180_a7() -> None:

@@ -27,7 +27,6 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
 from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -53,11 +52,6 @@ MLS_LABEL_PREFIX = b"MLS 1.0 "
 # RFC 9420 §5.2 reference labels (already complete: RefHash does not add the prefix).
 KEY_PACKAGE_REF_LABEL = b"MLS 1.0 KeyPackage Reference"
 PROPOSAL_REF_LABEL = b"MLS 1.0 Proposal Reference"
-
-# The private hpke helpers accept a non-empty AAD; cryptography's public Suite.encrypt does not.
-_hpke_encrypt_with_aad = _rust_openssl.hpke._encrypt_with_aad
-_hpke_decrypt_with_aad = _rust_openssl.hpke._decrypt_with_aad
-
 
 @dataclass(frozen=True)
 class SuiteSpec:
@@ -256,13 +250,16 @@ class CipherSuite:
     # ---------------------------------------------------------------- HPKE (RFC 9180 base mode)
 
     def hpke_seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
-        """SealBase; returns (enc, ciphertext)."""
-        if self._hpke_suite is None:
+        """SealBase; returns (enc, ciphertext).
+
+        ``cryptography``'s public HPKE takes no AAD. MLS never passes one (§5.1.3 EncryptWithLabel
+        seals with an empty AAD), so that is the path MLS takes; a non-empty AAD, and KEMs that
+        library lacks, go through :class:`SoftHPKE` (the two are cross-checked in the tests).
+        """
+        if self._hpke_suite is None or aad:
             return self.soft_hpke.seal(pub, info, aad, pt)
         try:
-            out = _hpke_encrypt_with_aad(
-                self._hpke_suite, pt, self.spec.kem.public_key_obj(pub), info=info, aad=aad
-            )
+            out = self._hpke_suite.encrypt(pt, self.spec.kem.public_key_obj(pub), info)
         except ValueError as exc:  # e.g. a low-order X25519 point
             raise CryptoError("HPKE seal failed") from exc
         n_enc = self.spec.kem.n_enc
@@ -272,12 +269,10 @@ class CipherSuite:
         """OpenBase; any failure (bad enc, wrong key, tag) raises CryptoError."""
         if len(enc) != self.spec.kem.n_enc:
             raise CryptoError(f"HPKE enc must be {self.spec.kem.n_enc} bytes, got {len(enc)}")
-        if self._hpke_suite is None:
+        if self._hpke_suite is None or aad:
             return self.soft_hpke.open(priv, enc, info, aad, ct)
         try:
-            return _hpke_decrypt_with_aad(
-                self._hpke_suite, enc + ct, self.spec.kem.private_key(priv), info=info, aad=aad
-            )
+            return self._hpke_suite.decrypt(enc + ct, self.spec.kem.private_key(priv), info)
         except (InvalidTag, ValueError) as exc:
             raise CryptoError("HPKE open failed") from exc
 
