@@ -17,13 +17,11 @@ events; it never sleeps, reads a clock or touches a socket. The transport drives
 * ``stats()`` for counters; ``send_control(link, packet, now)`` queues a control packet (highest
   priority, never aged out) on a subscriber's egress.
 
-**Parts.** :class:`ForwardingEngine` is the one object the transport holds; it owns the streams
-and tracks (``tracks.py``), takes packets in and fans fragments out, and composes:
-``engine_config.py`` (limits, drop reasons), ``egress.py`` (per-subscriber queues, their serving
-and the drop policy), ``keyframes.py`` (keyframe request coalescing) and ``repair.py`` (NACKs and
-retransmission). The two hot paths stay flat: the fan-out loop below writes subscriber queues
-directly, and ``next_packets`` / ``has_pending`` / ``send_control`` are the egress's own methods,
-bound on the engine once, so no packet pays an extra call layer for the split.
+**Parts.** :class:`ForwardingEngine` owns the streams and tracks (``tracks.py``), takes packets in,
+fans fragments out and composes ``engine_config.py`` (limits, drop reasons), ``egress.py`` (queues,
+serving, drop policy), ``keyframes.py`` (request coalescing) and ``repair.py`` (NACKs). The hot
+paths stay flat: the fan-out loop writes subscriber queues directly, and ``next_packets``,
+``has_pending`` and ``send_control`` are the egress's methods bound on the engine once.
 
 **Threading.** The engine is not thread-safe: serialise every call with one lock (calls are
 microseconds). The optional ``on_pending(link_id)`` hook runs inside ``receive_packet`` when a
@@ -592,17 +590,7 @@ class ForwardingEngine:
             "resumes": self._resumes,
             "events_dropped": self._events_dropped,
             "streams": len(self._streams),
-            "per_stream": {
-                str(sid): {
-                    "publishers": len(st.publishers),
-                    "subscribers": len(st.subs),
-                    "tracks": {
-                        str(tid): {"audio": tr.audio, "fed": tr.publisher is not None, "gop": tr.last_gop}
-                        for tid, tr in st.tracks.items()
-                    },
-                }
-                for sid, st in self._streams.items()
-            },
+            "per_stream": {str(sid): st.stats() for sid, st in self._streams.items()},
             "subscribers": egress.subscriber_stats(),
         }
 

@@ -9,7 +9,7 @@ slotted objects: the ingress hot path reads and writes their fields directly.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..media.retransmit import RetransmitRing
 
@@ -60,3 +60,14 @@ class Stream:
         self.publishers: set[bytes] = set()
         self.subs: list[Subscriber] = []
         self.tracks: dict[int, Track] = {}
+
+    def stats(self) -> dict[str, Any]:
+        """This stream's entry in the engine's ``per_stream`` stats."""
+        return {
+            "publishers": len(self.publishers),
+            "subscribers": len(self.subs),
+            "tracks": {
+                str(tid): {"audio": tr.audio, "fed": tr.publisher is not None, "gop": tr.last_gop}
+                for tid, tr in self.tracks.items()
+            },
+        }
