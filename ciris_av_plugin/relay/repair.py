@@ -38,10 +38,11 @@ from .engine_config import (
 from .events import NackUpstream
 from .tracks import Stream, Track
 
-# gop_id of a fragment packet, at its offset in the header (media/wire.py).
-_U32S = struct.Struct(">I")
-_GOP_OFFSET = 16
+# Where a stored fragment's priority (u8) and gop_id (u32) sit in its header (media/wire.py): a
+# repair is classed and queued like the original without building a FragmentHeader.
 _PRIORITY_OFFSET = 11
+_GOP_OFFSET = 16
+_U32S = struct.Struct(">I")
 
 
 class Repair:
