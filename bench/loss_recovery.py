@@ -54,7 +54,8 @@ from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSeale
 from ciris_av_plugin.media.nack import LossDetector, NackError, decode_nack  # noqa: E402
 from ciris_av_plugin.media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing  # noqa: E402
 from ciris_av_plugin.media.wire import PT_FRAGMENT, PT_NACK  # noqa: E402
-from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine  # noqa: E402
+from ciris_av_plugin.relay.engine import ForwardingEngine  # noqa: E402
+from ciris_av_plugin.relay.engine_config import EngineConfig  # noqa: E402
 from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream  # noqa: E402
 from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report  # noqa: E402
 from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, schedule  # noqa: E402

@@ -47,7 +47,8 @@ def default_engine_factory(config: Config) -> Any:
 
     Returned as a factory of ``on_pending`` so the relay wakes a subscriber's sender exactly when
     its queue fills (``transport.relay.RelayNode`` accepts an engine or such a factory)."""
-    from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine
+    from ciris_av_plugin.relay.engine import ForwardingEngine
+    from ciris_av_plugin.relay.engine_config import EngineConfig
 
     limits = EngineConfig(max_subscribers_per_stream=config.realtime_av.max_subscribers_per_stream)
     return lambda on_pending: ForwardingEngine(limits, on_pending=on_pending)

@@ -14,7 +14,8 @@ from ciris_av_plugin.media.wire import (
     decode_fragment,
     split,
 )
-from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine
+from ciris_av_plugin.relay.engine import ForwardingEngine
+from ciris_av_plugin.relay.engine_config import EngineConfig
 from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report
 
 SID = 0xC1C1

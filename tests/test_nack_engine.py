@@ -29,7 +29,7 @@ from ciris_av_plugin.media.nack import (
     encode_nack,
 )
 from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, decode_fragment
-from ciris_av_plugin.relay.engine import DROP_REASONS, EngineConfig
+from ciris_av_plugin.relay.engine_config import DROP_REASONS, EngineConfig
 from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream
 
 SUB = b"sub-0"

@@ -44,7 +44,8 @@ from ciris_av_plugin.media.wire import (
     FragmentHeader,
     decode_fragment,
 )
-from ciris_av_plugin.relay.engine import EngineConfig, ForwardingEngine
+from ciris_av_plugin.relay.engine import ForwardingEngine
+from ciris_av_plugin.relay.engine_config import EngineConfig
 from ciris_av_plugin.relay.errors import (
     InvalidMDUError,
     PublishNotAuthorizedError,
@@ -949,15 +950,16 @@ def test_every_drop_reason_the_engine_counts_is_documented() -> None:
     import inspect
     import re
 
-    from ciris_av_plugin.relay import engine as engine_module
+    from ciris_av_plugin.relay import egress, engine, engine_config, keyframes, repair
 
-    source = inspect.getsource(engine_module)
+    # Every part of the engine that counts a drop or a refused NACK.
+    source = "".join(inspect.getsource(m) for m in (engine, egress, keyframes, repair))
     # String literals passed to the drop helpers (calls may span lines and hold one level of
     # nested parentheses), plus reasons chosen into a variable first.
-    call = r'_(?:count_drop|drop_frame|drop_gop|purge)\((?:[^()"]|\([^()]*\))*"([a-z_]+)"'
+    call = r'(?:count_drop|drop_frame|drop_gop|purge|refuse)\((?:[^()"]|\([^()]*\))*"([a-z_]+)"'
     used = set(re.findall(call, source)) | set(re.findall(r'reason = "([a-z_]+)"', source))
-    assert {"stale_gop", "cap_discardable", "ingress_rate", "age_gop", "stalled"} <= used
-    assert used <= set(engine_module.DROP_REASONS), used - set(engine_module.DROP_REASONS)
+    assert {"stale_gop", "cap_discardable", "ingress_rate", "age_gop", "stalled", "nack_congested"} <= used
+    assert used <= set(engine_config.DROP_REASONS), used - set(engine_config.DROP_REASONS)
 
 
 def test_losses_the_relay_caused_by_dropping_discardable_frames_ask_for_no_keyframe() -> None:

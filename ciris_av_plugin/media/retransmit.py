@@ -46,7 +46,7 @@ RING_MAX_BYTES = 2 * MAX_FRAME_SIZE
 NACK_RATE_PER_S = 50.0
 NACK_BURST = 20.0
 # Retransmitted bytes per link per second, and the burst: a quarter of the largest ingress rate
-# a relay accepts from a publisher (engine.py, 4 MB/s), so repairs never more than ~1.25x a
+# a relay accepts from a publisher (engine_config.py, 4 MB/s), so repairs never more than ~1.25x a
 # stream; the burst is one 256 kB keyframe resent whole.
 RETRANSMIT_BYTES_PER_S = 1_000_000.0
 RETRANSMIT_BURST_BYTES = 256 * 1024.0
