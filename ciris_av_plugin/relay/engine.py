@@ -73,6 +73,7 @@ from ..media.wire import (
     FragmentHeader,
     split,
 )
+from ..ratelimit import TokenBucket
 from .egress import Egress, Item, Subscriber
 from .engine_config import (
     BASE_LAYER_PRIORITY,
@@ -146,9 +147,7 @@ class ForwardingEngine:
         self._tracks: dict[int, Track] = {}
         self._pub_streams: dict[bytes, set[int]] = {}
         # publisher link -> [tokens (bytes), relay time of the last refill]
-        self._buckets: dict[bytes, list[float]] = {}
-        self._ingress_rate = float(cfg.max_ingress_rate)
-        self._ingress_burst = float(cfg.max_ingress_burst)
+        self._buckets: dict[bytes, TokenBucket] = {}
         self._events: list[Event] = []
         self._keyframes = keyframes = KeyframeRequests(cfg)
         self._request_keyframe = keyframes.request
@@ -196,7 +195,7 @@ class ForwardingEngine:
         stream.publishers.add(link_id)
         self._pub_streams.setdefault(link_id, set()).add(stream_id)
         if link_id not in self._buckets:
-            self._buckets[link_id] = [float(self.config.max_ingress_burst), now]
+            self._buckets[link_id] = TokenBucket(self.config.max_ingress_rate, self.config.max_ingress_burst, now)
 
     def add_subscriber(self, link_id: bytes, stream_id: int, mdu: int, now: float) -> None:
         """Subscribe ``link_id`` to ``stream_id``; video starts at a keyframe, which is requested upstream.
@@ -318,16 +317,7 @@ class ForwardingEngine:
             return
         # Per-publisher-link token bucket (bytes): a flooding link cannot take the relay's CPU
         # from other streams. The bucket exists for every publisher link (add_publisher).
-        bucket = self._buckets[link_id]
-        elapsed = now - bucket[1]
-        tokens = bucket[0]
-        if elapsed > 0:
-            tokens += elapsed * self._ingress_rate
-            if tokens > self._ingress_burst:
-                tokens = self._ingress_burst
-            bucket[1] = now
-        if tokens < n:
-            bucket[0] = tokens
+        if not self._buckets[link_id].take(now, n):
             self._count_drop(None, "ingress_rate")
             if self._observe is not None:
                 # Dropped on purpose, not lost: the loss detector must not NACK it back in.
@@ -335,7 +325,6 @@ class ForwardingEngine:
                 if owned is not None and owned.publisher == link_id:
                     self._observe(sid, tid, seq, off, n - FRAG_HEADER_LEN, total, flags, now)
             return
-        bucket[0] = tokens - n
         audio = flags & FLAG_AUDIO
         track = stream.tracks.get(tid)
         if track is None:
