@@ -43,7 +43,8 @@ from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
 from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
-from integration.node import Ctx, _jsonable, _write_json, make_engine
+from integration.harness import write_json
+from integration.node import Ctx, _jsonable, make_engine
 
 log = logging.getLogger("integration.join_node")
 
@@ -81,7 +82,7 @@ def role_delivery_relay(ctx: Ctx) -> None:
     deadline = time.monotonic() + spec.get("duration", 120)
     while not ctx.should_stop() and time.monotonic() < deadline:
         time.sleep(0.05)
-        _write_json(ctx.workdir / "status.json", {"counters": relay.counters(), "closed_for_removal":
+        write_json(ctx.workdir / "status.json", {"counters": relay.counters(), "closed_for_removal":
                                                    plane.closed_for_removal, "filter_drops": dict(plane.enforcer.drops)})
     result = {
         "counters": relay.counters(),
@@ -314,7 +315,7 @@ def role_member(ctx: Ctx) -> None:
                     log.exception("command %s failed", cmd)
         if time.monotonic() >= next_status:
             next_status = time.monotonic() + STATUS_EVERY_S
-            _write_json(ctx.workdir / "status.json", {m.name: m.status() for m in members})
+            write_json(ctx.workdir / "status.json", {m.name: m.status() for m in members})
         time.sleep(LOOP_S)
     status = {m.name: m.status() for m in members}
     for p in pubs:
