@@ -43,7 +43,7 @@ from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane
 from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
-from integration.harness import write_json
+from integration.harness import EVENT_TIMEOUT_S, POLL_S, write_json
 from integration.node import Ctx, _jsonable, make_engine
 
 log = logging.getLogger("integration.join_node")
@@ -54,6 +54,8 @@ FORGED_TRACK = 5
 # Members poll their command files and rewrite their status this often.
 LOOP_S = 0.01
 STATUS_EVERY_S = 0.1
+GATE_TIMEOUT_S = EVENT_TIMEOUT_S
+"""How long a built racing commit waits for the parent's gate before it is submitted anyway."""
 
 
 def load_identity(path: str) -> RNS.Identity:
@@ -130,6 +132,7 @@ class Member:
         self.epoch_at: dict[int, float] = {}
         self.auth: dict[int, str] = {}
         self.removed_at_epoch: int | None = None
+        self.rekey_built_at_epoch: int | None = None
         self.capture = open(workdir / "capture.bin", "ab") if spec.get("capture") else None  # noqa: SIM115
         self.client = SessionClient(
             self.identity, relay_hash, self.session,
@@ -206,6 +209,7 @@ class Member:
                 "join_requested_at": self.join_requested_at,
                 "joined_at": self.joined_at,
                 "removed_at_epoch": self.removed_at_epoch,
+                "rekey_built_at_epoch": self.rekey_built_at_epoch,
                 "counters": dict(self.session.counters),
                 "subscriber_link_up": None if sub is None else sub.client.connected,
                 "subscriber_link_closes": None if sub is None else sub.client.reconnects,
@@ -227,12 +231,15 @@ class Member:
         elif do == "remove":
             self.client.submit(self.session.remove, bytes.fromhex(cmd["identity"]))
         elif do == "rekey":
-            at = cmd["at"]
+            gate = Path(cmd["gate"])
 
             def build_then_wait() -> list[Any]:
                 actions = self.session.rekey()  # the commit is built on the current epoch now...
-                while (d := at - time.time()) > 0:  # ...and submitted at the agreed instant
-                    time.sleep(min(d, 0.01))
+                group = self.session.group
+                self.rekey_built_at_epoch = None if group is None else group.epoch
+                deadline = time.monotonic() + GATE_TIMEOUT_S
+                while not gate.exists() and time.monotonic() < deadline:  # ...and submitted when the
+                    time.sleep(POLL_S)  # parent opens the gate, once every racer has built its own
                 return actions
 
             self.client.submit(build_then_wait)
@@ -286,8 +293,9 @@ def role_member(ctx: Ctx) -> None:
     members = [Member(ctx, m, relay_hash, stream_id, marker) for m in spec["members"]]
     for m in members:
         m.start()
-    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("publisher")]
     ctx.ready(identities={m.name: m.identity.hash.hex() for m in members})
+    ctx.wait_go()  # the media clock starts once every process of the scenario is up
+    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("publisher")]
     done: set[str] = set()
     next_status = 0.0
     deadline = time.monotonic() + spec.get("duration", 120)

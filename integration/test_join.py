@@ -1,6 +1,6 @@
 """The joiner path end to end over real RNS (issue 5): relay, publisher, subscribers and joiners as processes.
 
-One run of :func:`integration.join_scenario.run_join_scenario` (~20-50 s) backs every assertion below;
+One run of :func:`integration.join_scenario.run_join_scenario` (~20 s idle) backs every assertion below;
 each test names one promise of the scenario.
 """
 
@@ -51,4 +51,3 @@ def test_a_restored_publisher_commits_an_update_before_it_sends(scenario: JoinRe
 
 def test_every_check_passed(scenario: JoinReport) -> None:
     assert scenario.ok, [f"{c.name}: {c.detail}" for c in scenario.failed()]
-    assert scenario.wall_s < 150
