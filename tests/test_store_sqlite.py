@@ -459,6 +459,8 @@ while True:
     s.accept_commit(1, epoch=e, group_state=b"state-%d" % (e + 1), commit=CommitRecord(1, e, b"A" * 16, b"c-%d" % e, 0.0),
                     welcomes=[PendingWelcome(1, b"J%015d" % e, e + 1, b"w-%d" % e, 1e12)], used_refs=[])
     e += 1
+    if e == 6:
+        print("committed", flush=True)
 """
 
 
@@ -468,13 +470,13 @@ def test_a_killed_writer_leaves_every_commit_whole(tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "relay.db"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
+        # Killed once it has committed several epochs (an event, not a time) while it goes on committing.
+        assert proc.stdout.readline().strip() == "committed"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -13,6 +13,10 @@ from ciris_av_plugin.transport import control
 from ciris_av_plugin.transport.control import Event, EventQueue, RequestLimiter, TokenBucket
 from ciris_av_plugin.transport.errors import ControlError
 
+LONG_HOLD_S = 30.0
+"""A hold far longer than the wake-up being tested (~ms): a poll returning before half of it was woken,
+however loaded the machine; one that runs to its end took the hold, which is the bug."""
+
 
 def test_body_round_trip_and_typed_error_reply() -> None:
     body = {"stream_id": 5, "tracks": [1, 2], "blob": b"\x00\xff"}
@@ -93,22 +97,25 @@ def test_event_poll_waits_for_an_event_and_times_out_empty() -> None:
     assert time.monotonic() - t0 >= 0.09
     threading.Timer(0.05, lambda: q.put("SubscriberStalled", {"stream_id": 1})).start()
     t0 = time.monotonic()
-    got = q.poll(ack=0, hold=2.0)
+    got = q.poll(ack=0, hold=LONG_HOLD_S)
     assert [e.kind for e in got] == ["SubscriberStalled"]
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < LONG_HOLD_S / 2, "the event ended the hold; the hold did not run out"
 
 
 def test_newer_poll_supersedes_a_parked_one() -> None:
     q = EventQueue()
     results: list[list[Event]] = []
-    first = threading.Thread(target=lambda: results.append(q.poll(ack=0, hold=5.0)))
+    first = threading.Thread(target=lambda: results.append(q.poll(ack=0, hold=LONG_HOLD_S)))
     first.start()
-    time.sleep(0.05)
+    # The first poll is parked once it took its generation (it waits on the condition it holds).
+    deadline = time.monotonic() + LONG_HOLD_S
+    while q._poll_generation < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
     t0 = time.monotonic()
     assert q.poll(ack=0, hold=0.05) == []
-    first.join(2.0)
+    first.join(LONG_HOLD_S)
     assert not first.is_alive() and results == [[]]
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < LONG_HOLD_S / 2, "superseded at once, not at the end of its hold"
 
 
 @pytest.mark.parametrize("item", [[1], {"seq": "1", "kind": "x"}, {"seq": 1, "kind": 2}, {"seq": 1, "kind": "x", "data": 3}])
