@@ -309,7 +309,10 @@ def _race(report: JoinReport, drv: Driver) -> None:
     built = drv.wait("both commits built", lambda: drv.status("pub")["rekey_built_at_epoch"] == e1
                      == drv.status("sub1")["rekey_built_at_epoch"])
     gate.touch()
-    ok = built and drv.wait("race settled", lambda: drv.status("pub")["epoch"] == e1 + 2 == drv.status("sub1")["epoch"])
+    # Settled once both are at e1 + 2 and have recorded its authenticator (the status snapshot
+    # can show the new epoch a moment before the epoch event that records it).
+    ok = built and drv.wait("race settled", lambda: all(
+        drv.status(n)["epoch"] == e1 + 2 and str(e1 + 2) in drv.status(n)["auth"] for n in ("pub", "sub1")))
     after = {n: drv.status(n) for n in ("pub", "sub1")}
 
     def delta(n: str, key: str) -> int:
