@@ -82,6 +82,14 @@ class Driver:
         tmp.write_text(json.dumps({"member": member, "do": do, **kw}))
         os.replace(tmp, path)
 
+    def converged(self, *members: str) -> bool:
+        """Wait until ``members`` report one and the same epoch (every commit so far processed)."""
+        def same() -> bool:
+            epochs = {self.status(m)["epoch"] for m in members}
+            return len(epochs) == 1 and None not in epochs
+
+        return self.wait(f"{', '.join(members)} on one epoch", same)
+
     def status(self, member: str) -> dict[str, Any]:
         path = self.proc_of[member].workdir / "status.json"
         try:
@@ -218,7 +226,9 @@ def run_join_scenario(
         report.check("join latency recorded", "join_to_first_frame_s" in report.figures,
                      json.dumps(report.figures))
 
-        # 3. a member leaves, another is removed
+        # 3. a member leaves, another is removed. Proposals name an epoch: each step starts once every
+        # member processed the last commit (a loaded member can lag, and its proposal would be stale).
+        drv.converged("pub", "sub1", "sub2", "joiner")
         report.say("sub2 leaves (proposes its own Remove)")
         e0 = drv.status("pub")["epoch"]
         drv.cmd("sub2", "leave")
@@ -226,6 +236,7 @@ def run_join_scenario(
                       and drv.status("pub")["epoch"] == e0 + 1)
         report.check("a leaver's self-Remove is committed and it learns it is out", ok,
                      f"pub epoch {drv.status('pub').get('epoch')}, sub2 {drv.status('sub2').get('removed_at_epoch')}")
+        drv.converged("pub", "sub1", "joiner")
         report.say("publisher removes the late joiner")
         drv.cmd("pub", "remove", identity=ids["joiner"][1])
         ok = drv.wait("joiner removed", lambda: drv.status("joiner")["removed_at_epoch"] is not None)
@@ -263,10 +274,10 @@ def run_join_scenario(
         for name, node in procs.items():
             report.results[name] = node.wait_result(EVENT_TIMEOUT_S)["members"][name]
         if full:
-            (relay_last.workdir / "stop").touch()
+            relay_last.stop()
             report.results["relay"] = relay_last.wait_result(EVENT_TIMEOUT_S)
         else:
-            (relay.workdir / "stop").touch()
+            relay.stop()
             first_run = report.results["relay"] = relay.wait_result(EVENT_TIMEOUT_S)
 
         # the removal promise, from ciphertext
@@ -299,6 +310,7 @@ def run_join_scenario(
 def _race(report: JoinReport, drv: Driver) -> None:
     """Two members race commits for one epoch: exactly one wins, the loser recovers."""
     report.say("pub and sub1 race rekey commits for one epoch")
+    drv.converged("pub", "sub1")
     before = {n: drv.status(n) for n in ("pub", "sub1")}
     e1 = before["pub"]["epoch"]
     # Both build a commit on epoch e1, then hold it until the gate opens: a race by construction,
@@ -337,7 +349,7 @@ def _restarts(
     # 5. restart the relay mid-stream; a second joiner joins after it
     report.say("restarting the relay mid-stream")
     frames_before_restart = drv.status("sub1")["frames"]
-    (relay.workdir / "stop").touch()
+    relay.stop()
     first_run = relay.wait_result(EVENT_TIMEOUT_S)
     report.results["relay_first_run"] = first_run
     restart_at = time.time()

@@ -73,7 +73,7 @@ def test_discovery_off_gives_base_mdu_and_unidentified_links_are_dropped_and_clo
         assert rogue_res["established"]
         # How soon (IDENTIFY_DEADLINE_S, ~2 s) is the relay's unit tests' business: here, that it does.
         assert rogue_res["closed"], "the relay closes links that never identify"
-        (relay.workdir / "stop").touch()
+        relay.stop()
         relay_res = relay.wait_result(EVENT_TIMEOUT_S)
         assert relay_res["counters"]["rx_unidentified_dropped"] >= 1
         assert relay_res["counters"]["links_unidentified_closed"] >= 1
