@@ -133,6 +133,7 @@ class Member:
         self.auth: dict[int, str] = {}
         self.removed_at_epoch: int | None = None
         self.rekey_built_at_epoch: int | None = None
+        self.forgers: list[PublisherClient] = []
         self.capture = open(workdir / "capture.bin", "ab") if spec.get("capture") else None  # noqa: SIM115
         self.client = SessionClient(
             self.identity, relay_hash, self.session,
@@ -261,8 +262,9 @@ class Member:
                                   gop_id=0, capture_ts_us=0, keyframe=True)
             pub.send_frame(fh, b"FORGED" + os.urandom(200))
             time.sleep(0.01)
-        time.sleep(0.2)
-        pub.close()
+        # Kept open until the process stops: closing now could drop frames a loaded machine has
+        # not sent yet, and the scenario waits for the relay to have dropped every one.
+        self.forgers.append(pub)
 
 
 class Publisher(SyntheticMedia):
@@ -333,6 +335,8 @@ def role_member(ctx: Ctx) -> None:
             with m.lock:
                 m.capture.close()
                 m.capture = None
+        for forger in m.forgers:
+            forger.close()
         m.client.close()
     ctx.result(members=status)
 
