@@ -74,6 +74,7 @@ def run_size(members: int, joins: int, kbps: float, keep: bool, gap_s: float) ->
         drv.proc_of = {"pub": pub, **{n: mem for n in others}, **{n: jp for n in joiner_names}}
         mem.wait_ready(60)
         jp.wait_ready(60)
+        cluster.release()  # the readiness barrier (integration/harness.py): media starts once all are up
         for n in others:
             drv.cmd(n, "join")
             if not drv.wait(f"{n} joined", lambda n=n: drv.status(n)["frames"] > 0, 30):

@@ -141,7 +141,7 @@ def run_layer2(args: argparse.Namespace) -> int:
     print(f"           scanned {sum(relay['scan']['bytes'].values())} bytes it handled: "
           f"{relay['scan']['marker_hits']} plaintext marker hits")
     print(f"\nstall of sub_late: {report.timeline.get('stall_begin', 0):.1f} s .. "
-          f"{report.timeline.get('stall_end', 0):.1f} s after the first frame\n")
+          f"{report.timeline.get('stall_end', 0):.1f} s into the run (stopped until the relay marked it stalled)\n")
     for check in report.checks:
         print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}" + (f"  ({check.detail})" if check.detail else ""))
     print(f"\n{'PASS' if report.ok else 'FAIL'}: {sum(c.ok for c in report.checks)}/{len(report.checks)} checks "

@@ -4,6 +4,13 @@ Every child gets its own RNS config directory under one temp directory, a hard t
 enforces itself (``node.py`` arms an ``os._exit`` timer) and a result file it writes JSON to
 (RNS detaches stdout in its exit handler, so stdout is not a reliable channel). The parent
 kills whatever is left in :meth:`Cluster.close`, which callers run in a ``finally``.
+
+Nothing here starts on a wall-clock time computed in advance: a scenario waits until every child
+reported ready (``ready.json``: links up, identified, subscribed), then :meth:`Cluster.release`
+writes the cluster's ``go.json`` with the start instant, which children wait for
+(:meth:`integration.node.Ctx.wait_go`) before their media clocks start. Every later step waits on
+an event a child reports (``progress.json``, ``status.json``, ``result.json``) with a timeout far
+beyond its expected time, so a slow machine makes a run slower, never red.
 """
 
 from __future__ import annotations
@@ -15,11 +22,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+READY_TIMEOUT_S = 60.0
+"""A child's RNS start, link, identification and subscription take ~1-3 s on an idle machine; a busy
+2-core CI machine has been seen 5x slower. 60 s is > 10x the expected time and still bounds a hang."""
+EVENT_TIMEOUT_S = 60.0
+"""Bound on waiting for one reported event (frames decrypted, a join, a stall, a catch-up): each takes
+~1-5 s idle. Exceeding it means the behaviour is broken, not that the machine is slow."""
+GO_TIMEOUT_S = 300.0
+"""How long a ready child waits for the start signal before giving up: the parent starts a whole
+cluster (up to ~12 processes) before it releases, each bounded by READY_TIMEOUT_S."""
+POLL_S = 0.02
+"""Polling interval for files children write (ready, progress, results)."""
 
 
 @dataclass
@@ -37,7 +57,11 @@ class Node:
     def ready_path(self) -> Path:
         return self.workdir / "ready.json"
 
-    def wait_ready(self, timeout: float) -> dict[str, Any]:
+    @property
+    def progress_path(self) -> Path:
+        return self.workdir / "progress.json"
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ready_path.exists():
@@ -47,8 +71,16 @@ class Node:
                     pass  # written but not yet complete
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before ready: {self.log_tail()}")
-            time.sleep(0.02)
+            time.sleep(POLL_S)
         raise TimeoutError(f"{self.name} not ready after {timeout} s: {self.log_tail()}")
+
+    def progress(self) -> dict[str, Any]:
+        """The child's latest ``progress.json`` (``{}`` before the first one)."""
+        return read_json(self.progress_path)
+
+    def stop(self) -> None:
+        """Ask the child to finish: it writes its result and exits by itself."""
+        (self.workdir / "stop").touch()
 
     def wait_result(self, timeout: float) -> dict[str, Any]:
         try:
@@ -84,7 +116,7 @@ class Cluster:
         """Start ``entry`` (default ``-m integration.node``) with a spec file, optionally pinned to ``cpus``."""
         workdir = self.root / name
         workdir.mkdir(parents=True, exist_ok=True)
-        spec = dict(spec, name=name, workdir=str(workdir))
+        spec = dict(spec, name=name, workdir=str(workdir), go=str(self.go_path))
         (workdir / "spec.json").write_text(json.dumps(spec))
         cmd = [sys.executable, *(entry or ["-m", "integration.node"]), str(workdir / "spec.json")]
         if cpus is not None and _have_taskset():
@@ -96,6 +128,17 @@ class Cluster:
         node = Node(name, proc, workdir, spec)
         self.nodes.append(node)
         return node
+
+    @property
+    def go_path(self) -> Path:
+        return self.root / "go.json"
+
+    def release(self) -> float:
+        """The readiness barrier's start signal: call once every child reported ready; returns the start
+        instant (wall clock, shared by every process on this host) that children read from ``go.json``."""
+        t0 = time.time()
+        write_json(self.go_path, {"t0": t0})
+        return t0
 
     def close(self) -> None:
         for node in self.nodes:
@@ -116,6 +159,51 @@ class Cluster:
             import shutil
 
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file a child rewrites atomically; ``{}`` if it is not there yet."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` so a reader never sees half of it (temp file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def wait_until(what: str, pred: Callable[[], Any], timeout: float = EVENT_TIMEOUT_S,
+               watch: Iterable[Node] = ()) -> bool:
+    """Poll ``pred`` until it is true (returns True) or ``timeout`` passes (returns False).
+
+    A child in ``watch`` that exits with a non-zero status ends the wait with RuntimeError: its log is
+    the useful error, not a timeout. KeyError/TypeError from ``pred`` count as "not yet" (a status
+    file without the field so far)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return True
+        except (KeyError, TypeError):
+            pass
+        for node in watch:
+            if node.proc.poll() not in (None, 0):
+                raise RuntimeError(f"{node.name} died while waiting for {what}: {node.log_tail()}")
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def require(what: str, pred: Callable[[], Any], timeout: float = EVENT_TIMEOUT_S,
+            watch: Iterable[Node] = ()) -> None:
+    """:func:`wait_until` that raises TimeoutError naming ``what``: for set-up steps a scenario cannot go on without."""
+    if not wait_until(what, pred, timeout, watch):
+        tails = "; ".join(f"{n.name}: {n.log_tail(600)}" for n in watch)
+        raise TimeoutError(f"no {what} after {timeout} s. {tails}")
 
 
 def peak_rss_kb() -> int:

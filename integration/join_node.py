@@ -45,7 +45,8 @@ from ciris_av_plugin.transport.errors import ControlError
 from ciris_av_plugin.transport.media_clients import PublisherClient
 from ciris_av_plugin.transport.relay import RelayNode
 from ciris_av_plugin.transport.session_client import SessionClient
-from integration.node import Ctx, _jsonable, _write_json, make_engine
+from integration.harness import EVENT_TIMEOUT_S, POLL_S, write_json
+from integration.node import Ctx, _jsonable, make_engine
 
 log = logging.getLogger("integration.join_node")
 
@@ -55,6 +56,8 @@ FORGED_TRACK = 5
 # Members poll their command files and rewrite their status this often.
 LOOP_S = 0.01
 STATUS_EVERY_S = 0.1
+GATE_TIMEOUT_S = EVENT_TIMEOUT_S
+"""How long a built racing commit waits for the parent's gate before it is submitted anyway."""
 
 
 def load_identity(path: str) -> RNS.Identity:
@@ -83,7 +86,7 @@ def role_delivery_relay(ctx: Ctx) -> None:
     deadline = time.monotonic() + spec.get("duration", 120)
     while not ctx.should_stop() and time.monotonic() < deadline:
         time.sleep(0.05)
-        _write_json(ctx.workdir / "status.json", {"counters": relay.counters(), "closed_for_removal":
+        write_json(ctx.workdir / "status.json", {"counters": relay.counters(), "closed_for_removal":
                                                    plane.closed_for_removal, "filter_drops": dict(plane.enforcer.drops)})
     result = {
         "counters": relay.counters(),
@@ -133,6 +136,8 @@ class Member:
         self.removed_at_epoch: int | None = None
         self.rogue: dict[str, str] = {}
         """Outcome (``accepted`` or the refusal code) of each roster attack this member tried."""
+        self.rekey_built_at_epoch: int | None = None
+        self.forgers: list[PublisherClient] = []
         self.capture = open(workdir / "capture.bin", "ab") if spec.get("capture") else None  # noqa: SIM115
         self.client = SessionClient(
             self.identity, relay_hash, self.session,
@@ -211,6 +216,7 @@ class Member:
                 "removed_at_epoch": self.removed_at_epoch,
                 "members": 0 if group is None or not group.active else len(group.members),
                 "rogue": dict(self.rogue),
+                "rekey_built_at_epoch": self.rekey_built_at_epoch,
                 "counters": dict(self.session.counters),
                 "subscriber_link_up": None if sub is None else sub.client.connected,
                 "subscriber_link_closes": None if sub is None else sub.client.reconnects,
@@ -232,12 +238,15 @@ class Member:
         elif do == "remove":
             self.client.submit(self.session.remove, bytes.fromhex(cmd["identity"]))
         elif do == "rekey":
-            at = cmd["at"]
+            gate = Path(cmd["gate"])
 
             def build_then_wait() -> list[Any]:
                 actions = self.session.rekey()  # the commit is built on the current epoch now...
-                while (d := at - time.time()) > 0:  # ...and submitted at the agreed instant
-                    time.sleep(min(d, 0.01))
+                group = self.session.group
+                self.rekey_built_at_epoch = None if group is None else group.epoch
+                deadline = time.monotonic() + GATE_TIMEOUT_S
+                while not gate.exists() and time.monotonic() < deadline:  # ...and submitted when the
+                    time.sleep(POLL_S)  # parent opens the gate, once every racer has built its own
                 return actions
 
             self.client.submit(build_then_wait)
@@ -288,8 +297,9 @@ class Member:
                                   gop_id=0, capture_ts_us=0, keyframe=True)
             pub.send_frame(fh, b"FORGED" + os.urandom(200))
             time.sleep(0.01)
-        time.sleep(0.2)
-        pub.close()
+        # Kept open until the process stops: closing now could drop frames a loaded machine has
+        # not sent yet, and the scenario waits for the relay to have dropped every one.
+        self.forgers.append(pub)
 
 
 class Publisher(SyntheticMedia):
@@ -320,8 +330,9 @@ def role_member(ctx: Ctx) -> None:
     members = [Member(ctx, m, relay_hash, stream_id, marker) for m in spec["members"]]
     for m in members:
         m.start()
-    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("publisher")]
     ctx.ready(identities={m.name: m.identity.hash.hex() for m in members})
+    ctx.wait_go()  # the media clock starts once every process of the scenario is up
+    pubs = [Publisher(m, stream_id, spec.get("bits_per_s", 400_000)) for m in members if m.spec.get("publisher")]
     done: set[str] = set()
     next_status = 0.0
     deadline = time.monotonic() + spec.get("duration", 120)
@@ -349,7 +360,7 @@ def role_member(ctx: Ctx) -> None:
                     log.exception("command %s failed", cmd)
         if time.monotonic() >= next_status:
             next_status = time.monotonic() + STATUS_EVERY_S
-            _write_json(ctx.workdir / "status.json", {m.name: m.status() for m in members})
+            write_json(ctx.workdir / "status.json", {m.name: m.status() for m in members})
         time.sleep(LOOP_S)
     status = {m.name: m.status() for m in members}
     for p in pubs:
@@ -359,6 +370,8 @@ def role_member(ctx: Ctx) -> None:
             with m.lock:
                 m.capture.close()
                 m.capture = None
+        for forger in m.forgers:
+            forger.close()
         m.client.close()
     ctx.result(members=status)
 

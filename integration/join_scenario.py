@@ -32,11 +32,17 @@ from ciris_av_plugin.media.removal_promise import check_removal_promise
 from ciris_av_plugin.mls import Group
 from ciris_av_plugin.store.sqlite import SQLiteStore
 from ciris_av_plugin.transport.config import free_port
-from integration.harness import Cluster, Node
+from integration.harness import EVENT_TIMEOUT_S, Cluster, Node, read_json, wait_until
 from integration.scenario import ScenarioReport
 
 STREAM_ID = 0x5E55
 ENTRY = ["-m", "integration.join_node"]
+CHILD_TIMEOUT_S = 300.0
+"""Each child's own hard stop: the full scenario takes ~20 s idle and ~1-2 min on a loaded 2-core
+machine; the parent stops every child when it is done."""
+RESTART_TIMEOUT_S = 120.0
+"""Bound on a restarted relay or publisher being back in the stream: ~3-10 s idle (RNS reconnects,
+re-identification, re-subscription), so > 10x."""
 
 
 @dataclass
@@ -74,6 +80,14 @@ class Driver:
         tmp.write_text(json.dumps({"member": member, "do": do, **kw}))
         os.replace(tmp, path)
 
+    def converged(self, *members: str) -> bool:
+        """Wait until ``members`` report one and the same epoch (every commit so far processed)."""
+        def same() -> bool:
+            epochs = {self.status(m)["epoch"] for m in members}
+            return len(epochs) == 1 and None not in epochs
+
+        return self.wait(f"{', '.join(members)} on one epoch", same)
+
     def status(self, member: str) -> dict[str, Any]:
         path = self.proc_of[member].workdir / "status.json"
         try:
@@ -81,19 +95,9 @@ class Driver:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def wait(self, what: str, pred: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if pred():
-                    return True
-            except (KeyError, TypeError):
-                pass
-            for node in self.nodes.values():
-                if node.proc.poll() not in (None, 0):
-                    raise RuntimeError(f"{node.name} died while waiting for {what}: {node.log_tail()}")
-            time.sleep(0.05)
-        return False
+    def wait(self, what: str, pred: Any, timeout: float = EVENT_TIMEOUT_S) -> bool:
+        """Wait for a state the members report; False after ``timeout`` (the check that follows fails)."""
+        return wait_until(what, pred, timeout, watch=list(self.nodes.values()))
 
 
 def _identity_file(root: Path, name: str) -> tuple[str, str]:
@@ -143,13 +147,14 @@ def run_join_scenario(
     port = free_port()
     db = str(root / "relay-db" / "relay.db")
     relay_spec = {"role": "delivery_relay", "listen_port": port, "identity": relay_id, "db": db,
-                  "duration": 150, "timeout": 170}
+                  "duration": CHILD_TIMEOUT_S, "timeout": CHILD_TIMEOUT_S + 20}
     try:
         relay = cluster.spawn("relay", relay_spec, entry=ENTRY)
-        dest = relay.wait_ready(30)["dest"]
+        dest = relay.wait_ready()["dest"]
         report.say(f"relay up on 127.0.0.1:{port}, destination {dest} (no group secrets)")
         base = {"role": "member", "connect_port": port, "relay": dest, "stream_id": STREAM_ID, "marker": marker,
-                "duration": 150, "timeout": 170, "bits_per_s": bits_per_s}
+                "duration": CHILD_TIMEOUT_S, "timeout": CHILD_TIMEOUT_S + 20,
+                "bits_per_s": bits_per_s}
 
         def member(name: str, **kw: Any) -> dict[str, Any]:
             return {"name": name, "identity": ids[name][0], **kw}
@@ -167,7 +172,8 @@ def run_join_scenario(
         drv = Driver(nodes)
         drv.proc_of = dict(procs)
         for node in procs.values():
-            node.wait_ready(40)
+            node.wait_ready()
+        cluster.release()  # every member connected (the publisher created the group): media may start
         report.say(f"publisher created the group (epoch {drv.status('pub').get('epoch')}) and streams "
                    f"~{bits_per_s / 1000:.0f} kbit/s; processes up: {', '.join(procs)}")
 
@@ -176,7 +182,7 @@ def run_join_scenario(
         drv.cmd("sub1", "join")
         drv.cmd("sub2", "join")
         ok = drv.wait("subscribers joined", lambda: drv.status("sub1")["frames"] > 30
-                      and drv.status("sub2")["frames"] > 30, 30)
+                      and drv.status("sub2")["frames"] > 30)
         report.check("two subscribers joined and decrypt the stream", ok,
                      f"sub1 {drv.status('sub1').get('frames')} sub2 {drv.status('sub2').get('frames')} frames")
 
@@ -184,7 +190,7 @@ def run_join_scenario(
         report.say("late joiner asks to join mid-stream")
         drv.cmd("joiner", "join")
         ok = drv.wait("joiner decrypts", lambda: drv.status("joiner")["frames"] > 30
-                      and drv.status("joiner")["first_keyframe_at"], 20)
+                      and drv.status("joiner")["first_keyframe_at"])
         j = drv.status("joiner")
         report.check("a joiner joins mid-stream and decrypts frames", ok and j.get("bad_payloads") == 0,
                      f"{j.get('frames')} frames, epoch {j.get('epoch')}")
@@ -195,22 +201,25 @@ def run_join_scenario(
         report.check("join latency recorded", "join_to_first_frame_s" in report.figures,
                      json.dumps(report.figures))
 
-        # 3. a member leaves, another is removed
+        # 3. a member leaves, another is removed. Proposals name an epoch: each step starts once every
+        # member processed the last commit (a loaded member can lag, and its proposal would be stale).
+        drv.converged("pub", "sub1", "sub2", "joiner")
         report.say("sub2 leaves (proposes its own Remove)")
         e0 = drv.status("pub")["epoch"]
         drv.cmd("sub2", "leave")
         ok = drv.wait("sub2 out", lambda: drv.status("sub2")["removed_at_epoch"] is not None
-                      and drv.status("pub")["epoch"] == e0 + 1, 15)
+                      and drv.status("pub")["epoch"] == e0 + 1)
         report.check("a leaver's self-Remove is committed and it learns it is out", ok,
                      f"pub epoch {drv.status('pub').get('epoch')}, sub2 {drv.status('sub2').get('removed_at_epoch')}")
+        drv.converged("pub", "sub1", "joiner")
         report.say("publisher removes the late joiner")
         drv.cmd("pub", "remove", identity=ids["joiner"][1])
-        ok = drv.wait("joiner removed", lambda: drv.status("joiner")["removed_at_epoch"] is not None, 15)
+        ok = drv.wait("joiner removed", lambda: drv.status("joiner")["removed_at_epoch"] is not None)
         removal_epoch = drv.status("joiner").get("removed_at_epoch")
         report.check("the removed member learns it is out", ok, f"removed at epoch {removal_epoch}")
         # let frames of the new epoch reach sub1's capture
-        drv.wait("frames after removal", lambda: drv.status("sub1")["frames_by_epoch"].get(str(removal_epoch), 0) > 60,
-                 10)
+        drv.wait("frames after removal",
+                 lambda: drv.status("sub1")["frames_by_epoch"].get(str(removal_epoch), 0) > 60)
         report.say(f"sub1 keeps decrypting at epoch {removal_epoch}: "
                    f"{drv.status('sub1').get('frames_by_epoch', {}).get(str(removal_epoch), 0)} frames (captured)")
 
@@ -223,10 +232,10 @@ def run_join_scenario(
         drv.cmd("sub1", "forge", as_leaf=0, frames=20)
 
         def forged_drops() -> int:
-            st = json.loads((relay.workdir / "status.json").read_text())
-            return st["filter_drops"].get("kid_sender_not_link_leaf", 0)
+            st = read_json(relay.workdir / "status.json")
+            return st.get("filter_drops", {}).get("kid_sender_not_link_leaf", 0)
 
-        ok = drv.wait("forged frames dropped", lambda: forged_drops() >= 20, 10)
+        ok = drv.wait("forged frames dropped", lambda: forged_drops() >= 20)
         report.check("frames under another member's KID are dropped by the relay", ok, f"{forged_drops()} dropped")
 
         if full:
@@ -238,13 +247,13 @@ def run_join_scenario(
         for name in procs:
             drv.cmd(name, "stop")
         for name, node in procs.items():
-            report.results[name] = node.wait_result(20)["members"][name]
+            report.results[name] = node.wait_result(EVENT_TIMEOUT_S)["members"][name]
         if full:
-            (relay_last.workdir / "stop").touch()
-            report.results["relay"] = relay_last.wait_result(15)
+            relay_last.stop()
+            report.results["relay"] = relay_last.wait_result(EVENT_TIMEOUT_S)
         else:
-            (relay.workdir / "stop").touch()
-            first_run = report.results["relay"] = relay.wait_result(15)
+            relay.stop()
+            first_run = report.results["relay"] = relay.wait_result(EVENT_TIMEOUT_S)
 
         # the removal promise, from ciphertext
         report.say("feeding sub1's captured ciphertext to the removed joiner's retained state")
@@ -278,12 +287,21 @@ def run_join_scenario(
 def _race(report: JoinReport, drv: Driver) -> None:
     """Two members race commits for one epoch: exactly one wins, the loser recovers."""
     report.say("pub and sub1 race rekey commits for one epoch")
+    drv.converged("pub", "sub1")
     before = {n: drv.status(n) for n in ("pub", "sub1")}
     e1 = before["pub"]["epoch"]
-    at = time.time() + 0.5
-    drv.cmd("pub", "rekey", at=at)
-    drv.cmd("sub1", "rekey", at=at)
-    ok = drv.wait("race settled", lambda: drv.status("pub")["epoch"] == e1 + 2 == drv.status("sub1")["epoch"], 15)
+    # Both build a commit on epoch e1, then hold it until the gate opens: a race by construction,
+    # however late either process picks up its command.
+    gate = drv.nodes["relay"].workdir.parent / "race-gate"
+    drv.cmd("pub", "rekey", gate=str(gate))
+    drv.cmd("sub1", "rekey", gate=str(gate))
+    built = drv.wait("both commits built", lambda: drv.status("pub")["rekey_built_at_epoch"] == e1
+                     == drv.status("sub1")["rekey_built_at_epoch"])
+    gate.touch()
+    # Settled once both are at e1 + 2 and have recorded its authenticator (the status snapshot
+    # can show the new epoch a moment before the epoch event that records it).
+    ok = built and drv.wait("race settled", lambda: all(
+        drv.status(n)["epoch"] == e1 + 2 and str(e1 + 2) in drv.status(n)["auth"] for n in ("pub", "sub1")))
     after = {n: drv.status(n) for n in ("pub", "sub1")}
 
     def delta(n: str, key: str) -> int:
@@ -308,21 +326,22 @@ def _restarts(
     # 5. restart the relay mid-stream; a second joiner joins after it
     report.say("restarting the relay mid-stream")
     frames_before_restart = drv.status("sub1")["frames"]
-    (relay.workdir / "stop").touch()
-    first_run = relay.wait_result(15)
+    relay.stop()
+    first_run = relay.wait_result(EVENT_TIMEOUT_S)
     report.results["relay_first_run"] = first_run
     restart_at = time.time()
     relay2 = cluster.spawn("relay2", relay_spec, entry=ENTRY)
     nodes["relay"] = relay2
-    report.check("the restarted relay has the same destination", relay2.wait_ready(30)["dest"] == dest)
-    ok = drv.wait("stream resumes", lambda: drv.status("sub1")["frames"] > frames_before_restart + 60, 40)
+    report.check("the restarted relay has the same destination", relay2.wait_ready()["dest"] == dest)
+    ok = drv.wait("stream resumes", lambda: drv.status("sub1")["frames"] > frames_before_restart + 60,
+                  RESTART_TIMEOUT_S)
     report.figures["relay_restart_to_frames_s"] = time.time() - restart_at
     report.check("the stream resumes through the restarted relay", ok,
                  f"sub1 frames {frames_before_restart} -> {drv.status('sub1').get('frames')}")
-    drv.wait("joiner2 reconnected", lambda: drv.status("joiner2")["control_up"], 20)
+    drv.wait("joiner2 reconnected", lambda: drv.status("joiner2")["control_up"], RESTART_TIMEOUT_S)
     report.say("joiner2 asks to join through the restarted relay")
     drv.cmd("joiner2", "join")
-    ok = drv.wait("joiner2 decrypts", lambda: drv.status("joiner2")["frames"] > 30, 30)
+    ok = drv.wait("joiner2 decrypts", lambda: drv.status("joiner2")["frames"] > 30)
     j2 = drv.status("joiner2")
     report.check("a second joiner joins after the restart (directory and group state survived)", ok,
                  f"{j2.get('frames')} frames at epoch {j2.get('epoch')}")
@@ -332,7 +351,7 @@ def _restarts(
     # 6. the publisher process restarts from its state file: it commits an Update before it sends
     report.say("restarting the publisher process from its state file")
     drv.cmd("pub", "stop")
-    old_pub = procs["pub"].wait_result(20)["members"]["pub"]
+    old_pub = procs["pub"].wait_result(EVENT_TIMEOUT_S)["members"]["pub"]
     report.results["pub_before_restart"] = old_pub
     epoch_at_stop = old_pub["epoch"]
     frames_then = drv.status("sub1")["frames"]
@@ -340,8 +359,9 @@ def _restarts(
         "pub", publisher=True, restore=True, allow=allow, state_dir=str(procs["pub"].workdir / "pub"))]},
         entry=ENTRY)
     nodes["pub"] = drv.proc_of["pub"] = procs["pub"]
-    procs["pub"].wait_ready(40)
-    ok = drv.wait("restored publisher streams", lambda: drv.status("sub1")["frames"] > frames_then + 60, 30)
+    procs["pub"].wait_ready()
+    ok = drv.wait("restored publisher streams", lambda: drv.status("sub1")["frames"] > frames_then + 60,
+                  RESTART_TIMEOUT_S)
     p2 = drv.status("pub")
     report.check("a restored publisher sends only in an epoch after the one it stopped in (no counter reuse)",
                  ok and p2.get("first_sealer_epoch") is not None and p2["first_sealer_epoch"] > epoch_at_stop,

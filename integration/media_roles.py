@@ -11,6 +11,8 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import RNS
@@ -20,8 +22,8 @@ from ciris_av_plugin.media.ordering import FrameOrderer
 from ciris_av_plugin.transport.loss import LossInjector
 from ciris_av_plugin.transport.media_clients import PublisherClient, SubscriberClient
 from integration.harness import peak_rss_kb
-from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, schedule
-from integration.node import Ctx
+from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, FramePlan, Shape, schedule
+from integration.node import PROGRESS_EVERY_S, Ctx
 
 _IDS = struct.Struct(">BI")
 
@@ -30,8 +32,8 @@ def digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:32]
 
 
-def _injector(spec: dict[str, Any] | None, t0: float) -> LossInjector | None:
-    """A loss seam from a spec entry; bursts are timed from the stream start ``t0`` (wall clock)."""
+def _injector(spec: dict[str, Any] | None) -> LossInjector | None:
+    """A loss seam from a spec entry; its bursts are timed from the stream start (set by :func:`_start`)."""
     if not spec:
         return None
     return LossInjector(
@@ -39,17 +41,45 @@ def _injector(spec: dict[str, Any] | None, t0: float) -> LossInjector | None:
         burst_s=spec.get("burst_s", 0.0),
         burst_period_s=spec.get("burst_period_s", 0.0),
         burst_offset_s=spec.get("burst_offset_s", 0.0),
-        origin=time.monotonic() + (t0 - time.time()),
         seed=spec.get("seed"),
     )
 
 
-def _sleep_until(t: float) -> None:
-    while (d := t - time.time()) > 0:
-        time.sleep(min(d, 0.05))
+def _start(ctx: Ctx, *injectors: LossInjector | None) -> float:
+    """Wait for the cluster's start signal; time every loss burst from it. Returns the start (wall clock)."""
+    t0 = ctx.wait_go()
+    origin = time.monotonic() + (t0 - time.time())
+    for injector in injectors:
+        if injector is not None:
+            injector.origin = origin
+    return t0
+
+
+def endless_plans(shape: Shape, measured_video_frames: int) -> Iterator[tuple[FramePlan, bool]]:
+    """The test shape's frames in due order, forever: ``(plan, measured)``; the first
+    ``measured_video_frames`` video frames (and the audio over the same time) are measured, the
+    rest is tail that keeps the stream alive until the parent stops it."""
+    block_s = shape.gop / shape.video_fps
+    audio_per_block = round(block_s * shape.audio_fps)
+    one = schedule(shape, 0, shape.gop)
+    measured_audio = int(measured_video_frames / shape.video_fps * shape.audio_fps)  # as schedule() counts
+    block = 0
+    while True:
+        for plan in one:
+            n = shape.gop if plan.track_id == VIDEO_TRACK else audio_per_block
+            seq = plan.seq + block * n
+            gop_id = plan.gop_id + block if plan.track_id == VIDEO_TRACK else plan.gop_id
+            video = plan.track_id == VIDEO_TRACK
+            due = seq / (shape.video_fps if video else shape.audio_fps)
+            yield replace(plan, due_s=due, seq=seq, gop_id=gop_id), seq < (measured_video_frames if video else
+                                                                          measured_audio)
+        block += 1
 
 
 def role_publisher(ctx: Ctx) -> None:
+    """Streams from the start signal until the ``stop`` file, sending at least ``video_frames`` video
+    frames; frames past that are logged only if the spec says ``log_tail`` (a scenario that checks
+    every frame) and otherwise only counted (a scenario that measures a fixed stretch)."""
     spec = ctx.spec
     ctx.start_rns()
     keys = spec["keys"]
@@ -57,20 +87,25 @@ def role_publisher(ctx: Ctx) -> None:
     sealer.set_epoch(keys["epoch"], bytes.fromhex(keys["base_key"]), keys["leaf_count"], keys["sender_leaf"])
     stream = spec["stream_id"]
     marker = bytes.fromhex(spec["marker"])
-    loss_out = _injector(spec.get("loss_out"), spec["t0"])
+    loss_out = _injector(spec.get("loss_out"))
     pub = PublisherClient(RNS.Identity(), bytes.fromhex(spec["relay"]), stream, sealer,
                           receive_mode=spec.get("receive_mode", "auto"), recovery=spec.get("recovery", True),
                           loss_out=loss_out)
     pub.connect()
     ctx.ready(mdu=pub.client.mdu)
-    t0 = spec["t0"]
+    _start(ctx, loss_out)
+    t0 = time.time()  # this process's media clock: the first frame is due when it saw the start
     shape = TEST_SHAPE
-    plans = schedule(shape, 0, spec["video_frames"])
+    log_tail = spec.get("log_tail", False)
     log: list[list[Any]] = []
+    measured = tail = 0
     gop = -1
     forced = 0
-    _sleep_until(t0)
-    for plan in plans:
+    last_seq: dict[int, int] = {}
+    next_progress = 0.0
+    for plan, in_measure in endless_plans(shape, spec["video_frames"]):
+        if not in_measure and ctx.should_stop():
+            break
         at = t0 + plan.due_s
         if (d := at - time.time()) > 0:
             time.sleep(d)
@@ -80,17 +115,26 @@ def role_publisher(ctx: Ctx) -> None:
             key = plan.seq % shape.gop == 0 or requested
             forced += requested and plan.seq % shape.gop != 0
             gop += key
-            fh_plan = plan.__class__(plan.due_s, plan.track_id, plan.kind, plan.seq, gop, key,
-                                     shape.keyframe_bytes if key else shape.delta_bytes)
+            fh_plan = replace(plan, gop_id=gop, keyframe=key, size=shape.keyframe_bytes if key else shape.delta_bytes)
         head = marker + _IDS.pack(plan.track_id, plan.seq)
         payload = head + os.urandom(max(0, fh_plan.size - len(head)))
         fh = fh_plan.header(stream, int(plan.due_s * 1e6))
         sent_at = time.time()
         packets = pub.send_frame(fh, payload)
-        log.append([plan.track_id, plan.seq, fh.keyframe, digest(payload), sent_at, packets])
-    time.sleep(0.3)
+        measured += in_measure
+        tail += not in_measure
+        if in_measure or log_tail:
+            log.append([plan.track_id, plan.seq, fh.keyframe, digest(payload), sent_at, packets])
+        if in_measure:
+            last_seq[plan.track_id] = plan.seq
+        if time.monotonic() >= next_progress:
+            next_progress = time.monotonic() + PROGRESS_EVERY_S
+            ctx.progress(measured=measured, tail=tail, measured_done=not in_measure, last_measured_seq=last_seq)
     ctx.result(
         frames=log,
+        measured_frames=measured,
+        last_measured_seq=last_seq,
+        tail_frames=tail,
         mdu=pub.client.mdu,
         keyframe_requests=pub.keyframe_requests,
         forced_keyframes=forced,
@@ -105,7 +149,22 @@ def role_publisher(ctx: Ctx) -> None:
     pub.close()
 
 
+def _pending_seqs(detector: Any) -> dict[int, int]:
+    """Oldest frame sequence the loss detector still tries to repair, per track (none: all settled).
+
+    Reads the detector's table: the scenario's end condition is "every measured frame decrypted or
+    given up", which is the detector's own state, not a time."""
+    out: dict[int, int] = {}
+    if detector is None:
+        return out
+    for (_stream, track), dtrack in list(detector._tracks.items()):
+        if dtrack.frames:
+            out[track] = min(dtrack.frames)
+    return out
+
+
 def role_subscriber(ctx: Ctx) -> None:
+    """Receives from the moment it is ready until the ``stop`` file, reporting progress the parent waits on."""
     spec = ctx.spec
     ctx.start_rns()
     keys = spec["keys"]
@@ -114,22 +173,36 @@ def role_subscriber(ctx: Ctx) -> None:
     opener.install_epoch(keys["epoch"], bytes.fromhex(keys["base_key"]), keys["leaf_count"], time.monotonic())
     frames: list[list[Any]] = []
     lock = threading.Lock()
+    video_after_keyframe = 0
+    last_seq: dict[int, int] = {}
 
     def on_frame(ev: FrameDecrypted) -> None:
+        nonlocal video_after_keyframe
         h = ev.header
         row = [h.track_id, h.frame_seq, h.keyframe, digest(ev.payload), time.time(), ev.decodable,
                ev.payload.startswith(marker)]
         with lock:
             frames.append(row)
+            last_seq[h.track_id] = max(last_seq.get(h.track_id, -1), h.frame_seq)
+            if h.track_id == VIDEO_TRACK and ev.decodable:
+                video_after_keyframe += 1
 
-    loss_in = _injector(spec.get("loss_in"), spec.get("t0", time.time()))
+    loss_in = _injector(spec.get("loss_in"))
     sub = SubscriberClient(RNS.Identity(), bytes.fromhex(spec["relay"]), spec["stream_id"], opener, on_frame,
                            receive_mode=spec.get("receive_mode", "auto"), recovery=spec.get("recovery", True),
                            loss_in=loss_in)
     sub.connect()
     link_id = sub.client.link.link_id.hex()
     ctx.ready(mdu=sub.client.mdu, link_id=link_id)
-    _sleep_until(spec["t_end"])
+    if loss_in is not None:
+        _start(ctx, loss_in)
+    while not ctx.should_stop():
+        with lock:
+            n, decodable, seqs = len(frames), video_after_keyframe, dict(last_seq)
+        ctx.progress(frames=n, decodable_video=decodable, last_seq=seqs, events=[e.kind for e in sub.events],
+                     reconnects=sub.client.reconnects, connected=sub.client.connected,
+                     pending=_pending_seqs(sub.detector))
+        time.sleep(PROGRESS_EVERY_S)
     with lock:
         rows = list(frames)
     ctx.result(

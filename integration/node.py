@@ -2,7 +2,9 @@
 
 SPEC is a JSON file written by ``harness.Cluster.spawn``; ``role`` picks the function below. Each
 role enforces ``timeout`` itself (an ``os._exit`` timer), writes ``ready.json`` when it is up
-(relays: their destination hash) and ``result.json`` when done.
+(relays: their destination hash), ``progress.json`` while it runs if a scenario waits on its
+progress, and ``result.json`` when done; media starts only after the cluster's ``go.json``
+(:meth:`Ctx.wait_go`) and runs until the parent's ``stop`` file.
 """
 
 from __future__ import annotations
@@ -22,15 +24,12 @@ import RNS
 from ciris_av_plugin.transport.client import RelayClient
 from ciris_av_plugin.transport.config import NodeConfig, start_reticulum
 from ciris_av_plugin.transport.relay import RelayNode
-from integration.harness import peak_rss_kb
+from integration.harness import EVENT_TIMEOUT_S, GO_TIMEOUT_S, POLL_S, peak_rss_kb, read_json, write_json
 
 log = logging.getLogger("integration.node")
 
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+PROGRESS_EVERY_S = 0.1
+"""How often a running role rewrites ``progress.json``: the parent's event waits poll it."""
 
 
 class Ctx:
@@ -40,13 +39,30 @@ class Ctx:
         self.stop_path = self.workdir / "stop"
 
     def ready(self, **data: Any) -> None:
-        _write_json(self.workdir / "ready.json", data)
+        write_json(self.workdir / "ready.json", data)
 
     def result(self, **data: Any) -> None:
-        _write_json(self.workdir / "result.json", data)
+        write_json(self.workdir / "result.json", data)
+
+    def progress(self, **data: Any) -> None:
+        write_json(self.workdir / "progress.json", data)
 
     def should_stop(self) -> bool:
         return self.stop_path.exists()
+
+    def wait_go(self, timeout: float = GO_TIMEOUT_S) -> float:
+        """Block until the parent releases the cluster (``harness.Cluster.release``); returns its start
+        instant. Raises TimeoutError if the release never comes (the parent died or gave up)."""
+        path = Path(self.spec["go"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t0 = read_json(path).get("t0")
+            if t0 is not None:
+                return float(t0)
+            if self.should_stop():
+                raise TimeoutError("stopped before the start signal")
+            time.sleep(POLL_S)
+        raise TimeoutError(f"no start signal after {timeout} s")
 
     def start_rns(self) -> RNS.Reticulum:
         spec = self.spec
@@ -110,7 +126,7 @@ def role_relay(ctx: Ctx) -> None:
     deadline = time.monotonic() + spec.get("duration", 60)
     # Peak queue depth per subscriber link, sampled: proves queues stay bounded during a stall.
     peaks: dict[str, dict[str, Any]] = {}
-    next_sample = 0.0
+    next_sample = next_progress = 0.0
     kicked = 0
     ring_peak = 0  # peak bytes held in retransmission rings (sampled with the queues)
     while not ctx.should_stop() and time.monotonic() < deadline:
@@ -118,6 +134,12 @@ def role_relay(ctx: Ctx) -> None:
         if not kicked and (ctx.workdir / "kick").exists():
             # Close every subscriber link once, as the relay does when a removal takes effect.
             kicked = sum(relay.close_link(link_id) for link_id in relay.links("subscriber"))
+        if spec.get("progress") and time.monotonic() >= next_progress:
+            next_progress = time.monotonic() + PROGRESS_EVERY_S
+            subs_now = relay.engine_stats().get("subscribers", {})
+            ctx.progress(engine_events=dict(relay.engine_events), subscribers={
+                link_hex: {"stalled": bool(sub["stalled"]), "drops": dict(sub["drops"])}
+                for link_hex, sub in subs_now.items()})
         if spec.get("sample_queues") and time.monotonic() >= next_sample:
             next_sample = time.monotonic() + 0.2
             subs = relay.engine_stats().get("subscribers", {})
@@ -200,12 +222,12 @@ def role_raw_pubsub(ctx: Ctx) -> None:
         body = _RAW.pack(0x01, 0, stream, seq)
         pub.send(body + bytes(size - len(body)))
         time.sleep(spec.get("gap", 0.002))
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + EVENT_TIMEOUT_S  # the event is "all arrived"; the bound only ends a failure
     while time.monotonic() < deadline:
         with got_lock:
             if len(got) >= count:
                 break
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     stats = sub.request("stats", {})
     ctx.result(
         received=len(got),
@@ -242,17 +264,18 @@ def role_unidentified(ctx: Ctx) -> None:
     ctx.start_rns()
     relay_hash = bytes.fromhex(spec["relay"])
     RNS.Transport.request_path(relay_hash)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
     while not RNS.Transport.has_path(relay_hash) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     dest = RNS.Destination(RNS.Identity.recall(relay_hash), RNS.Destination.OUT, RNS.Destination.SINGLE, "ciris_av", "relay")
     established = threading.Event()
     closed = threading.Event()
     link = RNS.Link(dest, established_callback=lambda _l: established.set(), closed_callback=lambda _l: closed.set())
-    established.wait(10)
+    established.wait(EVENT_TIMEOUT_S)
     t0 = time.monotonic()
     sent = 0
-    while not closed.is_set() and time.monotonic() - t0 < 6:
+    # Keep sending until the relay closes the link (~2 s idle); the bound only ends a relay that never does.
+    while not closed.is_set() and time.monotonic() - t0 < EVENT_TIMEOUT_S:
         RNS.Packet(link, _RAW.pack(0x01, 0, 7, sent) + bytes(40), create_receipt=False).send()
         sent += 1
         time.sleep(0.05)

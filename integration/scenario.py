@@ -2,14 +2,17 @@
 
 * ``sub_big`` negotiates the 16 KiB link MTU, ``sub_small`` runs with link MTU discovery off (MDU
   431), so the relay re-splits every large fragment for it;
-* ``sub_late`` joins ~1.5 s after the stream started, then its process is stopped (SIGSTOP) for
-  ``stall_s`` seconds and continued (SIGCONT).
+* ``sub_late`` joins once the stream is under way, then its process is stopped (SIGSTOP) until the
+  relay has marked it stalled and dropped for it, and continued (SIGCONT).
 
-The publisher sends ``video_frames`` video frames at 30 fps (8 kB keyframe every 30, 2 kB deltas)
-and 100-byte audio at 50 fps, every plaintext starting with a random marker. Publisher and
-subscribers get a static test key; the relay gets none. :func:`run_scenario` returns every
-child's report plus a list of named checks; the integration test asserts them and
-``python -m integration.demo`` prints them.
+The publisher sends at least ``video_frames`` video frames at 30 fps (8 kB keyframe every 30, 2 kB
+deltas) and 100-byte audio at 50 fps, every plaintext starting with a random marker, from the
+start signal the parent gives once every process is ready until the parent stops it. Every step
+waits on an event a child reports (see ``harness.py``), so a slow machine makes the run longer, not
+different. Publisher and subscribers get a static test key; the relay gets none.
+:func:`run_scenario` returns every child's report plus a list of named checks; the integration
+test asserts them and ``python -m integration.demo --layer2`` prints them. Delivery latency is a
+time target and lives in ``bench/`` (``relay_fanout.py``), not here.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ciris_av_plugin.transport.config import free_port
-from integration.harness import Cluster
+from integration.harness import EVENT_TIMEOUT_S, Cluster, require, wait_until
 
 STREAM_ID = 0x0C1A5AF0
-# Delivery bound for subscribers that never stall (the issue: "within 1 s of sending").
-MAX_DELIVERY_S = 1.0
+STALL_DROPS = 160
+"""Packets the relay must have dropped for the stopped subscriber before it is continued: ~2 s of the
+stream (80 packets/s at the negotiated MDU), so the stall spans whole groups of pictures. A stall
+as short as the relay's 0.3 s stall timeout can leave a frame of the old group in flight past the
+flush, which is not what this scenario is about."""
+CHILD_TIMEOUT_S = 300.0
+"""Each child's own hard stop (``os._exit``): the scenario takes ~20 s idle and ~60 s on a loaded
+2-core machine; a child still running after 5 minutes is hung."""
 # Per-subscriber queue bounds the relay must respect (EngineConfig defaults).
 MAX_QUEUED_PACKETS = 4096
 MAX_QUEUED_BYTES = 512 * 1024
@@ -57,65 +66,87 @@ class ScenarioReport:
 
 
 def run_scenario(
-    *, video_frames: int = 360, late_s: float = 1.5, stall_at_s: float = 4.0, stall_s: float = 5.0,
-    receive_mode: str = "auto", keep: bool = False,
+    *, video_frames: int = 360, late_after_frames: int = 45, stall_after_frames: int = 30,
+    stall_drops: int = STALL_DROPS, resume_frames: int = 30, receive_mode: str = "auto", keep: bool = False,
 ) -> ScenarioReport:
+    """Run the scenario; every step waits on an event a child reported, none on the clock.
+
+    Set-up, then the start signal once everyone is ready; ``sub_late`` starts after ``sub_big``
+    decrypted ``late_after_frames`` frames; it is stopped after it decrypted ``stall_after_frames``
+    decodable video frames, continued once the relay marked it stalled and dropped ``stall_drops``
+    packets for it (a stall spanning whole groups of pictures, as a frozen client's would), and the
+    stream ends once it decrypted ``resume_frames`` more and heard of its stall. The publisher sends
+    at least ``video_frames`` video frames; healthy subscribers must then have every frame it sent.
+    """
     report = ScenarioReport()
     started = time.monotonic()
     cluster = Cluster(keep=keep)
     marker = os.urandom(12).hex()
     keys = {"epoch": 1, "base_key": os.urandom(16).hex(), "leaf_count": 4, "sender_leaf": 0}
-    duration_s = video_frames / 30.0
+    # Children bound themselves: far past a loaded run (~60 s), short of a CI job's budget.
+    timeout = CHILD_TIMEOUT_S
     try:
         port = free_port()
         relay = cluster.spawn(
             "relay",
             {"role": "relay", "listen_port": port, "engine": "engine", "marker": marker, "scan": True,
-             "sample_queues": True, "receive_mode": receive_mode, "duration": duration_s + 40,
-             "timeout": duration_s + 60},
+             "sample_queues": True, "progress": True, "receive_mode": receive_mode, "duration": timeout,
+             "timeout": timeout + 20},
         )
-        dest = relay.wait_ready(30)["dest"]
+        dest = relay.wait_ready()["dest"]
         base = {"connect_port": port, "relay": dest, "stream_id": STREAM_ID, "keys": keys, "marker": marker,
-                "receive_mode": receive_mode, "timeout": duration_s + 50}
-        # t0 and t_end are set after everyone connected; children wait for a file-borne start.
-        t0 = time.time() + 6.0
-        t_end = t0 + duration_s + 1.5
+                "receive_mode": receive_mode, "timeout": timeout}
         subs = {
-            "sub_big": cluster.spawn("sub_big", {**base, "role": "subscriber", "t_end": t_end}),
-            "sub_small": cluster.spawn("sub_small", {**base, "role": "subscriber", "t_end": t_end,
-                                                     "link_mtu_discovery": False}),
+            "sub_big": cluster.spawn("sub_big", {**base, "role": "subscriber"}),
+            "sub_small": cluster.spawn("sub_small", {**base, "role": "subscriber", "link_mtu_discovery": False}),
         }
-        pub = cluster.spawn("publisher", {**base, "role": "publisher", "t0": t0, "video_frames": video_frames})
+        pub = cluster.spawn("publisher", {**base, "role": "publisher", "video_frames": video_frames,
+                                          "log_tail": True})
         for node in (*subs.values(), pub):
-            node.wait_ready(max(1.0, t0 - time.time() - 0.2))
-        if time.time() > t0:
-            raise RuntimeError("set-up took longer than the 6 s allowed before the stream starts")
-        _sleep_until(t0 + late_s)
-        subs["sub_late"] = cluster.spawn("sub_late", {**base, "role": "subscriber", "t_end": t_end})
-        subs["sub_late"].wait_ready(max(1.0, t0 + stall_at_s - time.time() - 0.5))
-        _sleep_until(t0 + stall_at_s)
-        subs["sub_late"].signal(signal.SIGSTOP)
-        report.timeline["stall_begin"] = time.time() - t0
-        _sleep_until(t0 + stall_at_s + stall_s)
-        subs["sub_late"].signal(signal.SIGCONT)
-        report.timeline["stall_end"] = time.time() - t0
-        budget = t_end - time.time() + 20
-        report.results["publisher"] = pub.wait_result(budget)
+            node.wait_ready()
+        cluster.release()
+        watch = [relay, pub, *subs.values()]
+        require(f"sub_big decrypting {late_after_frames} frames",
+                lambda: subs["sub_big"].progress()["frames"] >= late_after_frames, watch=watch)
+        late = subs["sub_late"] = cluster.spawn("sub_late", {**base, "role": "subscriber"})
+        watch.append(late)
+        late_link = late.wait_ready()["link_id"]
+        require(f"sub_late decoding {stall_after_frames} video frames",
+                lambda: late.progress()["decodable_video"] >= stall_after_frames, watch=watch)
+        late.signal(signal.SIGSTOP)
+        report.timeline["stall_begin"] = time.monotonic() - started
+
+        def stalled_and_dropping() -> bool:
+            sub = relay.progress()["subscribers"][late_link]
+            return sub["stalled"] and sum(sub["drops"].values()) >= stall_drops
+
+        ok = wait_until(f"the relay to mark sub_late stalled and drop {stall_drops} packets for it",
+                        stalled_and_dropping, watch=watch)
+        late.signal(signal.SIGCONT)
+        report.timeline["stall_end"] = time.monotonic() - started
+        report.check("relay marked the stopped subscriber stalled while it was stopped", ok)
+        before = late.progress().get("decodable_video", 0)
+        wait_until("sub_late to resume and hear of its stall", lambda: late.progress()["decodable_video"]
+                   >= before + resume_frames and "SubscriberStalled" in late.progress()["events"], watch=watch)
+        require("the publisher's measured frames", lambda: pub.progress()["measured_done"], watch=watch)
+        pub.stop()
+        report.results["publisher"] = pub.wait_result(EVENT_TIMEOUT_S)
+        sent = len(report.results["publisher"]["frames"])
+        for name in ("sub_big", "sub_small"):
+            # Healthy subscribers get every frame; a missing one is the failure the checks report.
+            wait_until(f"{name} to have every frame", lambda n=name: subs[n].progress()["frames"] >= sent,
+                       watch=watch)
         for name, node in subs.items():
-            report.results[name] = node.wait_result(budget)
-        (relay.workdir / "stop").touch()
-        report.results["relay"] = relay.wait_result(20)
+            node.stop()
+            report.results[name] = node.wait_result(EVENT_TIMEOUT_S)
+        relay.stop()
+        report.results["relay"] = relay.wait_result(EVENT_TIMEOUT_S)
         report.results["relay"]["spec_has_key"] = keys["base_key"] in (relay.workdir / "spec.json").read_text()
     finally:
         cluster.close()
     report.wall_s = time.monotonic() - started
-    _evaluate(report, marker)
+    _evaluate(report, marker, video_frames)
     return report
-
-
-def _sleep_until(t: float) -> None:
-    while (d := t - time.time()) > 0:
-        time.sleep(min(d, 0.05))
 
 
 def _by_track(frames: list[list[Any]]) -> dict[int, list[list[Any]]]:
@@ -125,11 +156,11 @@ def _by_track(frames: list[list[Any]]) -> dict[int, list[list[Any]]]:
     return out
 
 
-def _evaluate(report: ScenarioReport, marker: str) -> None:
+def _evaluate(report: ScenarioReport, marker: str, video_frames: int) -> None:
     res = report.results
     pub = res["publisher"]
     sent = {(r[0], r[1]): r for r in pub["frames"]}
-    report.check("publisher sent >= 300 video frames", sum(1 for k in sent if k[0] == 1) >= 300,
+    report.check(f"publisher sent >= {video_frames} video frames", sum(1 for k in sent if k[0] == 1) >= video_frames,
                  f"{len(sent)} frames in all")
     report.check("mixed MDUs: 431 and negotiated",
                  res["sub_small"]["mdu"] == 431 and res["sub_big"]["mdu"] > 10_000,
@@ -147,11 +178,6 @@ def _evaluate(report: ScenarioReport, marker: str) -> None:
         got = {(r[0], r[1]) for r in res[name]["frames"]}
         missing = sorted(set(sent) - got)
         report.check(f"{name}: received every frame", not missing, f"missing {len(missing)}: {missing[:5]}")
-        delays = [r[4] - sent[(r[0], r[1])][4] for r in res[name]["frames"] if (r[0], r[1]) in sent]
-        worst = max(delays) if delays else float("inf")
-        report.check(f"{name}: every frame within {MAX_DELIVERY_S:.0f} s of sending", worst <= MAX_DELIVERY_S,
-                     f"worst {worst * 1000:.0f} ms, median {sorted(delays)[len(delays) // 2] * 1000:.1f} ms"
-                     if delays else "no frames")
     late = _by_track(res["sub_late"]["frames"]).get(1, [])
     report.check("sub_late: first video frame is a keyframe", bool(late) and late[0][2],
                  f"first video seq {late[0][1] if late else None}")

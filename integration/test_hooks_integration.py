@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from ciris_av_plugin.store.identity import write_json_file
-from integration.harness import REPO, Cluster, Node
+from integration.harness import EVENT_TIMEOUT_S, REPO, Cluster, Node
 
-CHILD_TIMEOUT_S = 60.0
-"""Each child kills itself after this (os._exit), so a hung RNS never outlives the test run."""
+CHILD_TIMEOUT_S = 300.0
+"""Each child kills itself after this (os._exit), so a hung RNS never outlives the test run; the test
+takes ~5 s idle and stops its children itself."""
 STREAM_ID = 0xC1A5
 MEMBER_ENTRY = ["-m", "integration.join_node"]
-JOIN_TIMEOUT_S = 30.0
+JOIN_TIMEOUT_S = EVENT_TIMEOUT_S
 """Join request to decrypted frames takes ~1-2 s on loopback; the margin absorbs a loaded machine."""
 FRAMES_AFTER_JOIN = 30
 """About a second of video: enough to show the joiner is decrypting the stream, not one stray frame."""
@@ -85,7 +86,8 @@ def _join_and_stream(cluster: Cluster, port: int, relay_hex: str) -> dict[str, A
     drv = Driver(dict(procs))
     drv.proc_of = dict(procs)
     for node in procs.values():
-        node.wait_ready(30)
+        node.wait_ready()
+    cluster.release()
     drv.cmd("joiner", "join")
     joined = drv.wait("joiner decrypts", lambda: drv.status("joiner")["frames"] >= FRAMES_AFTER_JOIN, JOIN_TIMEOUT_S)
     outsider = _spawn_role(cluster, "outsider", "outsider", {"connect_port": port, "relay": relay_hex})
@@ -94,7 +96,7 @@ def _join_and_stream(cluster: Cluster, port: int, relay_hex: str) -> dict[str, A
         drv.cmd(name, "stop")
     # Final counts from each member's result, not the ~100 ms status snapshots: both sides keep
     # counting while the snapshots are written, so only final figures can be compared.
-    status = {name: node.wait_result(20)["members"][name] for name, node in procs.items()}
+    status = {name: node.wait_result(EVENT_TIMEOUT_S)["members"][name] for name, node in procs.items()}
     return {"joined": joined, "status": status, "outsider": refused, "joiner_hash": joiner.hexhash}
 
 
@@ -123,7 +125,7 @@ def test_a_fabric_host_loads_the_plugin_by_entry_point_and_drives_a_stream() -> 
             "node": {"data_dir": str(cluster.root / "hookhost" / "data"), "identity": "fabric"},
         }
         hookhost = _spawn_role(cluster, "hookhost", "hookhost", {"settings": settings})
-        ready = hookhost.wait_ready(30)
+        ready = hookhost.wait_ready()
         assert ready["dispatchers"] == ["realtime_av.relay"]
         assert ready["welcome_handlers"] == ["realtime_av.mls"]
         (plugin_status,) = ready["status"]
@@ -133,7 +135,7 @@ def test_a_fabric_host_loads_the_plugin_by_entry_point_and_drives_a_stream() -> 
         _assert_join_and_stream(_join_and_stream(cluster, port, relay_status["destination"]))
 
         hookhost.signal(signal.SIGTERM)
-        final = hookhost.wait_result(20)
+        final = hookhost.wait_result(EVENT_TIMEOUT_S)
         relay_final = final["status"][0]["dispatchers"]["realtime_av.relay"]
         assert relay_final["engine"]["frames_in"] >= FRAMES_AFTER_JOIN
         assert relay_final["engine"]["frames_out"] >= FRAMES_AFTER_JOIN
@@ -170,14 +172,14 @@ def test_the_embedded_node_runs_from_a_config_file_and_stops_cleanly_on_sigterm(
             ["-m", "ciris_av_plugin.cli", "-v", "node", "--config", str(config), "--ready-file", str(ready_file)],
             {},
         )
-        status = node.wait_ready(30)
+        status = node.wait_ready()
         relay = status["plugins"][0]["dispatchers"]["realtime_av.relay"]
         assert status["listen_addr"] == f"127.0.0.1:{port}"
 
         _assert_join_and_stream(_join_and_stream(cluster, port, relay["destination"]))
 
         node.signal(signal.SIGTERM)
-        assert node.proc.wait(20) == 0, node.log_tail()
+        assert node.proc.wait(EVENT_TIMEOUT_S) == 0, node.log_tail()
         log = node.log_tail(20000)
         assert "signal 15: shutting down" in log and "realtime_av.relay stopped" in log
     finally:
@@ -200,10 +202,10 @@ def test_a_disabled_embedded_node_runs_with_nothing_registered() -> None:
              "--ready-file", str(ready_file)],
             {},
         )
-        status = node.wait_ready(30)
+        status = node.wait_ready()
         assert status["plugins"] == [{"plugin": "realtime_av", "version": status["plugins"][0]["version"], "dispatchers": {}}]
         node.signal(signal.SIGINT)
-        assert node.proc.wait(20) == 0, node.log_tail()
+        assert node.proc.wait(EVENT_TIMEOUT_S) == 0, node.log_tail()
     finally:
         cluster.close()
 

@@ -1,7 +1,10 @@
 """The joiner path end to end over real RNS (issue 5): relay, publisher, subscribers and joiners as processes.
 
-One run of :func:`integration.join_scenario.run_join_scenario` (~20-50 s) backs every assertion below;
-each test names one promise of the scenario.
+One run of :func:`integration.join_scenario.run_join_scenario` (~20 s idle) backs every assertion below;
+each test names one promise of the scenario. Marked slow: with its commit race and two restarts it takes
+1-3 minutes on a loaded 2-core machine, too much of ``./run test``'s 5-minute budget; ``./run test-all``
+and CI's ``./run test-slow`` run it. Its first half (join, leave, removal, forged KIDs, the removal
+promise) also runs in ``./run test`` as the demo (``test_demo.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import pytest
 
 from integration.join_scenario import JoinReport, run_join_scenario
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -51,4 +56,3 @@ def test_a_restored_publisher_commits_an_update_before_it_sends(scenario: JoinRe
 
 def test_every_check_passed(scenario: JoinReport) -> None:
     assert scenario.ok, [f"{c.name}: {c.detail}" for c in scenario.failed()]
-    assert scenario.wall_s < 150

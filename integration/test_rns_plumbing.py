@@ -9,16 +9,19 @@ from __future__ import annotations
 import pytest
 
 from ciris_av_plugin.transport.config import free_port
-from integration.harness import Cluster
+from integration.harness import EVENT_TIMEOUT_S, Cluster
+
+CHILD_TIMEOUT_S = 120.0
+"""Each child's own bound: these runs take 1-4 s idle; a child still running after 2 minutes is hung."""
 
 
 def _relay(cluster: Cluster, port: int, receive_mode: str = "auto", send_mode: str = "auto"):
     relay = cluster.spawn(
         "relay",
         {"role": "relay", "listen_port": port, "engine": "passthrough", "receive_mode": receive_mode,
-         "send_mode": send_mode, "duration": 40, "timeout": 50},
+         "send_mode": send_mode, "duration": CHILD_TIMEOUT_S, "timeout": CHILD_TIMEOUT_S + 10},
     )
-    return relay, relay.wait_ready(20)
+    return relay, relay.wait_ready()
 
 
 @pytest.mark.parametrize(("mode", "send_mode"), [("inline", "inline"), ("callback", "threads")])
@@ -32,9 +35,9 @@ def test_raw_packets_flow_through_relay_on_both_receive_paths(mode: str, send_mo
         client = cluster.spawn(
             "pubsub",
             {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "receive_mode": mode,
-             "count": 300, "gap": 0.003, "timeout": 40},
+             "count": 300, "gap": 0.003, "timeout": CHILD_TIMEOUT_S},
         )
-        res = client.wait_result(45)
+        res = client.wait_result(CHILD_TIMEOUT_S + 10)
         assert res["receive_mode"] == mode
         assert res["sub_mdu"] > 10_000, "TCP links negotiate a large MTU when discovery is on"
         assert res["max_size"] > 431, "packets larger than the base MDU were exercised"
@@ -58,20 +61,20 @@ def test_discovery_off_gives_base_mdu_and_unidentified_links_are_dropped_and_clo
         small = cluster.spawn(
             "small",
             {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "link_mtu_discovery": False,
-             "count": 50, "timeout": 40},
+             "count": 50, "timeout": CHILD_TIMEOUT_S},
         )
         rogue = cluster.spawn(
-            "rogue", {"role": "unidentified", "connect_port": port, "relay": ready["dest"], "timeout": 40}
+            "rogue", {"role": "unidentified", "connect_port": port, "relay": ready["dest"], "timeout": CHILD_TIMEOUT_S}
         )
-        res = small.wait_result(45)
+        res = small.wait_result(CHILD_TIMEOUT_S + 10)
         assert res["sub_mdu"] == 431 and res["pub_mdu"] == 431
         assert res["unique"] == res["sent"]
-        rogue_res = rogue.wait_result(45)
+        rogue_res = rogue.wait_result(CHILD_TIMEOUT_S + 10)
         assert rogue_res["established"]
+        # How soon (IDENTIFY_DEADLINE_S, ~2 s) is the relay's unit tests' business: here, that it does.
         assert rogue_res["closed"], "the relay closes links that never identify"
-        assert 1.5 <= rogue_res["closed_after_s"] <= 5.0, rogue_res
-        (relay.workdir / "stop").touch()
-        relay_res = relay.wait_result(20)
+        relay.stop()
+        relay_res = relay.wait_result(EVENT_TIMEOUT_S)
         assert relay_res["counters"]["rx_unidentified_dropped"] >= 1
         assert relay_res["counters"]["links_unidentified_closed"] >= 1
     finally:
@@ -93,15 +96,15 @@ def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(send_mode: st
         port = free_port()
         relay, ready = _relay(cluster, port, "inline", send_mode)
         sink = cluster.spawn("sink", {"role": "raw_sink", "connect_port": port, "relay": ready["dest"],
-                                      "duration": 40, "timeout": 50})
-        sink.wait_ready(20)
+                                      "duration": CHILD_TIMEOUT_S, "timeout": CHILD_TIMEOUT_S + 10})
+        sink.wait_ready()
         sink.signal(signal.SIGSTOP)
         pubsub = cluster.spawn(
             "pubsub",
             {"role": "raw_pubsub", "connect_port": port, "relay": ready["dest"], "count": 1200, "gap": 0.002,
-             "timeout": 40},
+             "timeout": CHILD_TIMEOUT_S},
         )
-        res = pubsub.wait_result(45)
+        res = pubsub.wait_result(CHILD_TIMEOUT_S + 10)
         assert res["unique"] == res["sent"], res
         counters = res["relay_counters"]
         if send_mode == "inline":
