@@ -22,7 +22,7 @@ from ciris_av_plugin.transport import control
 from ciris_av_plugin.transport.client import RelayClient
 from ciris_av_plugin.transport.relay import RelayNode
 from integration import node
-from integration.harness import peak_rss_kb
+from integration.harness import peak_rss_kb, write_json
 from integration.node import Ctx
 
 PATH_ECHO = "echo"
@@ -70,7 +70,7 @@ def role_bomb_relay(ctx: Ctx) -> None:
         if baseline is None and (ctx.workdir / "baseline").exists():
             gc.collect()
             baseline = {"rss_kb": _vm_kb("VmRSS"), "hwm_reset": _reset_peak_rss(), "hwm_kb": _vm_kb("VmHWM")}
-            node._write_json(ctx.workdir / "baseline.json", baseline)
+            write_json(ctx.workdir / "baseline.json", baseline)
     ctx.result(
         counters=relay.counters(),
         thread_deaths=deaths,

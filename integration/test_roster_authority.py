@@ -56,6 +56,7 @@ def test_a_rogue_member_cannot_evict_another() -> None:
         drv.proc_of = dict(procs)
         for node in procs.values():
             node.wait_ready(READY_TIMEOUT_S)
+        cluster.release()  # the readiness barrier: media starts once every process is up
 
         assert drv.wait("both admitted", lambda: drv.status("pub")["members"] == 3
                         and drv.status("victim")["epoch"] == drv.status("rogue")["epoch"] == 2
