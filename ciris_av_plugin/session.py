@@ -418,9 +418,14 @@ class Session:
     # ---- member verbs ----------------------------------------------------------------------
 
     def leave(self) -> list[Action]:
-        """Propose our own removal; a member commits it (§12.2: we cannot commit it ourselves)."""
-        group = self._member()
-        return [Request(wire.PATH_PROPOSE, {"stream_id": self.stream_id, "proposal": group.leave()}, "propose")]
+        """Propose our own removal; a member commits it (§12.2: we cannot commit it ourselves).
+
+        Queued like a commit: a proposal built on an epoch the stream has left is refused
+        (``stale-epoch``), so the session catches up and proposes again on the new epoch.
+        """
+        self._member()
+        self._work.append(_Work("leave"))
+        return self._next_work()
 
     def remove(self, identity: bytes) -> list[Action]:
         """Commit the removal of ``identity``."""
@@ -648,6 +653,8 @@ class Session:
             return []
         work = self._work.popleft()
         self._busy = work
+        if work.what == "leave":
+            return [Request(wire.PATH_PROPOSE, {"stream_id": self.stream_id, "proposal": group.leave()}, "propose", work)]
         if work.what in ("admit", "recover") and work.key_package is None:
             assert work.identity is not None
             body = {"target": work.identity, "suite": self.suite.id}
@@ -731,6 +738,8 @@ class Session:
             return out
         if op == "commit":
             return self._committed(request.context, reply)
+        if op == "propose" and isinstance(request.context, _Work):
+            return self._work_done()
         return []
 
     def on_refused(self, request: Request, code: str, message: str, now: float) -> list[Action]:
@@ -769,6 +778,14 @@ class Session:
                 self._busy = None
                 self._work.appendleft(work)
                 return self._catch_up()
+        if op == "propose" and code in (wire.CODE_STALE_COMMIT, wire.CODE_FUTURE_COMMIT) and work.tries < MAX_COMMIT_RETRIES:
+            # Proposed on an epoch the stream has left (or not reached): follow it, then propose again.
+            work.tries += 1
+            self._busy = None
+            self._work.appendleft(work)
+            return self._catch_up()
+        if op == "propose" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+            return self._later(work)
         if op == "kp-fetch" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
             return self._later(work)
         return self._work_failed(work, code)

@@ -94,6 +94,19 @@ def test_every_member_follows_commits_and_a_leaver_is_removed_and_its_links_clos
     store.close()
 
 
+def test_a_lagging_members_leave_is_proposed_again_on_the_new_epoch(tmp_path: Path) -> None:
+    net, pub, store = _setup(tmp_path)
+    a, b = _join(net), _join(net)
+    net.run(pub, pub.session.rekey())  # epoch 3 at the relay; a and b have not heard of it yet
+    assert b.session.epoch == 2
+    net.run(b, b.session.leave())  # built on epoch 2: refused stale, b catches up and proposes again
+    assert b.session.counters["refused.propose.stale-epoch"] == 1
+    net.pump()
+    assert b.session.removed and pub.session.epoch == a.session.epoch == 4
+    assert not net.plane.ds.is_member(STREAM, b.rns.hash)
+    store.close()
+
+
 def test_a_member_removed_by_the_admitter_goes_dark(tmp_path: Path) -> None:
     net, pub, store = _setup(tmp_path)
     a, b = _join(net), _join(net)
