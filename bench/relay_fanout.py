@@ -232,7 +232,7 @@ def role_publisher(spec: dict[str, Any]) -> None:
 
     from ciris_av_plugin.media.kid import encode_kid
     from ciris_av_plugin.media.sframe import SFrameKey
-    from ciris_av_plugin.media.wire import FragmentHeader, fragment_flags, split
+    from ciris_av_plugin.protocol.media_wire import FragmentHeader, fragment_flags, split
     from integration.media_shape import schedule, shape_for_rate
 
     workdir = Path(spec["workdir"])
@@ -366,7 +366,7 @@ def role_subscribers(spec: dict[str, Any]) -> None:
             RNS.Packet(link, b"SUB", create_receipt=False).send()
             clients.append(link)
         else:
-            from ciris_av_plugin.relay.reports import ReceiverReport, encode_receiver_report
+            from ciris_av_plugin.protocol.reports import ReceiverReport, encode_receiver_report
             from ciris_av_plugin.transport.client import RelayClient
 
             def on_tick(now: float) -> list[bytes]:

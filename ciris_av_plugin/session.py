@@ -54,8 +54,9 @@ from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommi
 from .mls import ProposalReceived as MLSProposalReceived
 from .mls.framing import MLSMessage, PublicMessage
 from .mls.messages import Proposal, Remove, Welcome
-from .relay import delivery_wire as wire
-from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
+from .protocol import codes
+from .protocol import control as wire
+from .protocol.envelope import EnvelopeError, open_envelope, seal_envelope
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,13 @@ DEFAULT_VIDEO_TRACKS: tuple[int, ...] = (1,)
 
 # Requests re-sent after a reconnect when they failed because the link to the relay was down (the
 # others are re-derived: commits are rebuilt by their work item, catch-up asks again).
-RETRY_ON_RECONNECT = frozenset({"kp-publish", "join", "welcome-ack", "propose", "keyframe"})
+RETRY_ON_RECONNECT = frozenset({wire.PATH_KP_PUBLISH, wire.PATH_JOIN, wire.PATH_WELCOME_ACK, wire.PATH_PROPOSE, wire.PATH_KEYFRAME})
 LINK_DOWN = "link-down"
 """Refusal code the I/O layer reports when a request never reached the relay or got no answer."""
 
 # Refusals that say "not now" rather than "no": the relay's per-link request budget, a busy store,
 # or a request lost with the link. The work item waits and is tried again.
-TRANSIENT_CODES = frozenset({"rate-limited", "busy", LINK_DOWN})
+TRANSIENT_CODES = frozenset({codes.ERR_RATE_LIMITED, codes.ERR_BUSY, LINK_DOWN})
 # First wait after a transient refusal, doubled per retry: the relay's per-link budget refills at
 # 10 requests/s (transport.control.LINK_REQUESTS_PER_S), so half a second always buys a few.
 RETRY_BACKOFF_S = 0.5
@@ -712,7 +713,7 @@ class Session:
             self._catching_up = False
             commits = [(int(e), _bytes(m)) for e, m in reply["commits"]]
             return self._apply_commits(commits, now)
-        if op == "kp-fetch":
+        if op == wire.PATH_KP_FETCH:
             return self._fetched(request.context, reply)
         out: list[Action] = []
         if op == "proposals":
@@ -723,7 +724,7 @@ class Session:
                 self._work.append(_Work("proposals"))
                 out += self._next_work()
             return out
-        if op == "join-requests":
+        if op == wire.PATH_JOIN_REQUESTS:
             if reply.get("admitter") is not True:
                 return []
             for identity in reply["identities"]:
@@ -745,7 +746,7 @@ class Session:
         if op == "commits":
             self._catching_up = False
             group = self.group
-            if code == wire.CODE_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
+            if code == codes.ERR_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
                 # Too far behind to replay the log: be removed and re-added instead.
                 return self._recover_self(group.epoch, now)
             return self._next_work()
@@ -759,17 +760,17 @@ class Session:
             group = self.group
             if group is not None and group.pending is not None:
                 group.discard_pending()
-                if code == wire.CODE_STALE_COMMIT:
+                if code == codes.ERR_STALE_EPOCH:
                     self.counters["commits_lost"] += 1  # else counted when the winner discarded it
             if code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
                 return self._later(work)
-            if code in (wire.CODE_STALE_COMMIT, wire.CODE_FUTURE_COMMIT) and work.tries < MAX_COMMIT_RETRIES:
+            if code in (codes.ERR_STALE_EPOCH, codes.ERR_FUTURE_EPOCH) and work.tries < MAX_COMMIT_RETRIES:
                 # Lost the epoch: follow the winner, then try again on top of it.
                 work.tries += 1
                 self._busy = None
                 self._work.appendleft(work)
                 return self._catch_up()
-        if op == "kp-fetch" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+        if op == wire.PATH_KP_FETCH and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
             return self._later(work)
         return self._work_failed(work, code)
 

@@ -32,10 +32,10 @@ import RNS
 from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameSealer
 from ciris_av_plugin.media.mls_keys import epoch_keys
-from ciris_av_plugin.media.wire import ForwardingHeader
 from ciris_av_plugin.participant import SyntheticMedia
+from ciris_av_plugin.protocol.control import PATH_COMMIT, PATH_PROPOSE
+from ciris_av_plugin.protocol.media_wire import ForwardingHeader
 from ciris_av_plugin.relay.delivery import DeliveryService
-from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_PROPOSE
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.session import AllowList, EpochChanged, Joined, Removed, Session, admit_all
 from ciris_av_plugin.store import SQLiteStore

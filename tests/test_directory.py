@@ -25,6 +25,13 @@ from ciris_av_plugin.mls.messages import (
     Extension,
     LeafNodeSource,
 )
+from ciris_av_plugin.protocol.envelope import (
+    ENVELOPE_SIGNATURE_LABEL,
+    MAX_ENVELOPE_SIZE,
+    BadEnvelopeSignature,
+    OversizedEnvelope,
+    open_envelope,
+)
 from ciris_av_plugin.relay.directory import (
     MAX_CLOCK_SKEW_S,
     MAX_ENVELOPE_AGE_S,
@@ -48,13 +55,6 @@ from ciris_av_plugin.relay.directory import (
     StaleEnvelope,
     SuiteNotSupported,
     inspect_key_package,
-)
-from ciris_av_plugin.relay.envelope import (
-    ENVELOPE_SIGNATURE_LABEL,
-    MAX_ENVELOPE_SIZE,
-    BadEnvelopeSignature,
-    OversizedEnvelope,
-    open_envelope,
 )
 from ciris_av_plugin.relay.memory_store import MemoryStore
 from ciris_av_plugin.relay.storage import CommitRecord, StreamRecord

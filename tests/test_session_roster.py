@@ -12,7 +12,8 @@ from pathlib import Path
 
 from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
 
-from ciris_av_plugin.relay import delivery_wire as wire
+from ciris_av_plugin.protocol import codes
+from ciris_av_plugin.protocol import control as wire
 from ciris_av_plugin.session import Request, Session, _Work, admit_all
 
 
@@ -100,7 +101,7 @@ def test_a_member_too_far_behind_for_the_log_asks_to_be_re_added(tmp_path: Path)
     net, pub, store = _setup(tmp_path)
     a = _join(net)
     out = a.session.on_refused(Request(wire.PATH_COMMITS, {"stream_id": STREAM, "since": 0}, "commits"),
-                               wire.CODE_SINCE_OUT_OF_RANGE, "pruned", net.now())
+                               codes.ERR_SINCE_OUT_OF_RANGE, "pruned", net.now())
     assert [r.path for r in out if isinstance(r, Request)] == [wire.PATH_KP_PUBLISH, wire.PATH_COMMIT_FAILED]
     store.close()
 

@@ -14,7 +14,7 @@ import pytest
 import RNS
 from support_links import FakeLink
 
-from ciris_av_plugin.media.wire import FLAG_KEYFRAME, FragmentHeader
+from ciris_av_plugin.protocol.media_wire import FLAG_KEYFRAME, FragmentHeader
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.errors import RelayError
 from ciris_av_plugin.relay.events import KeyframeRequested

@@ -18,7 +18,8 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import MediaError
-from . import wire
+from ..protocol import media_wire as wire
+from ..protocol.media_wire import FH_LEN, ForwardingHeader, FragmentHeader
 from .errors import (
     ExpiredKeyError,
     KeyRingError,
@@ -35,7 +36,6 @@ from .ordering import FrameOrderer, TrackStats
 from .reassembly import FrameAbandoned, FrameComplete, Reassembler
 from .replay import ReplayWindow
 from .sframe import MAX_CTR, MEDIA_SUITE, SFrameHeader, SFrameKey, decode_header, encode_header, suite_params
-from .wire import FH_LEN, ForwardingHeader, FragmentHeader
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .nack import NACK_TO_END, Nack
-from .wire import (
+from ..protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_KEYFRAME,
     FLAG_RETRANSMISSION,
@@ -31,6 +30,7 @@ from .wire import (
     FragmentHeader,
     split,
 )
+from ..protocol.nack import NACK_TO_END, Nack
 
 log = logging.getLogger(__name__)
 

@@ -100,9 +100,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..media.nack import LossDetector, NackError, decode_nack
+from ..media.nack import LossDetector
 from ..media.retransmit import NACK_RATE, NackResponder, RetransmitRing
-from ..media.wire import (
+from ..protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_DISCARDABLE,
     FLAG_END_OF_STREAM,
@@ -117,6 +117,8 @@ from ..media.wire import (
     FragmentHeader,
     split,
 )
+from ..protocol.nack import NackError, decode_nack
+from ..protocol.reports import REPORT_INTERVAL_S, decode_receiver_report
 from .errors import (
     ConfigError,
     InvalidMDUError,
@@ -126,7 +128,6 @@ from .errors import (
     SubscriberLimitError,
 )
 from .events import Event, KeyframeRequested, NackUpstream, SubscriberResumed, SubscriberStalled
-from .reports import REPORT_INTERVAL_S, decode_receiver_report
 
 __all__ = ["EngineConfig", "ForwardingEngine", "DROP_REASONS"]
 

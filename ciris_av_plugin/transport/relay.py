@@ -519,7 +519,7 @@ class RelayNode:
                     self._forget(state)
 
     def _route_event(self, event: Any) -> None:
-        kind = type(event).__name__
+        kind = event.KIND
         self.engine_events[kind] += 1
         link_id = getattr(event, "link_id", None)
         if link_id is None:

@@ -33,8 +33,8 @@ import RNS
 from ..media.events import FrameDecrypted
 from ..media.frames import FrameOpener, FrameSealer
 from ..media.mls_keys import MediaKeyBinding
-from ..media.wire import ForwardingHeader
-from ..relay.delivery_wire import EVENT_KEYFRAME_WANTED
+from ..protocol.control import EVENT_KEYFRAME_WANTED
+from ..protocol.media_wire import ForwardingHeader
 from ..session import (
     LINK_DOWN,
     Backoff,
