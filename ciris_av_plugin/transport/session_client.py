@@ -35,18 +35,9 @@ from ..media.frames import FrameOpener, FrameSealer
 from ..media.mls_keys import MediaKeyBinding
 from ..protocol.control import EVENT_KEYFRAME_WANTED
 from ..protocol.media_wire import ForwardingHeader
-from ..session import (
-    LINK_DOWN,
-    Backoff,
-    DeleteState,
-    InstallKeys,
-    KeyframeNeeded,
-    Removed,
-    Request,
-    SaveState,
-    Session,
-    Subscribe,
-)
+from ..session import LINK_DOWN, Session
+from ..session_actions import Backoff, DeleteState, InstallKeys, Request, SaveState, Subscribe
+from ..session_events import KeyframeNeeded, Removed
 from ..store.member_state import MemberStateStore
 from .client import RelayClient
 from .control import Event
