@@ -1,4 +1,4 @@
-"""Names of the control plane on the wire: request paths and long-poll event kinds.
+"""Names of the control plane on the wire: the relay destination, request paths and long-poll event kinds.
 
 Requests are ``RNS.Link.request`` paths with msgpack map bodies (``transport/control.py``); events
 are long-poll entries ``{"kind": ..., "data": ...}``. Both ends must spell these exactly as the other
@@ -9,6 +9,11 @@ pins every string. Refusal codes are ``protocol/codes.py``.
 """
 
 from __future__ import annotations
+
+# The relay's RNS destination is (APP_NAME, RELAY_ASPECT) under its identity: a client computes the
+# same destination hash from the relay's identity, so both ends must spell these alike.
+APP_NAME = "ciris_av"
+RELAY_ASPECT = "relay"
 
 # Media-plane control (transport/relay.py). Kept short: RNS hashes the path into every request.
 PATH_IDENTIFY_CONFIRM = "identify-confirm"
