@@ -64,7 +64,7 @@ HARNESS_CPU_LIMIT = 0.85
 # The publisher counts as behind when it sent less than this share of its planned packets.
 PUBLISHER_MIN_SHARE = 0.97
 
-_FRAG = struct.Struct(">BBQBBIIIIQ")  # media/wire.py fragment header
+_FRAG = struct.Struct(">BBQBBIIIIQ")  # protocol/media_wire.py fragment header
 DEBUG = bool(os.environ.get("BENCH_DEBUG"))
 
 

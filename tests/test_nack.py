@@ -1,4 +1,4 @@
-"""NACK codec and the receiver-side loss detector (media/nack.py), with a fake clock.
+"""NACK codec (protocol/nack.py) and the receiver-side loss detector (media/nack.py), with a fake clock.
 
 The detector is fed fragment headers exactly as ``wire.split`` cuts them; each test reads as the
 loss pattern it proves is found (or, for reordering, not NACKed).

@@ -1,4 +1,4 @@
-"""Receiver-report codec (relay/reports.py): round trips, exact sizes, and every malformed shape."""
+"""Receiver-report codec (protocol/reports.py): round trips, exact sizes, and every malformed shape."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A *frame object* is ``forwarding_header || SFrame(header || ciphertext || tag)`` where the
 forwarding header is also the SFrame metadata, i.e. part of the AAD (RFC 9605 §4.4.3): a relay
-reads it in clear but cannot change it. The frame object travels as fragments (:mod:`.wire`).
+reads it in clear but cannot change it. The frame object travels as fragments (``protocol/media_wire.py``).
 
 The opener is a sans-I/O state machine: ``receive_packet(packet, now) -> events``. Its pipeline
 for each packet is: fragment header -> :class:`~.reassembly.Reassembler` -> forwarding header

@@ -79,4 +79,4 @@ class NackUpstream(Event):
     stream_id: int
     "The stream the NACK is about."
     packet: bytes
-    "The encoded PT_NACK packet (media/nack.py)."
+    "The encoded PT_NACK packet (protocol/nack.py)."
