@@ -1,7 +1,9 @@
 """What both ends of a link must agree on, byte for byte: the shared wire formats.
 
-A member (``session.py``, ``media/``) and the relay (``relay/``) each import from here and never
-from each other. Nothing here does I/O or keeps state between calls.
+A member (``session.py``, ``participant.py``) and the relay (``relay/``) each import from here and
+never from each other (``tests/test_protocol_boundaries.py``). ``media/`` also builds on it; its repair
+machinery (loss detector, retransmission ring) runs on every hop, relay included. Nothing here does
+I/O or keeps state between calls.
 
 * ``control`` — control request paths and long-poll event kinds (explicit, stable strings);
 * ``codes`` — the error codes of refused requests;
