@@ -51,13 +51,14 @@ if str(REPO) not in sys.path:
 
 from bench.machine import Recorder  # noqa: E402
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer  # noqa: E402
-from ciris_av_plugin.media.nack import LossDetector, NackError, decode_nack  # noqa: E402
+from ciris_av_plugin.media.nack import LossDetector  # noqa: E402
 from ciris_av_plugin.media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing  # noqa: E402
-from ciris_av_plugin.media.wire import PT_FRAGMENT, PT_NACK  # noqa: E402
+from ciris_av_plugin.protocol.media_wire import PT_FRAGMENT, PT_NACK  # noqa: E402
+from ciris_av_plugin.protocol.nack import NackError, decode_nack  # noqa: E402
+from ciris_av_plugin.protocol.reports import ReceiverReport, TrackReport, encode_receiver_report  # noqa: E402
 from ciris_av_plugin.relay.engine import ForwardingEngine  # noqa: E402
 from ciris_av_plugin.relay.engine_config import EngineConfig  # noqa: E402
 from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream  # noqa: E402
-from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report  # noqa: E402
 from integration.media_shape import TEST_SHAPE, VIDEO_TRACK, schedule  # noqa: E402
 
 LOSS_PERCENTS = (0.0, 0.5, 1.0, 2.0, 5.0)

@@ -19,7 +19,7 @@ from timing import DEFAULT_SECONDS, measure
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
 from ciris_av_plugin.media.sframe import SUITES, CipherSuite, SFrameKey, sframe_decrypt
-from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
+from ciris_av_plugin.protocol.media_wire import KIND_VIDEO, ForwardingHeader
 
 # Frame sizes from the integration media shape: audio ~100 B, video delta ~2 kB, keyframe ~8 kB.
 SIZES = (100, 2_000, 8_000)

@@ -23,9 +23,15 @@ import time
 
 from machine import Recorder, summary
 
-from ciris_av_plugin.media.wire import FLAG_AUDIO, FLAG_DISCARDABLE, FLAG_KEYFRAME, FragmentHeader, split
+from ciris_av_plugin.protocol.media_wire import (
+    FLAG_AUDIO,
+    FLAG_DISCARDABLE,
+    FLAG_KEYFRAME,
+    FragmentHeader,
+    split,
+)
+from ciris_av_plugin.protocol.reports import ReceiverReport, TrackReport, encode_receiver_report
 from ciris_av_plugin.relay.engine import ForwardingEngine
-from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report
 
 # The naive relay's cost per forward at 431 B (ARCHITECTURE.md, measured on this machine class).
 RNS_SEND_US = 60.0

@@ -65,7 +65,7 @@ HARNESS_CPU_LIMIT = 0.85
 # The publisher counts as behind when it sent less than this share of its planned packets.
 PUBLISHER_MIN_SHARE = 0.97
 
-_FRAG = struct.Struct(">BBQBBIIIIQ")  # media/wire.py fragment header
+_FRAG = struct.Struct(">BBQBBIIIIQ")  # protocol/media_wire.py fragment header
 DEBUG = bool(os.environ.get("BENCH_DEBUG"))
 
 
@@ -233,7 +233,7 @@ def role_publisher(spec: dict[str, Any]) -> None:
 
     from ciris_av_plugin.media.kid import encode_kid
     from ciris_av_plugin.media.sframe import SFrameKey
-    from ciris_av_plugin.media.wire import FragmentHeader, fragment_flags, split
+    from ciris_av_plugin.protocol.media_wire import FragmentHeader, fragment_flags, split
     from integration.media_shape import schedule, shape_for_rate
 
     workdir = Path(spec["workdir"])
@@ -367,7 +367,7 @@ def role_subscribers(spec: dict[str, Any]) -> None:
             RNS.Packet(link, b"SUB", create_receipt=False).send()
             clients.append(link)
         else:
-            from ciris_av_plugin.relay.reports import ReceiverReport, encode_receiver_report
+            from ciris_av_plugin.protocol.reports import ReceiverReport, encode_receiver_report
             from ciris_av_plugin.transport.client import RelayClient
 
             def on_tick(now: float) -> list[bytes]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ciris_av_plugin.errors import AVError
+from ciris_av_plugin.errors import ConfigError
 
 ROLE_RELAY = "relay"
 """Forward ciphertext, serve the KeyPackage directory and sequence handshakes (keyless)."""
@@ -68,10 +68,6 @@ IDENTITY_HASH_HEX_LEN = 32
 
 MAX_CONFIG_BYTES = 1024 * 1024
 """A configuration file larger than this is a mistake (or an attack), not a configuration."""
-
-
-class ConfigError(AVError):
-    """The configuration is invalid; the message names the key and what was expected."""
 
 
 @dataclass(frozen=True, slots=True)

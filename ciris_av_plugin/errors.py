@@ -23,3 +23,11 @@ class RelayError(AVError):
 
 class TransportError(AVError):
     """Transport layer: RNS links, requests, identification."""
+
+
+class ConfigError(AVError):
+    """The configuration is invalid; the message names the key and what was expected.
+
+    Defined here, not in ``config.py``, because the store raises it too (reading a configuration
+    file): the store must not import the configuration module that imports it.
+    """

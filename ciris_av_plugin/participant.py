@@ -39,7 +39,9 @@ from typing import Any
 
 from .media.events import FrameDecrypted
 from .media.shape import AUDIO_TRACK, VIDEO_TRACK, FramePlan, shape_for_rate
-from .session import AdmissionPolicy, AllowList, Joined, Removed, Session, admit_all
+from .session import Session
+from .session_admission import AdmissionPolicy, AllowList, admit_all
+from .session_events import Joined, Removed
 
 JOIN_WAIT_S = 10.0
 """How long a session verb (KeyPackage publication, the join request) may take on a loaded node."""

@@ -5,7 +5,7 @@ I/O and reads no clock: the caller feeds it the relay's events (:meth:`Session.o
 replies to the requests it asked for (:meth:`Session.on_reply` / :meth:`Session.on_refused`), with
 ``now`` (wall-clock seconds), and executes the :data:`Action` items every call returns, in order:
 
-* :class:`Request` — send a control request to the relay (paths in ``relay/delivery_wire.py``) and
+* :class:`Request` — send a control request to the relay (paths in ``protocol/control.py``) and
   feed the answer back;
 * :class:`SaveState` / :class:`DeleteState` — persist ``Group.to_bytes()`` (0600) or forget it;
 * :class:`InstallKeys` — the group is at a new epoch: give its media keys to the opener and, when
@@ -44,45 +44,24 @@ request is reported through :meth:`Session.on_refused`.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AVError, MLSError
 from .mls import CipherSuite, CommitProcessed, Group, KeyPackageBundle, OwnCommitError, Policy
 from .mls import ProposalReceived as MLSProposalReceived
-from .mls.framing import MLSMessage, PublicMessage
-from .mls.messages import Proposal, Remove, Welcome
-from .relay import delivery_wire as wire
-from .relay.envelope import EnvelopeError, open_envelope, seal_envelope
+from .protocol import codes
+from .protocol import control as wire
+from .protocol.envelope import EnvelopeError, open_envelope, seal_envelope
+from .session_actions import Action, Backoff, DeleteState, InstallKeys, Request, SaveState, Subscribe
+from .session_admission import AdmissionPolicy, AllowList, as_bytes, removes_another, welcome_refs
+from .session_events import AdmissionFailed, EpochChanged, Joined, KeyframeNeeded, Removed
+from .session_work import Work, WorkQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "AdmissionPolicy",
-    "AllowList",
-    "admit_all",
-    "Request",
-    "SaveState",
-    "DeleteState",
-    "InstallKeys",
-    "Subscribe",
-    "Backoff",
-    "Joined",
-    "EpochChanged",
-    "KeyframeNeeded",
-    "Removed",
-    "AdmissionFailed",
-    "Action",
-    "Session",
-    "SessionError",
-]
-
-# Times one work item (an admission, a proposal commit...) is retried after losing its epoch to
-# another member's commit. Each retry follows the winner first, so it only loses again if yet
-# another commit lands in that round trip; three covers a burst of concurrent joins in a call.
-MAX_COMMIT_RETRIES = 3
+__all__ = ["Session", "SessionError"]
 
 # One-time KeyPackages a joiner publishes by default. One is consumed per admission attempt; a
 # second covers an admitter that fetched one and then lost its commit race; the last-resort one
@@ -94,16 +73,13 @@ DEFAULT_VIDEO_TRACKS: tuple[int, ...] = (1,)
 
 # Requests re-sent after a reconnect when they failed because the link to the relay was down (the
 # others are re-derived: commits are rebuilt by their work item, catch-up asks again).
-RETRY_ON_RECONNECT = frozenset({"kp-publish", "join", "welcome-ack", "propose", "keyframe"})
+RETRY_ON_RECONNECT = frozenset({wire.PATH_KP_PUBLISH, wire.PATH_JOIN, wire.PATH_WELCOME_ACK, wire.PATH_PROPOSE, wire.PATH_KEYFRAME})
 LINK_DOWN = "link-down"
 """Refusal code the I/O layer reports when a request never reached the relay or got no answer."""
 
 # Refusals that say "not now" rather than "no": the relay's per-link request budget, a busy store,
 # or a request lost with the link. The work item waits and is tried again.
-TRANSIENT_CODES = frozenset({"rate-limited", "busy", LINK_DOWN})
-# First wait after a transient refusal, doubled per retry: the relay's per-link budget refills at
-# 10 requests/s (transport.control.LINK_REQUESTS_PER_S), so half a second always buys a few.
-RETRY_BACKOFF_S = 0.5
+TRANSIENT_CODES = frozenset({codes.ERR_RATE_LIMITED, codes.ERR_BUSY, LINK_DOWN})
 
 # Keyframe requests remembered until the publisher reaches their epoch; beyond it the oldest are
 # dropped (a member asks again; the publisher also keyframes on every epoch change anyway).
@@ -112,153 +88,6 @@ MAX_WANTED_KEYFRAMES = 64
 
 class SessionError(AVError):
     """A session verb was used in a state that does not allow it (e.g. leave before joining)."""
-
-
-# --- admission policy -------------------------------------------------------------------------
-
-AdmissionPolicy = Callable[[bytes], bool]
-"""``policy(identity_hash) -> bool``: does this member admit the identity asking to join?"""
-
-
-@dataclass
-class AllowList:
-    """The default admission policy: identities on the list are admitted, nobody else."""
-
-    identities: set[bytes] = field(default_factory=set)
-
-    def __call__(self, identity: bytes) -> bool:
-        return identity in self.identities
-
-
-def admit_all(identity: bytes) -> bool:
-    """Admit every identity that asks (open calls)."""
-    return True
-
-
-# --- actions ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    """Send a control request; feed its reply to ``on_reply`` (or a refusal to ``on_refused``)."""
-
-    path: str
-    """Request path (``relay/delivery_wire.py``)."""
-    body: dict[str, Any]
-    """msgpack-able body."""
-    op: str = ""
-    """What the reply continues (internal to the session)."""
-    context: Any = None
-    """Internal: what the session needs back with the reply."""
-
-
-@dataclass(frozen=True)
-class SaveState:
-    """Persist the group state (``Group.to_bytes()``, mode 0600) before acting on the new epoch."""
-
-    state: bytes
-    """The bytes to store."""
-    epoch: int
-    """Epoch they hold."""
-
-
-@dataclass(frozen=True)
-class DeleteState:
-    """The member is out of the group: delete its stored state."""
-
-
-@dataclass(frozen=True)
-class InstallKeys:
-    """The group is at ``epoch``: install its media keys (opener always; sealer when ``send``)."""
-
-    epoch: int
-    """The group's epoch now."""
-    send: bool
-    """Senders may seal under it (False only while a restored publisher still owes its Update)."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Call :meth:`Session.resume` after ``seconds`` (a commit was refused for now, not for good)."""
-
-    seconds: float
-    """How long to wait."""
-
-
-@dataclass(frozen=True)
-class Subscribe:
-    """The joiner is a leaf now: open the media subscription of ``stream_id``."""
-
-    stream_id: int
-    """Stream to subscribe to."""
-
-
-@dataclass(frozen=True)
-class Joined:
-    """The Welcome was processed: this identity is a member at ``epoch``."""
-
-    epoch: int
-    """Epoch joined into."""
-    leaf: int
-    """Own leaf index."""
-
-
-@dataclass(frozen=True)
-class EpochChanged:
-    """The group moved to ``epoch`` (own commit merged, or a member's commit processed)."""
-
-    epoch: int
-    """The new epoch."""
-    own_commit: bool
-    """This member committed it."""
-    added: tuple[bytes, ...] = ()
-    """Identities added by the commit."""
-    removed: tuple[bytes, ...] = ()
-    """Identities removed by the commit."""
-
-
-@dataclass(frozen=True)
-class KeyframeNeeded:
-    """Send a keyframe on ``track_id`` now (a publisher's epoch change, or a member's request)."""
-
-    track_id: int | None
-    """Track (None: every video track)."""
-    epoch: int
-    """The sending epoch it is for."""
-
-
-@dataclass(frozen=True)
-class Removed:
-    """This member was removed by the commit of ``epoch - 1``; its state is inactive."""
-
-    epoch: int
-    """Epoch from which it is out."""
-
-
-@dataclass(frozen=True)
-class AdmissionFailed:
-    """A commit this member tried could not be made or was refused for good."""
-
-    what: str
-    """The work item (``admit``, ``proposals``, ``recover``, ``remove``, ``rekey``)."""
-    identity: bytes | None
-    """The identity concerned, if any."""
-    code: str
-    """The refusal code or error class."""
-
-
-Action = (
-    Request | Backoff | SaveState | DeleteState | InstallKeys | Subscribe | Joined | EpochChanged | KeyframeNeeded | Removed
-    | AdmissionFailed
-)
-
-
-@dataclass
-class _Work:
-    what: str
-    identity: bytes | None = None
-    key_package: bytes | None = None
-    tries: int = 0
 
 
 # --- the session ------------------------------------------------------------------------------
@@ -292,13 +121,11 @@ class Session:
         self.bundles: list[KeyPackageBundle] = []
         self.removed = False
         self._restored_epoch: int | None = None
-        self._work: deque[_Work] = deque()
-        self._busy: _Work | None = None
+        self._queue = WorkQueue()
         self._catching_up = False
         self._wanted: dict[int, int] = {}
         self._welcome_asked = False
         self._retry: list[Request] = []
-        self._paused = False
         self.signer = signer
         self._now: float | None = None
         """The latest ``now`` the caller gave; commits are dated with it (KeyPackage lifetimes)."""
@@ -356,7 +183,7 @@ class Session:
         self._restored_epoch = group.epoch
         actions: list[Action] = [InstallKeys(group.epoch, send=False)]
         if self.publisher:
-            self._work.append(_Work("rekey"))
+            self._queue.add(Work("rekey"))
         return actions + self._catch_up()
 
     # ---- joining ---------------------------------------------------------------------------
@@ -424,25 +251,25 @@ class Session:
         (``stale-epoch``), so the session catches up and proposes again on the new epoch.
         """
         self._member()
-        self._work.append(_Work("leave"))
+        self._queue.add(Work("leave"))
         return self._next_work()
 
     def remove(self, identity: bytes) -> list[Action]:
         """Commit the removal of ``identity``."""
         self._member()
-        self._work.append(_Work("remove", identity))
+        self._queue.add(Work("remove", identity))
         return self._next_work()
 
     def admit(self, identity: bytes) -> list[Action]:
         """Admit ``identity`` (which must have asked to join) regardless of the policy."""
         self._member()
-        self._work.append(_Work("admit", identity))
+        self._queue.add(Work("admit", identity))
         return self._next_work()
 
     def rekey(self) -> list[Action]:
         """Commit an Update (an empty commit with a fresh path): new epoch, new media keys."""
         self._member()
-        self._work.append(_Work("rekey"))
+        self._queue.add(Work("rekey"))
         return self._next_work()
 
     def request_keyframe(self, track_id: int) -> list[Action]:
@@ -476,21 +303,19 @@ class Session:
             return []
 
     def _on_join_requested(self, data: dict[str, Any], now: float) -> list[Action]:
-        identity = _bytes(data["identity"])
+        identity = as_bytes(data["identity"])
         if self.group is None or not self.group.active:
             return []
         if not self.policy(identity):
             self.counters["joins_not_admitted"] += 1
             log.info("join request from %s not admitted by policy", identity.hex())
             return []
-        if any(w.what in ("admit", "recover") and w.identity == identity for w in self._work) or (
-            self._busy is not None and self._busy.identity == identity
-        ):
+        if self._queue.concerns(identity, ("admit", "recover")):
             return []
         # An identity that still has a leaf asks again: its earlier process is gone. Its stale leaf
         # goes in the commit that re-adds it (Remove + Add: one leaf per identity, §12.2).
         rejoin = identity in self.group.members.values()
-        self._work.append(_Work("recover" if rejoin else "admit", identity))
+        self._queue.add(Work("recover" if rejoin else "admit", identity))
         return self._next_work()
 
     def _on_welcome_ready(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -499,15 +324,15 @@ class Session:
         return self.fetch_welcome()
 
     def _on_commit_accepted(self, data: dict[str, Any], now: float) -> list[Action]:
-        epoch, message = int(data["epoch"]), _bytes(data["message"])
+        epoch, message = int(data["epoch"]), as_bytes(data["message"])
         return self._apply_commits([(epoch, message)], now)
 
     def _on_proposal(self, data: dict[str, Any], now: float) -> list[Action]:
         group = self.group
         if group is None or not group.active or int(data["epoch"]) != group.epoch:
             return []
-        message = _bytes(data["message"])
-        if _removes_another(message):
+        message = as_bytes(data["message"])
+        if removes_another(message):
             # Only admitters remove others, by their own commit; a member's proposal to remove
             # someone else is never cached here, so no commit of ours can carry it (the relay
             # refuses such proposals too).
@@ -523,30 +348,30 @@ class Session:
         if not isinstance(ev, MLSProposalReceived):
             return []
         if data.get("commit_requested"):
-            self._work.append(_Work("proposals"))
+            self._queue.add(Work("proposals"))
             return self._next_work()
         return []
 
     def _on_recovery(self, data: dict[str, Any], now: float) -> list[Action]:
         if self.group is None or not self.group.active:
             return []
-        self._work.append(_Work("recover", _bytes(data["identity"])))
+        self._queue.add(Work("recover", as_bytes(data["identity"])))
         return self._next_work()
 
     def _on_welcome_expired(self, data: dict[str, Any], now: float) -> list[Action]:
-        return self._remove_ghost(_bytes(data["joiner"]))
+        return self._remove_ghost(as_bytes(data["joiner"]))
 
     def _on_member_unreachable(self, data: dict[str, Any], now: float) -> list[Action]:
-        return self._remove_ghost(_bytes(data["identity"]))
+        return self._remove_ghost(as_bytes(data["identity"]))
 
     def _remove_ghost(self, identity: bytes) -> list[Action]:
         """A leaf nobody is behind (unfetched Welcome, or no link for too long): commit its Remove."""
         group = self.group
         if group is None or not group.active or identity not in group.members.values():
             return []
-        if any(w.identity == identity for w in self._work) or (self._busy is not None and self._busy.identity == identity):
+        if self._queue.concerns(identity):
             return []
-        self._work.append(_Work("remove", identity))
+        self._queue.add(Work("remove", identity))
         return self._next_work()
 
     def _on_keyframe_wanted(self, data: dict[str, Any], now: float) -> list[Action]:
@@ -613,7 +438,7 @@ class Session:
             log.warning("cannot recover: no signer to publish a KeyPackage with")
             return out
         self._rejoining = True
-        self._work.clear()
+        self._queue.clear()
         body = {"stream_id": self.stream_id, "epoch": epoch}
         return out + [Request(wire.PATH_COMMIT_FAILED, body, "commit-failed")]
 
@@ -629,8 +454,8 @@ class Session:
         assert group is not None
         if ev.self_removed or not group.active:
             self.removed = True
-            self._work.clear()
-            self._busy = None
+            self._queue.clear()
+            self._queue.done()
             log.info("removed from stream %d at epoch %d", self.stream_id, ev.epoch)
             return [DeleteState(), Removed(ev.epoch)]
         out: list[Action] = [
@@ -649,10 +474,11 @@ class Session:
 
     def _next_work(self) -> list[Action]:
         group = self.group
-        if self._busy is not None or self._catching_up or self._paused or group is None or not group.active or not self._work:
+        if self._catching_up or group is None or not group.active:
             return []
-        work = self._work.popleft()
-        self._busy = work
+        work = self._queue.take()
+        if work is None:
+            return []
         if work.what == "leave":
             return [Request(wire.PATH_PROPOSE, {"stream_id": self.stream_id, "proposal": group.leave()}, "propose", work)]
         if work.what in ("admit", "recover") and work.key_package is None:
@@ -661,7 +487,7 @@ class Session:
             return [Request(wire.PATH_KP_FETCH, body, "kp-fetch", work)]
         return self._build_commit(work)
 
-    def _build_commit(self, work: _Work) -> list[Action]:
+    def _build_commit(self, work: Work) -> list[Action]:
         group = self.group
         assert group is not None
         try:
@@ -686,10 +512,10 @@ class Session:
         return [Request(wire.PATH_COMMIT, body, "commit", work)]
 
     def _work_done(self) -> list[Action]:
-        self._busy = None
+        self._queue.done()
         return self._next_work()
 
-    def _work_failed(self, work: _Work, code: str) -> list[Action]:
+    def _work_failed(self, work: Work, code: str) -> list[Action]:
         self.counters[f"work_failed.{work.what}"] += 1
         log.info("%s of %s failed: %s", work.what, work.identity.hex() if work.identity else "-", code)
         return [AdmissionFailed(work.what, work.identity, code), *self._work_done()]
@@ -714,12 +540,12 @@ class Session:
             return [SaveState(group.to_bytes(), group.epoch), InstallKeys(group.epoch, send=True),
                     EpochChanged(group.epoch, True), *([KeyframeNeeded(None, group.epoch)] if self.publisher else [])]
         if op == "welcome":
-            return self._join_with(_bytes(reply["welcome"]), now)
+            return self._join_with(as_bytes(reply["welcome"]), now)
         if op == "commits":
             self._catching_up = False
-            commits = [(int(e), _bytes(m)) for e, m in reply["commits"]]
+            commits = [(int(e), as_bytes(m)) for e, m in reply["commits"]]
             return self._apply_commits(commits, now)
-        if op == "kp-fetch":
+        if op == wire.PATH_KP_FETCH:
             return self._fetched(request.context, reply)
         out: list[Action] = []
         if op == "proposals":
@@ -727,10 +553,10 @@ class Session:
                 data = {"epoch": reply["epoch"], "message": message, "commit_requested": False}
                 out += self._on_proposal(data, now)
             if reply.get("admitter") is True and self.group is not None and self.group.pending_proposals:
-                self._work.append(_Work("proposals"))
+                self._queue.add(Work("proposals"))
                 out += self._next_work()
             return out
-        if op == "join-requests":
+        if op == wire.PATH_JOIN_REQUESTS:
             if reply.get("admitter") is not True:
                 return []
             for identity in reply["identities"]:
@@ -738,7 +564,7 @@ class Session:
             return out
         if op == "commit":
             return self._committed(request.context, reply)
-        if op == "propose" and isinstance(request.context, _Work):
+        if op == "propose" and isinstance(request.context, Work):
             return self._work_done()
         return []
 
@@ -754,57 +580,46 @@ class Session:
         if op == "commits":
             self._catching_up = False
             group = self.group
-            if code == wire.CODE_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
+            if code == codes.ERR_SINCE_OUT_OF_RANGE and group is not None and group.active and not self._rejoining:
                 # Too far behind to replay the log: be removed and re-added instead.
                 return self._recover_self(group.epoch, now)
             return self._next_work()
         if op == "welcome":
             self._welcome_asked = False
             return []
-        work: _Work | None = request.context if isinstance(request.context, _Work) else None
+        work: Work | None = request.context if isinstance(request.context, Work) else None
         if work is None:
             return []
         if op == "commit":
             group = self.group
             if group is not None and group.pending is not None:
                 group.discard_pending()
-                if code == wire.CODE_STALE_COMMIT:
+                if code == codes.ERR_STALE_EPOCH:
                     self.counters["commits_lost"] += 1  # else counted when the winner discarded it
-            if code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+            if code in TRANSIENT_CODES and self._queue.may_retry(work):
                 return self._later(work)
-            if code in (wire.CODE_STALE_COMMIT, wire.CODE_FUTURE_COMMIT) and work.tries < MAX_COMMIT_RETRIES:
+            if code in (codes.ERR_STALE_EPOCH, codes.ERR_FUTURE_EPOCH) and self._queue.may_retry(work):
                 # Lost the epoch: follow the winner, then try again on top of it.
-                work.tries += 1
-                self._busy = None
-                self._work.appendleft(work)
+                self._queue.retry(work)
                 return self._catch_up()
-        if op == "propose" and code in (wire.CODE_STALE_COMMIT, wire.CODE_FUTURE_COMMIT) and work.tries < MAX_COMMIT_RETRIES:
+        if op == "propose" and code in (codes.ERR_STALE_EPOCH, codes.ERR_FUTURE_EPOCH) and self._queue.may_retry(work):
             # Proposed on an epoch the stream has left (or not reached): follow it, then propose again.
-            work.tries += 1
-            self._busy = None
-            self._work.appendleft(work)
+            self._queue.retry(work)
             return self._catch_up()
-        if op == "propose" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
-            return self._later(work)
-        if op == "kp-fetch" and code in TRANSIENT_CODES and work.tries < MAX_COMMIT_RETRIES:
+        if op in ("propose", wire.PATH_KP_FETCH) and code in TRANSIENT_CODES and self._queue.may_retry(work):
             return self._later(work)
         return self._work_failed(work, code)
 
-    def _later(self, work: _Work) -> list[Action]:
-        delay = RETRY_BACKOFF_S * (1 << work.tries)
-        work.tries += 1
-        self._busy = None
-        self._paused = True
-        self._work.appendleft(work)
-        return [Backoff(delay)]
+    def _later(self, work: Work) -> list[Action]:
+        return [Backoff(self._queue.back_off(work))]
 
     def resume(self) -> list[Action]:
         """The :class:`Backoff` wait is over: carry on with the queued work."""
-        self._paused = False
+        self._queue.resume()
         return self._next_work()
 
-    def _fetched(self, work: _Work, reply: dict[str, Any]) -> list[Action]:
-        kp, envelope = _bytes(reply["key_package"]), _bytes(reply["envelope"])
+    def _fetched(self, work: Work, reply: dict[str, Any]) -> list[Action]:
+        kp, envelope = as_bytes(reply["key_package"]), as_bytes(reply["envelope"])
         try:
             env = open_envelope(envelope)
         except EnvelopeError as exc:
@@ -815,7 +630,7 @@ class Session:
         work.key_package = kp
         return self._build_commit(work)
 
-    def _committed(self, work: _Work, reply: dict[str, Any]) -> list[Action]:
+    def _committed(self, work: Work, reply: dict[str, Any]) -> list[Action]:
         group = self.group
         assert group is not None
         if group.pending is None:
@@ -837,7 +652,7 @@ class Session:
         self._rejoining = False
         # The KeyPackage this Welcome used is spent; the others may still be in the directory (an
         # admitter fetches one of them for a later re-add), so their private keys stay, in memory only.
-        used = _welcome_refs(welcome)
+        used = welcome_refs(welcome)
         self.bundles = [b for b in self.bundles if b.ref not in used]
         out: list[Action] = [
             SaveState(group.to_bytes(), group.epoch),
@@ -849,26 +664,3 @@ class Session:
         for track in self.video_tracks:
             out += self.request_keyframe(track)
         return out + self._next_work()
-
-
-def _removes_another(message: bytes) -> bool:
-    """Whether ``message`` is a PublicMessage Remove proposal for a leaf other than its sender's."""
-    try:
-        body = MLSMessage.from_bytes(message).body
-    except MLSError:
-        return False  # Group.process refuses it with the real reason
-    if not isinstance(body, PublicMessage) or not isinstance(body.content.body, Proposal):
-        return False
-    removal = body.content.body.body
-    return isinstance(removal, Remove) and removal.removed != body.content.sender.index
-
-
-def _welcome_refs(welcome: bytes) -> set[bytes]:
-    body = MLSMessage.from_bytes(welcome).body
-    return {s.new_member for s in body.secrets} if isinstance(body, Welcome) else set()
-
-
-def _bytes(value: Any) -> bytes:
-    if not isinstance(value, bytes | bytearray):
-        raise TypeError(f"expected bytes, got {type(value).__name__}")
-    return bytes(value)

@@ -215,7 +215,7 @@ def _watch_thread_deaths() -> list[str]:
 
 def role_hostile_relay(ctx: Ctx) -> None:
     """Answers ``identify-confirm`` like a relay, and ``stats`` with a 60 MiB bz2 bomb declaring 100 bytes."""
-    from ciris_av_plugin.transport.relay import APP_NAME, RELAY_ASPECT
+    from ciris_av_plugin.protocol.control import APP_NAME, RELAY_ASPECT
 
     spec = ctx.spec
     ctx.start_rns()

@@ -32,12 +32,14 @@ import RNS
 from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameSealer
 from ciris_av_plugin.media.mls_keys import epoch_keys
-from ciris_av_plugin.media.wire import ForwardingHeader
 from ciris_av_plugin.participant import SyntheticMedia
+from ciris_av_plugin.protocol.control import PATH_COMMIT, PATH_PROPOSE
+from ciris_av_plugin.protocol.media_wire import ForwardingHeader
 from ciris_av_plugin.relay.delivery import DeliveryService
-from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_PROPOSE
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
-from ciris_av_plugin.session import AllowList, EpochChanged, Joined, Removed, Session, admit_all
+from ciris_av_plugin.session import Session
+from ciris_av_plugin.session_admission import AllowList, admit_all
+from ciris_av_plugin.session_events import EpochChanged, Joined, Removed
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.store.member_state import MemberStateStore
 from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane

@@ -21,7 +21,7 @@ from ciris_av_plugin.mls.messages import (
     LeafNodeSource,
     Lifetime,
 )
-from ciris_av_plugin.relay.envelope import seal_envelope
+from ciris_av_plugin.protocol.envelope import seal_envelope
 
 NOW = 1_800_000_000
 HOUR = 3600

@@ -6,7 +6,7 @@ Publishers are simulated with ``wire.split``; what subscribers receive is reasse
 
 from __future__ import annotations
 
-from ciris_av_plugin.media.wire import (
+from ciris_av_plugin.protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_DISCARDABLE,
     FLAG_KEYFRAME,
@@ -14,9 +14,9 @@ from ciris_av_plugin.media.wire import (
     decode_fragment,
     split,
 )
+from ciris_av_plugin.protocol.reports import ReceiverReport, TrackReport, encode_receiver_report
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.engine_config import EngineConfig
-from ciris_av_plugin.relay.reports import ReceiverReport, TrackReport, encode_receiver_report
 
 SID = 0xC1C1
 VIDEO = 1

@@ -19,15 +19,8 @@ import RNS
 
 from ciris_av_plugin.relay.delivery import DeliveryService
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
-from ciris_av_plugin.session import (
-    Backoff,
-    DeleteState,
-    InstallKeys,
-    Request,
-    SaveState,
-    Session,
-    Subscribe,
-)
+from ciris_av_plugin.session import Session
+from ciris_av_plugin.session_actions import Backoff, DeleteState, InstallKeys, Request, SaveState, Subscribe
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.transport.control import ControlError
 from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane

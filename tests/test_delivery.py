@@ -41,46 +41,48 @@ from ciris_av_plugin.mls.messages import (
     Welcome,
 )
 from ciris_av_plugin.relay.delivery import (
-    JOIN_REQUEST_BURST,
-    JOIN_REQUEST_REFILL_S,
-    JOIN_REQUEST_TTL_S,
     MAX_PROPOSAL_SIZE,
     MAX_PROPOSALS_PER_EPOCH,
     MAX_SUBMISSION_SIZE,
     WELCOME_TTL_S,
+    DeliveryService,
+)
+from ciris_av_plugin.relay.delivery_errors import (
     AlreadyMember,
     BadGroupInfo,
-    CommitAccepted,
-    CommitEffect,
-    DeliveryService,
     DuplicateIdentity,
     ExternalCommit,
     ExternalProposal,
     FutureCommit,
     InvalidCommit,
     JoinQueueFull,
-    JoinRequested,
     NotACommit,
     NotAMember,
     NotAProposal,
-    Notify,
     NoWelcome,
     PrivateHandshake,
     ProposalNotAllowed,
-    ProposalReceived,
     RateLimited,
-    RecoveryRequested,
     SenderMismatch,
     StaleCommit,
     StreamExists,
     SubmissionTooLarge,
     TooManyProposals,
     UnknownStream,
-    WelcomeExpired,
     WelcomeMismatch,
+)
+from ciris_av_plugin.relay.delivery_events import (
+    CommitAccepted,
+    JoinRequested,
+    Notify,
+    ProposalReceived,
+    RecoveryRequested,
+    WelcomeExpired,
     WelcomeReady,
 )
 from ciris_av_plugin.relay.directory import KeyPackageDirectory, NotAdmissible
+from ciris_av_plugin.relay.group_view import CommitEffect
+from ciris_av_plugin.relay.join_queue import JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S, JOIN_REQUEST_TTL_S
 from ciris_av_plugin.store import SQLiteStore
 
 GROUP = b"group-of-stream-7"
@@ -625,11 +627,12 @@ def test_every_refusal_code_is_unique_and_wire_shaped() -> None:
     """Codes go on the wire as the transport's typed error replies (kebab-case, like ``rate-limited``)."""
     import re
 
-    from ciris_av_plugin.relay import delivery, directory, envelope, storage
+    from ciris_av_plugin.protocol import envelope
+    from ciris_av_plugin.relay import delivery_errors, directory, storage
 
     classes = {
         obj
-        for mod in (delivery, directory, envelope, storage)
+        for mod in (delivery_errors, directory, envelope, storage)
         for obj in vars(mod).values()
         if isinstance(obj, type) and issubclass(obj, Exception) and "code" in vars(obj)
     }

@@ -22,18 +22,17 @@ from hypothesis import strategies as st
 from ciris_av_plugin.errors import RelayError
 from ciris_av_plugin.mls import Group, KeyPackageBundle
 from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.relay.delivery import (
+from ciris_av_plugin.protocol.envelope import open_envelope, seal_envelope
+from ciris_av_plugin.relay.delivery import DeliveryService
+from ciris_av_plugin.relay.delivery_errors import (
     BadGroupInfo,
-    DeliveryService,
     InvalidCommit,
     NotAMember,
-    Notify,
     StaleCommit,
     WelcomeMismatch,
-    WelcomeReady,
 )
+from ciris_av_plugin.relay.delivery_events import Notify, WelcomeReady
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
-from ciris_av_plugin.relay.envelope import open_envelope, seal_envelope
 from ciris_av_plugin.store import SQLiteStore
 
 # Real time: the MLS clients check KeyPackage lifetimes against their own clock where the API

@@ -19,22 +19,18 @@ import pytest
 import RNS
 
 from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle
-from ciris_av_plugin.relay.delivery import (
-    COMMIT_LOG_KEEP,
-    MAX_ADMITTERS,
+from ciris_av_plugin.protocol.envelope import seal_envelope
+from ciris_av_plugin.relay.delivery import COMMIT_LOG_KEEP, MAX_ADMITTERS, DeliveryService
+from ciris_av_plugin.relay.delivery_errors import (
     AlreadyMember,
     BadAdmitters,
-    DeliveryService,
-    JoinRequested,
-    MemberUnreachable,
     NoJoinRequest,
     NotAnAdmitter,
-    Notify,
     RemoveNotOwn,
     SinceOutOfRange,
 )
+from ciris_av_plugin.relay.delivery_events import JoinRequested, MemberUnreachable, Notify
 from ciris_av_plugin.relay.directory import KeyPackageDirectory, ReplayedKeyPackage
-from ciris_av_plugin.relay.envelope import seal_envelope
 from ciris_av_plugin.store import SQLiteStore
 
 NOW = int(time.time())

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support_key_packages import HOUR, NOW, SUITE, Joiner
+from support_memory_store import MemoryStore
 from support_vectors import load_mls
 
 from ciris_av_plugin.mls.crypto import CipherSuite
@@ -24,6 +25,13 @@ from ciris_av_plugin.mls.messages import (
     CredentialType,
     Extension,
     LeafNodeSource,
+)
+from ciris_av_plugin.protocol.envelope import (
+    ENVELOPE_SIGNATURE_LABEL,
+    MAX_ENVELOPE_SIZE,
+    BadEnvelopeSignature,
+    OversizedEnvelope,
+    open_envelope,
 )
 from ciris_av_plugin.relay.directory import (
     MAX_CLOCK_SKEW_S,
@@ -49,14 +57,6 @@ from ciris_av_plugin.relay.directory import (
     SuiteNotSupported,
     inspect_key_package,
 )
-from ciris_av_plugin.relay.envelope import (
-    ENVELOPE_SIGNATURE_LABEL,
-    MAX_ENVELOPE_SIZE,
-    BadEnvelopeSignature,
-    OversizedEnvelope,
-    open_envelope,
-)
-from ciris_av_plugin.relay.memory_store import MemoryStore
 from ciris_av_plugin.relay.storage import CommitRecord, StreamRecord
 from ciris_av_plugin.store import SQLiteStore
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ciris_av_plugin.errors import RelayError
-from ciris_av_plugin.relay.envelope import (
+from ciris_av_plugin.protocol.envelope import (
     ENVELOPE_SIGNATURE_LABEL,
     MAX_ENVELOPE_SIZE,
     MAX_KEY_PACKAGE_SIZE,

@@ -144,7 +144,7 @@ def test_participant_only_node_registers_no_relay() -> None:
 def test_lifecycle_starts_the_keyless_relay_and_reports_status(
     fake_transport: type[FakeRelayNode], tmp_path: Path
 ) -> None:
-    from ciris_av_plugin.relay.delivery_wire import PATH_COMMIT, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
+    from ciris_av_plugin.protocol.control import PATH_COMMIT, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
 
     host = TestHost(entry_point_manager())
     config = host.configure(

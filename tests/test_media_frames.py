@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 
 from ciris_av_plugin.media import frames as F
-from ciris_av_plugin.media import wire
 from ciris_av_plugin.media.errors import KeyRingError, SealError
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameDropped, FrameHeld, FrameOpener, FrameSealer
 from ciris_av_plugin.media.keyring import FUTURE_HOLD_S, RECEIVE_GRACE_S, EpochKeys
@@ -15,7 +14,8 @@ from ciris_av_plugin.media.kid import decode_kid, encode_kid
 from ciris_av_plugin.media.ordering import REORDER_WAIT_S
 from ciris_av_plugin.media.reassembly import REASSEMBLY_DEADLINE_S
 from ciris_av_plugin.media.sframe import decode_header
-from ciris_av_plugin.media.wire import FH_LEN, ForwardingHeader, decode_fragment
+from ciris_av_plugin.protocol import media_wire as wire
+from ciris_av_plugin.protocol.media_wire import FH_LEN, ForwardingHeader, decode_fragment
 
 STREAM = 0xC1515
 KEY = {e: bytes([e % 250 + 1]) * 16 for e in range(600)}

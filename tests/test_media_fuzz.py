@@ -6,12 +6,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ciris_av_plugin.errors import MediaError
-from ciris_av_plugin.media import wire
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
 from ciris_av_plugin.media.ordering import REORDER_WAIT_S
 from ciris_av_plugin.media.reassembly import MAX_BUFFERED_BYTES, FrameComplete, Reassembler
 from ciris_av_plugin.media.sframe import decode_header
-from ciris_av_plugin.media.wire import ForwardingHeader, decode_fragment
+from ciris_av_plugin.protocol import media_wire as wire
+from ciris_av_plugin.protocol.media_wire import ForwardingHeader, decode_fragment
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEY = b"\x42" * 16

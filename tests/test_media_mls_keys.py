@@ -12,8 +12,8 @@ from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameOpener, FrameSealer
 from ciris_av_plugin.media.kid import kid_epoch_low
 from ciris_av_plugin.media.mls_keys import SFRAME_EXPORTER_LABEL, GroupKeySource, MediaKeyBinding, epoch_keys
-from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
 from ciris_av_plugin.mls import Group, KeyPackageBundle
+from ciris_av_plugin.protocol.media_wire import KIND_VIDEO, ForwardingHeader
 
 MDU = 400
 

@@ -2,7 +2,7 @@
 
 from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.ordering import FrameOrderer
-from ciris_av_plugin.media.wire import KIND_AUDIO, KIND_VIDEO, ForwardingHeader
+from ciris_av_plugin.protocol.media_wire import KIND_AUDIO, KIND_VIDEO, ForwardingHeader
 
 W = 0.1
 

@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-from ciris_av_plugin.media import wire
 from ciris_av_plugin.media.errors import ReassemblyError
 from ciris_av_plugin.media.reassembly import (
     MAX_BUFFERED_BYTES,
@@ -15,7 +14,8 @@ from ciris_av_plugin.media.reassembly import (
     FrameComplete,
     Reassembler,
 )
-from ciris_av_plugin.media.wire import FragmentHeader, decode_fragment, split
+from ciris_av_plugin.protocol import media_wire as wire
+from ciris_av_plugin.protocol.media_wire import FragmentHeader, decode_fragment, split
 
 
 def hdr(total, seq=1, stream=7, track=1, kid=0x105, offset=0):

@@ -1,4 +1,4 @@
-"""NACK codec and the receiver-side loss detector (media/nack.py), with a fake clock.
+"""NACK codec (protocol/nack.py) and the receiver-side loss detector (media/nack.py), with a fake clock.
 
 The detector is fed fragment headers exactly as ``wire.split`` cuts them; each test reads as the
 loss pattern it proves is found (or, for reordering, not NACKed).
@@ -15,26 +15,28 @@ from hypothesis import strategies as st
 from ciris_av_plugin.errors import MediaError
 from ciris_av_plugin.media.nack import (
     MAX_GAP_FRAMES,
-    MAX_NACK_LEN,
-    MAX_NACK_RANGES,
     MAX_NACK_TRIES,
     NACK_REORDER_GUARD_S,
     NACK_TAIL_TIMEOUT_S,
-    NACK_TO_END,
     LossDetector,
-    Nack,
-    NackError,
-    NackRange,
-    decode_nack,
-    encode_nack,
 )
-from ciris_av_plugin.media.wire import (
+from ciris_av_plugin.protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_KEYFRAME,
     FLAG_RETRANSMISSION,
     PT_NACK,
     FragmentHeader,
     split,
+)
+from ciris_av_plugin.protocol.nack import (
+    MAX_NACK_LEN,
+    MAX_NACK_RANGES,
+    NACK_TO_END,
+    Nack,
+    NackError,
+    NackRange,
+    decode_nack,
+    encode_nack,
 )
 
 SID = 0x5EED

@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
-from ciris_av_plugin.media.nack import LossDetector, decode_nack
+from ciris_av_plugin.media.nack import LossDetector
 from ciris_av_plugin.media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing
-from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, KIND_AUDIO, KIND_VIDEO, ForwardingHeader
+from ciris_av_plugin.protocol.media_wire import FLAG_RETRANSMISSION, KIND_AUDIO, KIND_VIDEO, ForwardingHeader
+from ciris_av_plugin.protocol.nack import decode_nack
+from ciris_av_plugin.protocol.reports import ReceiverReport, encode_receiver_report
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.events import NackUpstream
-from ciris_av_plugin.relay.reports import ReceiverReport, encode_receiver_report
 
 SID = 0xE2E
 PUB, SUB = b"pub", b"sub"

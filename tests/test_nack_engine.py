@@ -20,15 +20,9 @@ from support_relay_engine import (
     reassemble,
 )
 
-from ciris_av_plugin.media.nack import (
-    NACK_REORDER_GUARD_S,
-    NACK_TO_END,
-    Nack,
-    NackRange,
-    decode_nack,
-    encode_nack,
-)
-from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, decode_fragment
+from ciris_av_plugin.media.nack import NACK_REORDER_GUARD_S
+from ciris_av_plugin.protocol.media_wire import FLAG_RETRANSMISSION, decode_fragment
+from ciris_av_plugin.protocol.nack import NACK_TO_END, Nack, NackRange, decode_nack, encode_nack
 from ciris_av_plugin.relay.engine_config import DROP_REASONS, EngineConfig
 from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream
 

@@ -34,7 +34,7 @@ from support_relay_engine import (
 
 from ciris_av_plugin.errors import RelayError
 from ciris_av_plugin.media.errors import MediaError
-from ciris_av_plugin.media.wire import (
+from ciris_av_plugin.protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_KEYFRAME,
     FLAG_RETRANSMISSION,
@@ -44,6 +44,7 @@ from ciris_av_plugin.media.wire import (
     FragmentHeader,
     decode_fragment,
 )
+from ciris_av_plugin.protocol.reports import TrackReport
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.engine_config import EngineConfig
 from ciris_av_plugin.relay.errors import (
@@ -52,7 +53,6 @@ from ciris_av_plugin.relay.errors import (
     SubscriberLimitError,
 )
 from ciris_av_plugin.relay.events import KeyframeRequested, NackUpstream, SubscriberResumed, SubscriberStalled
-from ciris_av_plugin.relay.reports import TrackReport
 
 # ---------------------------------------------------------------- fan-out and re-splitting
 

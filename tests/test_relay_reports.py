@@ -1,4 +1,4 @@
-"""Receiver-report codec (relay/reports.py): round trips, exact sizes, and every malformed shape."""
+"""Receiver-report codec (protocol/reports.py): round trips, exact sizes, and every malformed shape."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ciris_av_plugin.errors import RelayError
-from ciris_av_plugin.media.wire import PT_FRAGMENT, PT_RECEIVER_REPORT
-from ciris_av_plugin.relay.errors import ReportError
-from ciris_av_plugin.relay.reports import (
+from ciris_av_plugin.protocol.media_wire import PT_FRAGMENT, PT_RECEIVER_REPORT
+from ciris_av_plugin.protocol.reports import (
     MAX_REPORT_TRACKS,
     MAX_REPORTED_LOSS,
     REPORT_ENTRY_LEN,
@@ -21,6 +20,7 @@ from ciris_av_plugin.relay.reports import (
     decode_receiver_report,
     encode_receiver_report,
 )
+from ciris_av_plugin.relay.errors import ReportError
 
 track_reports = st.builds(
     TrackReport,

@@ -16,10 +16,10 @@ from ciris_av_plugin.media.events import FrameDecrypted
 from ciris_av_plugin.media.frames import FrameOpener, FrameSealer
 from ciris_av_plugin.media.mls_keys import MediaKeyBinding
 from ciris_av_plugin.media.removal_promise import check_removal_promise
-from ciris_av_plugin.media.wire import KIND_VIDEO, ForwardingHeader
 from ciris_av_plugin.mls import Group, treekem
 from ciris_av_plugin.mls.group_errors import GroupInactiveError
 from ciris_av_plugin.mls.removal_audit import follow_as_removed
+from ciris_av_plugin.protocol.media_wire import KIND_VIDEO, ForwardingHeader
 
 MDU = 400
 T = 100.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ciris_av_plugin.media.nack import MAX_NACK_RANGES, NACK_TO_END, Nack, NackRange
 from ciris_av_plugin.media.reassembly import FrameComplete, Reassembler
 from ciris_av_plugin.media.retransmit import (
     MAX_SCAN_PER_NACK,
@@ -21,7 +20,7 @@ from ciris_av_plugin.media.retransmit import (
     RetransmitRing,
     as_retransmission,
 )
-from ciris_av_plugin.media.wire import (
+from ciris_av_plugin.protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_KEYFRAME,
     FLAG_RETRANSMISSION,
@@ -29,6 +28,7 @@ from ciris_av_plugin.media.wire import (
     decode_fragment,
     split,
 )
+from ciris_av_plugin.protocol.nack import MAX_NACK_RANGES, NACK_TO_END, Nack, NackRange
 
 SID = 0xAB
 VIDEO, AUDIO = 1, 0

@@ -15,17 +15,9 @@ from hypothesis import strategies as st
 from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
 
 from ciris_av_plugin.mls import CipherSuite, Group
-from ciris_av_plugin.session import (
-    AdmissionFailed,
-    AllowList,
-    EpochChanged,
-    Joined,
-    KeyframeNeeded,
-    Removed,
-    Session,
-    SessionError,
-    admit_all,
-)
+from ciris_av_plugin.session import Session, SessionError
+from ciris_av_plugin.session_admission import AllowList, admit_all
+from ciris_av_plugin.session_events import AdmissionFailed, EpochChanged, Joined, KeyframeNeeded, Removed
 
 _FUZZ_GROUP = Group.create(b"fuzz", b"m" * 16, CipherSuite(1))
 
@@ -317,12 +309,13 @@ def test_arbitrary_relay_events_never_raise_nor_change_the_epoch(kind: str, data
        reply=st.dictionaries(st.sampled_from(["welcome", "commits", "key_package", "envelope", "identities",
                                               "admitter", "epoch"]), _values, max_size=4))
 def test_arbitrary_replies_never_raise(op: str, reply: dict) -> None:
-    from ciris_av_plugin.session import Request, _Work
+    from ciris_av_plugin.session_actions import Request
+    from ciris_av_plugin.session_work import Work
 
     s = Session(b"m" * 16, STREAM, publisher=True, policy=admit_all)
     s.group = _FUZZ_GROUP.__class__.from_bytes(_FUZZ_GROUP.to_bytes())
-    work = _Work("admit", b"j" * 16)
-    s._busy = work
+    work = Work("admit", b"j" * 16)
+    s._queue.busy = work
     out = s.on_reply(Request("x", {}, op, work), reply, 0.0)
     assert isinstance(out, list) and s.epoch == 0
 

@@ -12,8 +12,12 @@ from pathlib import Path
 
 from support_session import GROUP_ID, STREAM, Net, Peer, make_plane, new_identity
 
-from ciris_av_plugin.relay import delivery_wire as wire
-from ciris_av_plugin.session import Request, Session, _Work, admit_all
+from ciris_av_plugin.protocol import codes
+from ciris_av_plugin.protocol import control as wire
+from ciris_av_plugin.session import Session
+from ciris_av_plugin.session_actions import Request
+from ciris_av_plugin.session_admission import admit_all
+from ciris_av_plugin.session_work import Work
 
 
 def _setup(tmp_path: Path):
@@ -100,7 +104,7 @@ def test_a_member_too_far_behind_for_the_log_asks_to_be_re_added(tmp_path: Path)
     net, pub, store = _setup(tmp_path)
     a = _join(net)
     out = a.session.on_refused(Request(wire.PATH_COMMITS, {"stream_id": STREAM, "since": 0}, "commits"),
-                               wire.CODE_SINCE_OUT_OF_RANGE, "pruned", net.now())
+                               codes.ERR_SINCE_OUT_OF_RANGE, "pruned", net.now())
     assert [r.path for r in out if isinstance(r, Request)] == [wire.PATH_KP_PUBLISH, wire.PATH_COMMIT_FAILED]
     store.close()
 
@@ -128,12 +132,12 @@ def test_a_rejoin_whose_stale_leaf_was_removed_meanwhile_is_a_plain_add(tmp_path
     again = Session(rns.hash, STREAM, signer=(rns.get_public_key(), rns.sign))
     peer = net.add(again, rns)
     net.run(peer, again.publish_key_packages(net.now(), rns.get_public_key(), rns.sign))
-    pub.session._paused = True  # the admitter is busy (a backoff) while the request arrives
+    pub.session._queue.paused = True  # the admitter is busy (a backoff) while the request arrives
     net.run(peer, again.request_join())
     net.pump()
-    assert [(w.what, w.identity) for w in pub.session._work] == [("recover", rns.hash)]  # a rejoin: Remove + Add
+    assert [(w.what, w.identity) for w in pub.session._queue.items] == [("recover", rns.hash)]  # a rejoin: Remove + Add
     # ... but the ghost removal (no link for too long) is committed first
-    pub.session._work.appendleft(_Work("remove", rns.hash))
+    pub.session._queue.items.appendleft(Work("remove", rns.hash))
     net.run(pub, pub.session.resume())
     net.pump()
     assert again.epoch == pub.session.epoch == 3, peer.refused

@@ -17,10 +17,11 @@ import RNS
 from support_links import FakeLink
 
 from ciris_av_plugin.media.kid import encode_kid
-from ciris_av_plugin.media.wire import FragmentHeader
 from ciris_av_plugin.mls import CipherSuite, Group, KeyPackageBundle
+from ciris_av_plugin.protocol.control import PATH_JOIN, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
+from ciris_av_plugin.protocol.envelope import seal_envelope
+from ciris_av_plugin.protocol.media_wire import FragmentHeader
 from ciris_av_plugin.relay.delivery import DeliveryService
-from ciris_av_plugin.relay.delivery_wire import PATH_JOIN, PATH_KP_FETCH, PATH_KP_PUBLISH, PATH_REGISTER
 from ciris_av_plugin.relay.directory import KeyPackageDirectory
 from ciris_av_plugin.relay.enforcement import (
     DROP_KID_CONTEXT,
@@ -32,7 +33,6 @@ from ciris_av_plugin.relay.enforcement import (
     EpochEnforcer,
 )
 from ciris_av_plugin.relay.engine import ForwardingEngine
-from ciris_av_plugin.relay.envelope import seal_envelope
 from ciris_av_plugin.store import SQLiteStore
 from ciris_av_plugin.transport import control
 from ciris_av_plugin.transport.delivery_handlers import DeliveryPlane

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support_memory_store import MemoryStore
 
-from ciris_av_plugin.relay.memory_store import MemoryStore
 from ciris_av_plugin.relay.storage import (
     CommitOutcome,
     CommitRecord,

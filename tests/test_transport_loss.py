@@ -13,9 +13,9 @@ import RNS
 from support_links import FakeLink
 
 from ciris_av_plugin.media.frames import FrameSealer
-from ciris_av_plugin.media.nack import NACK_TO_END, Nack, NackRange, encode_nack
 from ciris_av_plugin.media.retransmit import NACK_BURST
-from ciris_av_plugin.media.wire import FLAG_RETRANSMISSION, ForwardingHeader, decode_fragment
+from ciris_av_plugin.protocol.media_wire import FLAG_RETRANSMISSION, ForwardingHeader, decode_fragment
+from ciris_av_plugin.protocol.nack import NACK_TO_END, Nack, NackRange, encode_nack
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.events import NackUpstream
 from ciris_av_plugin.transport.client import RelayClient

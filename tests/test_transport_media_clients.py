@@ -7,8 +7,8 @@ import os
 import RNS
 
 from ciris_av_plugin.media.frames import FrameDecrypted, FrameOpener, FrameSealer
-from ciris_av_plugin.media.wire import KIND_AUDIO, KIND_VIDEO, PT_RECEIVER_REPORT, ForwardingHeader
-from ciris_av_plugin.relay.reports import decode_receiver_report
+from ciris_av_plugin.protocol.media_wire import KIND_AUDIO, KIND_VIDEO, PT_RECEIVER_REPORT, ForwardingHeader
+from ciris_av_plugin.protocol.reports import decode_receiver_report
 from ciris_av_plugin.transport.control import Event
 from ciris_av_plugin.transport.media_clients import PublisherClient, SubscriberClient
 

@@ -6,6 +6,7 @@ remote_identity, requested_at); these tests call the same entry points directly.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 import RNS
 from support_links import FakeLink
 
-from ciris_av_plugin.media.wire import FLAG_KEYFRAME, FragmentHeader
+from ciris_av_plugin.protocol.media_wire import FLAG_KEYFRAME, FragmentHeader
 from ciris_av_plugin.relay.engine import ForwardingEngine
 from ciris_av_plugin.relay.errors import RelayError
 from ciris_av_plugin.relay.events import KeyframeRequested
@@ -134,6 +135,17 @@ def test_engine_events_reach_the_right_long_poll(relay: RelayNode) -> None:
     assert _request(relay, "events", pub, {"ack": 0})["events"][0]["seq"] == event["seq"]
     relay._route_event(KeyframeRequested(stream_id=9, track_id=1, link_id=pub.link_id))
     assert [e["seq"] for e in _request(relay, "events", pub, {"ack": event["seq"]})["events"]] == [event["seq"] + 1]
+
+
+def test_engine_events_go_out_under_their_kind_not_their_class_name(relay: RelayNode) -> None:
+    """The wire name is the event's ``KIND``: renaming the class must not change what clients see."""
+    pub = _add_link(relay, b"pub")
+    _request(relay, "identify-confirm", pub, {}, RNS.Identity())
+    renamed = dataclasses.dataclass(frozen=True)(type("KeyframeAsked", (KeyframeRequested,), {}))
+    relay._route_event(renamed(stream_id=9, track_id=1, link_id=pub.link_id))
+    (event,) = _request(relay, "events", pub, {"ack": 0})["events"]
+    assert event["kind"] == "KeyframeRequested"
+    assert relay.engine_events == {"KeyframeRequested": 1}
 
 
 def test_links_that_never_identify_are_closed(relay: RelayNode) -> None:

@@ -1,15 +1,15 @@
-"""Sans-I/O media layer: forwarding header, fragments, SFrame (RFC 9605), key ring, replay window.
+"""Sans-I/O media layer: fragments, SFrame (RFC 9605), key ring, replay window.
 
-Modules, from the wire inwards:
+The packet layouts it shares with the relay (forwarding and fragment headers, NACKs, receiver
+reports) are ``ciris_av_plugin/protocol/``. Modules, from the wire inwards:
 
-* :mod:`.wire` — forwarding header (clear, authenticated as SFrame metadata) and fragment header;
 * :mod:`.reassembly` — fragments back into frame objects, with a deadline and bounded memory;
 * :mod:`.sframe` — RFC 9605 header codec, key derivation, suites 1-5; :mod:`.vectors` checks it;
 * :mod:`.kid` — the MLS KID layout (context = track, sender leaf, epoch low byte);
 * :mod:`.keyring` — receive keys per epoch with a grace window, and the future-frame hold;
 * :mod:`.replay` — per-KID anti-replay windows;
 * :mod:`.ordering` — in-order release per track, loss counts, keyframe gating;
-* :mod:`.nack` — NACK packets and the receiver's loss detector; :mod:`.retransmit` — the
+* :mod:`.nack` — the receiver's loss detector; :mod:`.retransmit` — the
   sender's retransmission ring and NACK responder (publisher and relay alike);
 * :mod:`.frames` — :class:`FrameSealer` (publisher) and :class:`FrameOpener` (receiver), which
   tie the above together; :mod:`.events` holds the receiver's event dataclasses.

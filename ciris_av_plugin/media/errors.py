@@ -1,14 +1,22 @@
-"""Typed errors of the media layer."""
+"""Typed errors of the media layer (the wire-format ones, shared with the relay, are ``protocol/errors.py``)."""
 
 from ..errors import MediaError
+from ..protocol.errors import FragmentError, HeaderError
 
-
-class HeaderError(MediaError):
-    """A forwarding or fragment header is malformed, truncated or of an unknown version."""
-
-
-class FragmentError(MediaError):
-    """A fragment's offsets or lengths are inconsistent or out of range."""
+__all__ = [
+    "HeaderError",
+    "FragmentError",
+    "ReassemblyError",
+    "SFrameError",
+    "ReplayError",
+    "UnknownKeyError",
+    "KidError",
+    "DecryptError",
+    "ExpiredKeyError",
+    "KeyRingError",
+    "SealError",
+    "SFrameHeaderError",
+]
 
 
 class ReassemblyError(MediaError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import ForwardingHeader
+from ..protocol.media_wire import ForwardingHeader
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 A *frame object* is ``forwarding_header || SFrame(header || ciphertext || tag)`` where the
 forwarding header is also the SFrame metadata, i.e. part of the AAD (RFC 9605 §4.4.3): a relay
-reads it in clear but cannot change it. The frame object travels as fragments (:mod:`.wire`).
+reads it in clear but cannot change it. The frame object travels as fragments (``protocol/media_wire.py``).
 
 The opener is a sans-I/O state machine: ``receive_packet(packet, now) -> events``. Its pipeline
 for each packet is: fragment header -> :class:`~.reassembly.Reassembler` -> forwarding header
@@ -18,7 +18,8 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import MediaError
-from . import wire
+from ..protocol import media_wire as wire
+from ..protocol.media_wire import FH_LEN, ForwardingHeader, FragmentHeader
 from .errors import (
     ExpiredKeyError,
     KeyRingError,
@@ -35,7 +36,6 @@ from .ordering import FrameOrderer, TrackStats
 from .reassembly import FrameAbandoned, FrameComplete, Reassembler
 from .replay import ReplayWindow
 from .sframe import MAX_CTR, MEDIA_SUITE, SFrameHeader, SFrameKey, decode_header, encode_header, suite_params
-from .wire import FH_LEN, ForwardingHeader, FragmentHeader
 
 log = logging.getLogger(__name__)
 

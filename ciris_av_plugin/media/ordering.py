@@ -20,8 +20,8 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 
+from ..protocol.media_wire import KIND_AUDIO
 from .events import FrameDecrypted
-from .wire import KIND_AUDIO
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import wire
+from ..protocol import media_wire as wire
+from ..protocol.media_wire import FragmentHeader
 from .errors import ReassemblyError
-from .wire import FragmentHeader
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..mls.removal_audit import RemovalAudit, follow_as_removed
-from . import wire
+from ..protocol import media_wire as wire
 from .errors import MediaError
 from .events import FrameDecrypted
 from .frames import FrameOpener

@@ -21,9 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..ratelimit import TokenBucket
-from .nack import NACK_TO_END, Nack
-from .wire import (
+from ..protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_KEYFRAME,
     FLAG_RETRANSMISSION,
@@ -32,6 +30,8 @@ from .wire import (
     FragmentHeader,
     split,
 )
+from ..protocol.nack import NACK_TO_END, Nack
+from ..ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 

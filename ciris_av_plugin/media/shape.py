@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import KIND_AUDIO, KIND_VIDEO, ForwardingHeader
+from ..protocol.media_wire import KIND_AUDIO, KIND_VIDEO, ForwardingHeader
 
 VIDEO_TRACK = 1
 AUDIO_TRACK = 0

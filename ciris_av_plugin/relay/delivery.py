@@ -25,6 +25,10 @@ identity, and the Welcome's ``new_member`` refs exactly the Adds. A member may p
 removal. Members the relay has not heard from for ``member_link_timeout`` are reported to the admitter
 (:meth:`DeliveryService.check_links`), like joiners whose Welcome expired.
 
+Its parts live next to it: refusals in ``delivery_errors.py``, events in ``delivery_events.py``,
+the group seams in ``group_view.py``, handshake parsing in ``handshake.py``, the join-request limits
+in ``join_queue.py``.
+
 Methods return :class:`Notify` items (recipient identity + event dataclass); the transport puts them
 on the recipients' long-poll event queues, which own sequence numbers and acknowledgements. Every
 refusal is a :class:`DeliveryError` with a stable ``code`` and leaves stored state unchanged. Times
@@ -37,20 +41,62 @@ import hashlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from ..errors import MLSError, RelayError
-from ..mls.commit_rules import StagedCommit
-from ..mls.framing import ContentType, FramedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
-from ..mls.group_errors import PolicyRefusedError, UnsupportedMessageError
-from ..mls.messages import Commit, GroupInfo, Proposal, ProposalType, Remove, Welcome
-from ..mls.policy import credential_identity
+from ..mls.framing import MLSMessage
+from ..mls.group_errors import PolicyRefusedError
+from ..mls.messages import GroupInfo, Remove
 from ..mls.public_group import PublicGroup
-from ..mls.public_state import PublicState
+from ..protocol.envelope import IDENTITY_HASH_LEN
+from .delivery_errors import (
+    AlreadyMember,
+    BadAdmitters,
+    BadGroupInfo,
+    DuplicateIdentity,
+    FutureCommit,
+    InvalidCommit,
+    JoinQueueFull,
+    NoJoinRequest,
+    NotAMember,
+    NotAnAdmitter,
+    NoWelcome,
+    ProposalNotAllowed,
+    RateLimited,
+    RemoveNotOwn,
+    SenderMismatch,
+    SinceOutOfRange,
+    StaleCommit,
+    StreamExists,
+    SubmissionTooLarge,
+    TooManyProposals,
+    UnknownStream,
+    WelcomeMismatch,
+)
+from .delivery_events import (
+    CommitAccepted,
+    JoinRequested,
+    MemberUnreachable,
+    Notify,
+    ProposalReceived,
+    RecoveryRequested,
+    WelcomeExpired,
+    WelcomeReady,
+)
 from .directory import KeyPackageDirectory, NotAdmissible
-from .envelope import IDENTITY_HASH_LEN
+from .group_view import (
+    CommitChecker,
+    CommitEffect,
+    GroupInfoLoader,
+    GroupLoader,
+    GroupView,
+    ProposalChecker,
+    public_group_commit,
+    public_group_proposal,
+)
+from .handshake import commit_header, proposal_header, welcome_refs
+from .join_queue import JOIN_REQUEST_TTL_S, MAX_PENDING_JOINS_PER_STREAM, JoinRateLimiter
 from .storage import (
     CommitOutcome,
     CommitRecord,
@@ -64,76 +110,16 @@ from .storage import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "JOIN_REQUEST_TTL_S",
-    "MAX_PENDING_JOINS_PER_STREAM",
-    "JOIN_REQUEST_BURST",
-    "JOIN_REQUEST_REFILL_S",
     "WELCOME_TTL_S",
-    "COMMIT_LOG_KEEP",
-    "DeliveryError",
-    "UnknownStream",
-    "StreamExists",
-    "BadGroupInfo",
-    "NotAMember",
-    "AlreadyMember",
-    "JoinQueueFull",
-    "RateLimited",
-    "SubmissionTooLarge",
-    "NotACommit",
-    "PrivateHandshake",
-    "ExternalCommit",
-    "NotAProposal",
-    "ExternalProposal",
-    "ProposalNotAllowed",
-    "TooManyProposals",
-    "InvalidCommit",
-    "StaleCommit",
-    "FutureCommit",
-    "SenderMismatch",
-    "DuplicateIdentity",
-    "WelcomeMismatch",
-    "NoWelcome",
-    "NotAnAdmitter",
-    "NoJoinRequest",
-    "RemoveNotOwn",
-    "SinceOutOfRange",
-    "BadAdmitters",
+    "MAX_PROPOSALS_PER_EPOCH",
+    "MAX_SUBMISSION_SIZE",
+    "MAX_PROPOSAL_SIZE",
     "MAX_ADMITTERS",
-    "GroupView",
-    "CommitEffect",
-    "CommitChecker",
-    "ProposalChecker",
-    "public_group_commit",
-    "public_group_proposal",
-    "JoinRequested",
-    "WelcomeReady",
-    "CommitAccepted",
-    "ProposalReceived",
-    "RecoveryRequested",
-    "WelcomeExpired",
-    "MemberUnreachable",
-    "Notify",
+    "MEMBER_LINK_TIMEOUT_S",
+    "COMMIT_LOG_KEEP",
     "Accepted",
     "DeliveryService",
 ]
-
-# A join request lapses after two minutes: the admitting member is notified at once through its
-# long poll (held ~3 s), so a request still unanswered after 120 s has no one acting on it; the
-# joiner simply asks again. It also bounds how long members may fetch the joiner's KeyPackages.
-JOIN_REQUEST_TTL_S = 120.0
-
-# Pending join requests per stream. A call of 16 members admits joiners one commit at a time; 64
-# queued is far beyond any real join burst and caps what a flood of identities can make us store.
-MAX_PENDING_JOINS_PER_STREAM = 64
-
-# Per-identity join-request token bucket: 3 at once (a joiner retrying on a lossy mesh link), then
-# one per 10 s. A client following the protocol asks once and waits for its Welcome.
-JOIN_REQUEST_BURST = 3
-JOIN_REQUEST_REFILL_S = 10.0
-
-# Identities whose join-request buckets are remembered; beyond it the fullest (least recently
-# limited) ones are forgotten first, which only forgives them. Bounds memory under a Sybil flood.
-MAX_RATE_TRACKED_IDENTITIES = 10_000
 
 # How long a Welcome waits for its joiner. The joiner is told at once (WelcomeReady on its long poll);
 # five minutes covers a joiner reconnecting over a slow multi-hop RNS path. After it the joiner's leaf
@@ -143,12 +129,6 @@ WELCOME_TTL_S = 300.0
 # Proposals kept per epoch. Members propose only their own Remove (leaving) or Update; 32 lets every
 # member of a 16-member call do both within one epoch, and caps what a member can make us store.
 MAX_PROPOSALS_PER_EPOCH = 32
-
-# Proposal types a member may send through the relay: its own Update, and Remove (a leaver's
-# self-Remove). Adds go in commits so their KeyPackages are checked against the directory; PSK,
-# ReInit and ExternalInit are refused in relayed groups (ARCHITECTURE "MLS"); GroupContextExtensions
-# would let one member change the group's rules without a commit the admitter made.
-ALLOWED_PROPOSAL_TYPES = frozenset({ProposalType.UPDATE, ProposalType.REMOVE})
 
 # Largest commit + Welcome (or GroupInfo) accepted in one submission. A Welcome carrying the ratchet
 # tree of a 128-member suite-1 group runs to ~100 kB, and X-Wing leaves are ~5x larger than X25519
@@ -173,450 +153,6 @@ MEMBER_LINK_TIMEOUT_S = 30.0
 # Accepted commits kept per stream for members catching up after a missed event. A member further
 # behind than this re-joins (remove and re-add) instead of replaying history.
 COMMIT_LOG_KEEP = 64
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-class DeliveryError(RelayError):
-    """A delivery-service refusal; ``code`` is stable for the typed error reply."""
-
-    code = "delivery"
-
-
-class UnknownStream(DeliveryError):
-    code = "unknown-stream"
-
-
-class StreamExists(DeliveryError):
-    """``register_stream`` for a stream id or MLS group that is already registered."""
-
-    code = "stream-exists"
-
-
-class BadGroupInfo(DeliveryError):
-    """The GroupInfo does not decode, or its signer is not the registering identity."""
-
-    code = "bad-group-info"
-
-
-class NotAMember(DeliveryError):
-    """The operation needs a leaf in the stream's current tree."""
-
-    code = "not-member"
-
-
-class AlreadyMember(DeliveryError):
-    """A join request from an identity that already has a leaf."""
-
-    code = "already-member"
-
-
-class JoinQueueFull(DeliveryError):
-    code = "join-queue-full"
-
-
-class RateLimited(DeliveryError):
-    """Too many requests from this identity; ``retry_after`` seconds until the next is allowed."""
-
-    code = "rate-limited"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class SubmissionTooLarge(DeliveryError):
-    """A commit + Welcome, GroupInfo or proposal over :data:`MAX_SUBMISSION_SIZE` / :data:`MAX_PROPOSAL_SIZE`."""
-
-    code = "submission-too-large"
-
-
-class NotACommit(DeliveryError):
-    """The submitted message is not an MLSMessage carrying a commit."""
-
-    code = "not-a-commit"
-
-
-class PrivateHandshake(DeliveryError):
-    """Handshakes in relayed groups must be PublicMessage so the relay can follow them."""
-
-    code = "private-handshake"
-
-
-class ExternalCommit(DeliveryError):
-    """External commits (and non-member senders) are refused in relayed groups."""
-
-    code = "external-commit"
-
-
-class NotAProposal(DeliveryError):
-    """The submitted message is not an MLSMessage carrying a proposal."""
-
-    code = "not-a-proposal"
-
-
-class ExternalProposal(DeliveryError):
-    """Proposals from non-members are refused in relayed groups."""
-
-    code = "external-proposal"
-
-
-class ProposalNotAllowed(DeliveryError):
-    """A proposal type relayed groups do not carry (see :data:`ALLOWED_PROPOSAL_TYPES`)."""
-
-    code = "proposal-not-allowed"
-
-
-class TooManyProposals(DeliveryError):
-    """The epoch already holds :data:`MAX_PROPOSALS_PER_EPOCH` proposals."""
-
-    code = "too-many-proposals"
-
-
-class InvalidCommit(DeliveryError):
-    """The commit is not publicly valid (or is for another group)."""
-
-    code = "invalid-commit"
-
-
-class StaleCommit(DeliveryError):
-    """The commit is for an epoch that has already been committed (another commit won)."""
-
-    code = "stale-epoch"
-
-
-class FutureCommit(DeliveryError):
-    """The commit is for an epoch the stream has not reached."""
-
-    code = "future-epoch"
-
-
-class SenderMismatch(DeliveryError):
-    """The commit's sender leaf is not the submitting identity's leaf."""
-
-    code = "sender-mismatch"
-
-
-class DuplicateIdentity(DeliveryError):
-    """The commit would give an identity a second leaf (§12.2; a rejoin is Remove + Add in one commit)."""
-
-    code = "duplicate-identity"
-
-
-class WelcomeMismatch(DeliveryError):
-    """The Welcome's ``new_member`` refs are not exactly the commit's Adds (or a Welcome is missing/extra)."""
-
-    code = "welcome-mismatch"
-
-
-class NoWelcome(DeliveryError):
-    """No unexpired Welcome waits for this identity in this stream."""
-
-    code = "no-welcome"
-
-
-class NotAnAdmitter(DeliveryError):
-    """A commit carries a proposal by value (an Add or a Remove) but its committer is not one of the
-    stream's admitters; other members commit only proposals the relay already holds, by reference."""
-
-    code = "not-admitter"
-
-
-class NoJoinRequest(DeliveryError):
-    """A commit adds an identity that has no live join request on this stream."""
-
-    code = "no-join-request"
-
-
-class RemoveNotOwn(DeliveryError):
-    """A member proposed to remove another member's leaf (a member may propose only its own removal)."""
-
-    code = "remove-not-own"
-
-
-class SinceOutOfRange(DeliveryError):
-    """``commits`` asked from an epoch the log cannot serve: ahead of the stream, or already pruned
-    (the member is too far behind to replay; it re-joins instead)."""
-
-    code = "since-out-of-range"
-
-
-class BadAdmitters(DeliveryError):
-    """The admitters named at registration are not identity hashes, or too many."""
-
-    code = "bad-admitters"
-
-
-# --- seams to the keyless PublicGroup -------------------------------------------------------------
-
-
-@runtime_checkable
-class GroupView(Protocol):
-    """The public group state of one stream, as ``mls.PublicGroup`` will provide it."""
-
-    @property
-    def epoch(self) -> int: ...
-
-    @property
-    def members(self) -> Mapping[int, bytes]:
-        """Leaf index -> credential identity (RNS identity hash) of every non-blank leaf."""
-        ...
-
-    def to_bytes(self) -> bytes: ...
-
-    def ratchet_tree(self) -> bytes:
-        """The public ratchet tree (``ratchet_tree`` extension body), served to joiners on request."""
-        ...
-
-
-@dataclass(frozen=True)
-class CommitEffect:
-    """What a publicly valid commit does, as the checker found it."""
-
-    added: tuple[tuple[bytes, bytes], ...]
-    """(KeyPackageRef, credential identity) of each Add, in commit order."""
-    removed: tuple[bytes, ...]
-    """Identities whose leaves the commit removes."""
-    group_after: GroupView
-    """The public group state after the commit (epoch + 1); the input view is left untouched."""
-    by_value: tuple[int, ...] = ()
-    """ProposalType of each proposal the commit carries by value (the committer's own, not one the
-    relay holds); only admitters may commit those."""
-
-
-class CommitChecker(Protocol):
-    def __call__(self, group: GroupView, commit: bytes, now: float) -> CommitEffect:
-        """Check ``commit`` against ``group`` with every public check; raise ``MLSError`` if invalid.
-
-        ``now`` (wall-clock seconds) is for the lifetime checks of added KeyPackages.
-        """
-        ...
-
-
-class ProposalChecker(Protocol):
-    def __call__(self, group: GroupView, proposal: bytes, now: float) -> GroupView:
-        """Check ``proposal``; return the group with it cached for this epoch (input untouched)."""
-        ...
-
-
-def public_group_commit(group: PublicGroup, commit: bytes, now: float) -> CommitEffect:
-    """:class:`CommitChecker` on the keyless :class:`PublicGroup`: stage, never apply in place.
-
-    One staging does every public check and yields both what the relay must verify (the Adds'
-    KeyPackageRefs) and the next state, so heavy validation runs once per submission.
-    """
-    staged = group.validate(commit, now=now)
-    if not isinstance(staged, StagedCommit):
-        raise UnsupportedMessageError("not a commit")
-    added = tuple(
-        (kp.ref(group.suite), credential_identity(kp.leaf_node)) for _, kp in sorted(staged.added.items())
-    )
-    after = PublicGroup(
-        PublicState(group.suite, staged.group_context, staged.tree, staged.interim_transcript_hash), group.policy
-    )
-    by_value = tuple(int(rp.proposal.proposal_type) for rp in staged.proposals if rp.ref is None)
-    return CommitEffect(added, tuple(staged.removed.values()), after, by_value)
-
-
-def public_group_proposal(group: PublicGroup, proposal: bytes, now: float) -> PublicGroup:
-    """:class:`ProposalChecker` on :class:`PublicGroup`: a copy that has validated and cached it."""
-    after = PublicGroup.from_bytes(group.to_bytes())
-    after.process(proposal, now=now)
-    return after
-
-
-GroupLoader = Callable[[bytes], GroupView]
-"""Rebuild a :class:`GroupView` from :meth:`GroupView.to_bytes` (``PublicGroup.from_bytes``)."""
-
-GroupInfoLoader = Callable[[bytes], GroupView]
-"""Build a :class:`GroupView` from an MLSMessage GroupInfo with its ratchet tree
-(``PublicGroup.from_group_info``)."""
-
-
-# --- events ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JoinRequested:
-    """To the admitting member: an identity asks to join; fetch its KeyPackage and commit an Add."""
-
-    stream_id: int
-    """Stream asked for."""
-    identity: bytes
-    """RNS identity hash of the joiner."""
-
-
-@dataclass(frozen=True)
-class WelcomeReady:
-    """To a joiner: its Welcome is waiting (fetch it with ``fetch_welcome``)."""
-
-    stream_id: int
-    """Stream it was added to."""
-    epoch: int
-    """Epoch the Welcome admits into."""
-
-
-@dataclass(frozen=True)
-class CommitAccepted:
-    """To members: the accepted commit of ``epoch``, to process in order."""
-
-    stream_id: int
-    """Stream of the commit."""
-    epoch: int
-    """Epoch the commit was made in."""
-    message: bytes
-    """The commit MLSMessage."""
-
-
-@dataclass(frozen=True)
-class ProposalReceived:
-    """To members: a proposal of the current epoch, for the next committer to include."""
-
-    stream_id: int
-    """Stream of the proposal."""
-    epoch: int
-    """Epoch it belongs to."""
-    message: bytes
-    """The proposal MLSMessage."""
-    commit_requested: bool = False
-    """Set on the admitting member's copy: it is the one to commit the pending proposals
-    (the committer-of-last-resort rule picks it when the creator is gone)."""
-
-
-@dataclass(frozen=True)
-class RecoveryRequested:
-    """To the admitting member: a member could not process an accepted commit; remove it and re-add it
-    with a fresh KeyPackage in one commit (DAVE's recovery). Its KeyPackages are now fetchable."""
-
-    stream_id: int
-    """Stream of the failed member."""
-    identity: bytes
-    """The member to remove and re-add."""
-    epoch: int
-    """Epoch of the commit it failed to process."""
-
-
-@dataclass(frozen=True)
-class WelcomeExpired:
-    """To the admitting member: a joiner never fetched its Welcome; its leaf is a ghost to remove."""
-
-    stream_id: int
-    """Stream of the ghost leaf."""
-    joiner: bytes
-    """Identity whose leaf should be removed."""
-    epoch: int
-    """Epoch the Welcome was for."""
-
-
-@dataclass(frozen=True)
-class MemberUnreachable:
-    """To the admitting member: ``identity`` has had no link to the relay for longer than the
-    configured time; its leaf is a ghost to remove (a process killed without leaving)."""
-
-    stream_id: int
-    """Stream of the ghost leaf."""
-    identity: bytes
-    """Identity whose leaf should be removed."""
-    silent_s: float
-    """Seconds since the relay last heard from it."""
-
-
-DeliveryEvent = (
-    JoinRequested | WelcomeReady | CommitAccepted | ProposalReceived | RecoveryRequested | WelcomeExpired
-    | MemberUnreachable
-)
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Deliver ``event`` to every link of ``recipient`` (through its long-poll events queue)."""
-
-    recipient: bytes
-    """RNS identity hash."""
-    event: DeliveryEvent
-    """What to tell it."""
-
-
-# --- helpers -----------------------------------------------------------------------------------------
-
-
-class _Bucket:
-    """Token bucket on caller-supplied time."""
-
-    __slots__ = ("tokens", "at")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
-
-    def refill(self, now: float, burst: float, per_token_s: float) -> None:
-        if now > self.at:
-            self.tokens = min(burst, self.tokens + (now - self.at) / per_token_s)
-            self.at = now
-
-
-@dataclass(frozen=True)
-class _CommitHeader:
-    group_id: bytes
-    epoch: int
-    sender_leaf: int
-
-
-def _member_handshake(
-    message: bytes,
-    content_type: ContentType,
-    body_cls: type,
-    what: str,
-    wrong: type[DeliveryError],
-    external: type[DeliveryError],
-) -> FramedContent:
-    """Parse a submitted ``what`` (a proposal or a commit), refusing what relayed groups forbid:
-    ``wrong`` for anything else, :class:`PrivateHandshake` for a PrivateMessage, ``external`` for a
-    sender that is not a member."""
-    try:
-        msg = MLSMessage.from_bytes(message)
-    except MLSError as e:
-        raise wrong(f"not an MLSMessage: {e}") from None
-    if not isinstance(msg.body, PublicMessage):
-        if isinstance(msg.body, PrivateMessage):
-            raise PrivateHandshake("handshakes must be PublicMessage in relayed groups")
-        raise wrong(f"{type(msg.body).__name__} is not a {what}")
-    content = msg.body.content
-    if content.content_type != content_type or not isinstance(content.body, body_cls):
-        raise wrong(f"PublicMessage does not carry a {what}")
-    if content.sender.sender_type != SenderType.MEMBER:
-        raise external(f"{what} from a {content.sender.sender_type.name.lower()} sender")
-    return content
-
-
-def _proposal_header(message: bytes) -> tuple[_CommitHeader, Proposal]:
-    """Parse a submitted proposal, refusing what relayed groups forbid."""
-    content = _member_handshake(
-        message, ContentType.PROPOSAL, Proposal, "proposal", NotAProposal, ExternalProposal
-    )
-    if content.body.proposal_type not in ALLOWED_PROPOSAL_TYPES:
-        raise ProposalNotAllowed(f"{content.body.proposal_type!r} proposals are not relayed")
-    return _CommitHeader(content.group_id, content.epoch, content.sender.index), content.body
-
-
-def _commit_header(message: bytes) -> _CommitHeader:
-    """Parse enough of a submitted handshake to sequence it, refusing what relayed groups forbid."""
-    content = _member_handshake(message, ContentType.COMMIT, Commit, "commit", NotACommit, ExternalCommit)
-    return _CommitHeader(content.group_id, content.epoch, content.sender.index)
-
-
-def _welcome_refs(message: bytes) -> list[bytes]:
-    try:
-        msg = MLSMessage.from_bytes(message)
-    except MLSError as e:
-        raise WelcomeMismatch(f"Welcome does not decode: {e}") from None
-    if not isinstance(msg.body, Welcome):
-        raise WelcomeMismatch(f"{type(msg.body).__name__} is not a Welcome")
-    return [s.new_member for s in msg.body.secrets]
-
-
-# --- the service -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -665,10 +201,9 @@ class DeliveryService:
         self._last_heard: dict[tuple[int, bytes], float] = {}
         self._ghost_told: dict[tuple[int, bytes], float] = {}
         self._groups: dict[int, GroupView] = {}
-        self._join_buckets: dict[bytes, _Bucket] = {}
-        # The transport calls in from several request threads; the store is atomic on its own, the
-        # rate limiter is guarded here.
-        self._rate_lock = threading.Lock()
+        # The transport calls in from several request threads; the store is atomic on its own and
+        # the join rate limiter has its own lock.
+        self._join_limiter = JoinRateLimiter()
         # Proposals update the stored group state outside an epoch change; two at once must not
         # each store a state without the other's proposal.
         self._proposal_lock = threading.Lock()
@@ -840,28 +375,11 @@ class DeliveryService:
         return any(self.is_member(r.stream_id, requester) for r in self._store.join_requests_by(target, now))
 
     def _take_join_token(self, identity: bytes, now: float) -> None:
-        with self._rate_lock:
-            self._take_join_token_locked(identity, now)
-
-    def _take_join_token_locked(self, identity: bytes, now: float) -> None:
-        bucket = self._join_buckets.get(identity)
-        if bucket is None:
-            if len(self._join_buckets) >= MAX_RATE_TRACKED_IDENTITIES:
-                self._forget_full_buckets(now)
-            bucket = self._join_buckets[identity] = _Bucket(JOIN_REQUEST_BURST, now)
-        bucket.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
-        if bucket.tokens < 1:
+        try:
+            self._join_limiter.take(identity, now)
+        except RateLimited:
             self.counters[f"refused.{RateLimited.code}"] += 1
-            raise RateLimited("too many join requests", retry_after=(1 - bucket.tokens) * JOIN_REQUEST_REFILL_S)
-        bucket.tokens -= 1
-
-    def _forget_full_buckets(self, now: float) -> None:
-        for ident, b in list(self._join_buckets.items()):
-            b.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
-            if b.tokens >= JOIN_REQUEST_BURST:
-                del self._join_buckets[ident]
-        while len(self._join_buckets) >= MAX_RATE_TRACKED_IDENTITIES:  # all limited: forgive the oldest
-            del self._join_buckets[next(iter(self._join_buckets))]
+            raise
 
     # --- commits -----------------------------------------------------------------------------------
 
@@ -885,7 +403,7 @@ class DeliveryService:
         if size > MAX_SUBMISSION_SIZE:
             raise SubmissionTooLarge(f"commit and Welcome of {size} B exceed {MAX_SUBMISSION_SIZE} B")
         record, group = self._member_view(stream_id, submitter, "only members may commit")
-        header = _commit_header(commit)
+        header = commit_header(commit)
         if header.group_id != record.group_id:
             raise InvalidCommit("commit is for another group")
         if header.epoch < record.epoch:
@@ -917,7 +435,7 @@ class DeliveryService:
         if effect.added:
             if welcome is None:
                 raise WelcomeMismatch("commit adds members but no Welcome was submitted")
-            new_members = _welcome_refs(welcome)
+            new_members = welcome_refs(welcome)
             if len(new_members) != len(refs) or set(new_members) != set(refs):
                 raise WelcomeMismatch("Welcome new_member refs are not exactly the commit's Adds")
         elif welcome is not None:
@@ -980,7 +498,7 @@ class DeliveryService:
         if len(proposal) > MAX_PROPOSAL_SIZE:
             raise SubmissionTooLarge(f"proposal of {len(proposal)} B exceeds {MAX_PROPOSAL_SIZE} B")
         record, group = self._member_view(stream_id, submitter, "only members may propose")
-        header, body = _proposal_header(proposal)
+        header, body = proposal_header(proposal)
         if header.group_id != record.group_id:
             raise InvalidCommit("proposal is for another group")
         if header.epoch < record.epoch:

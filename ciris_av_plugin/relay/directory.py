@@ -32,8 +32,9 @@ from ..mls.codec import Reader, decode_all
 from ..mls.crypto import SUITES, CipherSuite
 from ..mls.messages import CredentialType, KeyPackage, ProtocolVersion, WireFormat
 from ..mls.tree import validate_key_package
+from ..protocol import codes
+from ..protocol.envelope import IDENTITY_HASH_LEN, KeyPackageEnvelope, open_envelope
 from ..ratelimit import TokenBucket
-from .envelope import IDENTITY_HASH_LEN, KeyPackageEnvelope, open_envelope
 from .storage import DirectoryStore, KeyPackageEntry, PutOutcome
 
 log = logging.getLogger(__name__)
@@ -108,91 +109,91 @@ MAX_TAKE_BUDGETS = 10_000
 class DirectoryError(RelayError):
     """A directory refusal; ``code`` is stable and machine-readable for the typed error reply."""
 
-    code = "directory"
+    code = codes.ERR_DIRECTORY
 
 
 class InvalidKeyPackage(DirectoryError):
     """Not a valid RFC 9420 KeyPackage (framing, signatures, leaf node, keys)."""
 
-    code = "invalid-key-package"
+    code = codes.ERR_INVALID_KEY_PACKAGE
 
 
 class IdentityMismatch(DirectoryError):
     """The KeyPackage's credential is not a basic credential naming the envelope signer."""
 
-    code = "identity-mismatch"
+    code = codes.ERR_IDENTITY_MISMATCH
 
 
 class PublisherMismatch(DirectoryError):
     """The publishing link's identity is not the envelope signer."""
 
-    code = "publisher-mismatch"
+    code = codes.ERR_PUBLISHER_MISMATCH
 
 
 class SuiteNotSupported(DirectoryError):
     """The KeyPackage's cipher suite is not one this relay serves."""
 
-    code = "unsupported-suite"
+    code = codes.ERR_UNSUPPORTED_SUITE
 
 
 class KeyPackageExpired(DirectoryError):
     """The KeyPackage's lifetime has ended."""
 
-    code = "expired"
+    code = codes.ERR_EXPIRED
 
 
 class KeyPackageNotYetValid(DirectoryError):
     """The KeyPackage's lifetime starts in the future (beyond the clock-skew allowance)."""
 
-    code = "not-yet-valid"
+    code = codes.ERR_NOT_YET_VALID
 
 
 class LifetimeTooLong(DirectoryError):
     """``not_after`` is further away than :data:`MAX_KEY_PACKAGE_LIFETIME_S`."""
 
-    code = "lifetime-too-long"
+    code = codes.ERR_LIFETIME_TOO_LONG
 
 
 class StaleEnvelope(DirectoryError):
     """The envelope's ``ts`` is older than :data:`MAX_ENVELOPE_AGE_S` or in the future."""
 
-    code = "stale-envelope"
+    code = codes.ERR_STALE_ENVELOPE
 
 
 class ReplayedKeyPackage(DirectoryError):
     """A one-time ref already handed out or used, or a last-resort envelope no newer than the stored one."""
 
-    code = "replayed"
+    code = codes.ERR_REPLAYED
 
 
 class QuotaExceeded(DirectoryError):
     """The identity already holds :data:`MAX_ONE_TIME_PER_IDENTITY` live one-time KeyPackages."""
 
-    code = "quota"
+    code = codes.ERR_QUOTA
 
 
 class DirectoryFull(DirectoryError):
     """The directory holds :data:`MAX_DIRECTORY_ENTRIES`."""
 
-    code = "directory-full"
+    code = codes.ERR_DIRECTORY_FULL
 
 
 class FetchNotAuthorised(DirectoryError):
     """The requester is not a member of a stream the target asked to join (RFC 9420 §16.8)."""
 
-    code = "not-authorised"
+    code = codes.ERR_NOT_AUTHORISED
 
 
 class NoKeyPackage(DirectoryError):
     """The target has no live KeyPackage of the requested suite."""
 
-    code = "no-key-package"
+    code = codes.ERR_NO_KEY_PACKAGE
 
 
 class FetchRateLimited(DirectoryError):
     """The requester used up its one-time budget for this identity and no last resort exists."""
 
-    code = "fetch-rate-limited"
+    code = codes.ERR_FETCH_RATE_LIMITED
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -202,7 +203,7 @@ class FetchRateLimited(DirectoryError):
 class NotAdmissible(DirectoryError):
     """An Add names a KeyPackage the directory cannot vouch for (unknown, other identity, used, expired)."""
 
-    code = "key-package-not-admissible"
+    code = codes.ERR_KEY_PACKAGE_NOT_ADMISSIBLE
 
 
 # --- KeyPackage inspection ------------------------------------------------------------------------

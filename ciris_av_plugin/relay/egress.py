@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..media.wire import FLAG_DISCARDABLE, FLAG_KEYFRAME
+from ..protocol.media_wire import FLAG_DISCARDABLE, FLAG_KEYFRAME
 from .engine_config import (
     AGE_SAMPLES,
     CLS_AUDIO,

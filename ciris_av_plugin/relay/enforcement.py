@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..media.kid import EPOCH_BITS, EPOCH_MASK, sender_bits
-from ..media.wire import FragmentHeader
+from ..protocol.media_wire import FragmentHeader
 
 log = logging.getLogger(__name__)
 

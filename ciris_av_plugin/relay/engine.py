@@ -58,7 +58,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from ..media.wire import (
+from ..protocol.media_wire import (
     FLAG_AUDIO,
     FLAG_DISCARDABLE,
     FLAG_END_OF_STREAM,
@@ -73,6 +73,7 @@ from ..media.wire import (
     FragmentHeader,
     split,
 )
+from ..protocol.reports import decode_receiver_report
 from ..ratelimit import TokenBucket
 from .egress import Egress, Item, Subscriber
 from .engine_config import (
@@ -96,7 +97,6 @@ from .errors import (
 from .events import Event, SubscriberResumed, SubscriberStalled
 from .keyframes import KeyframeRequests
 from .repair import Repair
-from .reports import decode_receiver_report
 from .tracks import Stream, Track
 
 __all__ = ["ForwardingEngine"]

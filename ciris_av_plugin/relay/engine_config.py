@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 from ..media.retransmit import NACK_RATE
-from ..media.wire import FRAG_HEADER_LEN, MAX_FRAME_SIZE
+from ..protocol.media_wire import FRAG_HEADER_LEN, MAX_FRAME_SIZE
+from ..protocol.reports import REPORT_INTERVAL_S
 from .errors import ConfigError
-from .reports import REPORT_INTERVAL_S
 
 __all__ = ["EngineConfig", "DROP_REASONS"]
 

@@ -8,6 +8,7 @@ A raised error leaves the engine's state unchanged.
 from __future__ import annotations
 
 from ..errors import RelayError
+from ..protocol.errors import ReportError
 
 __all__ = [
     "RelayError",
@@ -18,10 +19,6 @@ __all__ = [
     "ConfigError",
     "InvalidStreamError",
 ]
-
-
-class ReportError(RelayError):
-    """A receiver-report packet is truncated, of an unknown version or otherwise malformed."""
 
 
 class PublishNotAuthorizedError(RelayError):

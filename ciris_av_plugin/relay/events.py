@@ -8,16 +8,27 @@ The transport routes them: ``KeyframeRequested`` to the publisher's long-poll ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from ..protocol import control
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Base class of the relay engine's events."""
+    """Base class of the relay engine's events.
+
+    ``KIND`` is the event's stable wire name (``protocol/control.py``): the transport sends and counts
+    events by it, never by class name, so renaming a class cannot change the protocol.
+    """
+
+    KIND: ClassVar[str]
 
 
 @dataclass(frozen=True, slots=True)
 class KeyframeRequested(Event):
     """Ask the publisher of a video track for a keyframe (coalesced and rate-limited per track)."""
+
+    KIND: ClassVar[str] = control.EVENT_KEYFRAME_REQUESTED
 
     stream_id: int
     "The stream the track belongs to."
@@ -31,6 +42,8 @@ class KeyframeRequested(Event):
 class SubscriberStalled(Event):
     """A subscriber sent no receiver report for ``stall_timeout``: sending to it has stopped."""
 
+    KIND: ClassVar[str] = control.EVENT_SUBSCRIBER_STALLED
+
     link_id: bytes
     "The subscriber link."
     since: float
@@ -42,6 +55,8 @@ class SubscriberStalled(Event):
 @dataclass(frozen=True, slots=True)
 class SubscriberResumed(Event):
     """A stalled subscriber reported again: sending restarts at the next keyframe of each video track."""
+
+    KIND: ClassVar[str] = control.EVENT_SUBSCRIBER_RESUMED
 
     link_id: bytes
     "The subscriber link."
@@ -57,9 +72,11 @@ class NackUpstream(Event):
     or upstream relay, that feeds the tracks named in it); it is not a long-poll event.
     """
 
+    KIND: ClassVar[str] = control.EVENT_NACK_UPSTREAM
+
     link_id: bytes
     "The link that feeds the NACKed tracks."
     stream_id: int
     "The stream the NACK is about."
     packet: bytes
-    "The encoded PT_NACK packet (media/nack.py)."
+    "The encoded PT_NACK packet (protocol/nack.py)."

@@ -22,9 +22,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from ..media.nack import LossDetector, NackError, decode_nack
+from ..media.nack import LossDetector
 from ..media.retransmit import NACK_RATE, NackResponder, RetransmitRing
-from ..media.wire import FLAG_AUDIO, FLAG_KEYFRAME
+from ..protocol.media_wire import FLAG_AUDIO, FLAG_KEYFRAME
+from ..protocol.nack import NackError, decode_nack
 from .egress import Egress, Item, Subscriber
 from .engine_config import (
     BASE_LAYER_PRIORITY,

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Protocol, runtime_checkable
 
 from ..errors import RelayError
+from ..protocol import codes
 
 __all__ = [
     "StorageError",
@@ -49,7 +50,7 @@ class StorageError(RelayError):
     changed nothing (its transaction was rolled back).
     """
 
-    code = "storage"
+    code = codes.ERR_STORAGE
 
 
 # --- KeyPackage directory -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ciris_av_plugin.errors import AVError
+from ciris_av_plugin.errors import AVError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,6 @@ def write_json_file(path: Path | str, data: Any) -> None:
 
 def read_config_text(path: Path | str) -> str:
     """Read a node configuration file as UTF-8 text (store/ is the only code that touches disk)."""
-    from ciris_av_plugin.config import ConfigError
-
     path = Path(path).expanduser()
     try:
         with open(path, "rb") as handle:

@@ -32,12 +32,12 @@ from typing import Any
 
 import RNS
 
+from ..protocol.control import APP_NAME, RELAY_ASPECT
 from . import control
 from .control import Event
 from .errors import ControlError, LinkDown, PacketTooLarge, RelayUnreachable
 from .hook import MODE_AUTO, attach_receiver, resolve_mode
 from .loss import LossInjector
-from .relay import APP_NAME, RELAY_ASPECT
 from .resource_guard import KIND_RESPONSE, ResourceGuard, check_rns_internals, send_request
 
 log = logging.getLogger(__name__)

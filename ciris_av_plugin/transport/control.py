@@ -19,26 +19,24 @@ from typing import Any
 
 import msgpack
 
+# Request paths and error codes are the protocol's (protocol/control.py, protocol/codes.py); the
+# names are re-exported because every handler here and in relay.py / client.py speaks them.
+from ..protocol.codes import ERR_BAD_REQUEST as ERR_BAD_REQUEST
+from ..protocol.codes import ERR_BUSY as ERR_BUSY
+from ..protocol.codes import ERR_INTERNAL as ERR_INTERNAL
+from ..protocol.codes import ERR_NOT_IDENTIFIED as ERR_NOT_IDENTIFIED
+from ..protocol.codes import ERR_NOT_MEMBER as ERR_NOT_MEMBER
+from ..protocol.codes import ERR_RATE_LIMITED as ERR_RATE_LIMITED
+from ..protocol.codes import ERR_REFUSED as ERR_REFUSED
+from ..protocol.codes import ERR_TOO_LARGE as ERR_TOO_LARGE
+from ..protocol.codes import ERR_UNKNOWN_LINK as ERR_UNKNOWN_LINK
+from ..protocol.control import PATH_EVENTS as PATH_EVENTS
+from ..protocol.control import PATH_IDENTIFY_CONFIRM as PATH_IDENTIFY_CONFIRM
+from ..protocol.control import PATH_PUBLISH as PATH_PUBLISH
+from ..protocol.control import PATH_STATS as PATH_STATS
+from ..protocol.control import PATH_SUBSCRIBE as PATH_SUBSCRIBE
 from ..ratelimit import TokenBucket
 from .errors import ControlError
-
-# Request paths the relay registers. Kept short: RNS hashes the path into every request.
-PATH_IDENTIFY_CONFIRM = "identify-confirm"
-PATH_PUBLISH = "publish"
-PATH_SUBSCRIBE = "subscribe"
-PATH_EVENTS = "events"
-PATH_STATS = "stats"
-
-# Error codes carried in {"error": code}. Stable strings: clients branch on them.
-ERR_BAD_REQUEST = "bad-request"
-ERR_NOT_IDENTIFIED = "not-identified"
-ERR_RATE_LIMITED = "rate-limited"
-ERR_BUSY = "busy"
-ERR_REFUSED = "refused"
-ERR_UNKNOWN_LINK = "unknown-link"
-ERR_NOT_MEMBER = "not-member"
-ERR_TOO_LARGE = "too-large"
-ERR_INTERNAL = "internal"
 
 # Largest control request body the relay accepts. Control bodies here are a few dozen bytes;
 # later issues carry GroupInfo/Commit/Welcome (a 1,000-member ratchet tree is ~100 kB), so 256 KiB

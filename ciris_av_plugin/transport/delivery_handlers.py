@@ -8,9 +8,9 @@ it starts) and wires the relay's authorisation to the delivery service's roster:
   ``register-stream``, ``join``, ``welcome``, ``welcome-ack``, ``tree``, ``commit``, ``propose``,
   ``commits``, ``commit-failed`` and ``keyframe`` (a keyframe request carrying the requester's epoch).
   Refusals answer the refusing error's stable ``code`` (``stale-commit``, ``fetch-not-authorised``...).
-* **Events.** The delivery service's :class:`~ciris_av_plugin.relay.delivery.Notify` items go on the
+* **Events.** The delivery service's :class:`~ciris_av_plugin.relay.delivery_events.Notify` items go on the
   recipient's control links' long polls (links with no media role; every link of the identity if it
-  has none), with the event's class name as ``kind``.
+  has none), with the event's stable wire name (``KIND``, ``protocol/control.py``) as ``kind``.
 * **Authorisation.** ``publish``/``subscribe`` only by a leaf of the stream's current tree (or a
   configured peer relay); every publishing link is bound to its identity for the frame filter
   (:class:`~ciris_av_plugin.relay.enforcement.EpochEnforcer`), which the engine runs per fragment.
@@ -32,8 +32,7 @@ from typing import Any
 import RNS
 
 from ..errors import RelayError
-from ..relay.delivery import MAX_ADMITTERS, DeliveryService, Notify, UnknownStream
-from ..relay.delivery_wire import (
+from ..protocol.control import (
     EVENT_KEYFRAME_WANTED,
     PATH_COMMIT,
     PATH_COMMIT_FAILED,
@@ -50,6 +49,9 @@ from ..relay.delivery_wire import (
     PATH_WELCOME,
     PATH_WELCOME_ACK,
 )
+from ..relay.delivery import MAX_ADMITTERS, DeliveryService
+from ..relay.delivery_errors import UnknownStream
+from ..relay.delivery_events import Notify
 from ..relay.directory import MAX_ONE_TIME_PER_IDENTITY, KeyPackageDirectory
 from ..relay.enforcement import EpochEnforcer
 from . import control
@@ -215,7 +217,7 @@ class DeliveryPlane:
     def _notify(self, notes: Iterable[Notify]) -> None:
         for note in notes:
             data = dataclasses.asdict(note.event)
-            kind = type(note.event).__name__
+            kind = note.event.KIND
             links = self.relay.links_of(note.recipient, role="control") or self.relay.links_of(note.recipient)
             for link_id in links:
                 self.relay.push_event(link_id, kind, data)

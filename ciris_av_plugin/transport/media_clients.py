@@ -6,7 +6,7 @@
   (:meth:`PublisherClient.take_keyframe_request`) or handled by a callback.
 * :class:`SubscriberClient` feeds every media packet to ``media.frames.FrameOpener`` and hands
   decrypted frames to a callback; every ~100 ms it sends a receiver report
-  (``relay.reports``) with the highest frame completed and the frames lost per track, which is
+  (``protocol.reports``) with the highest frame completed and the frames lost per track, which is
   what keeps the relay from marking it stalled.
 
 Both run the opener/sealer under one lock: with the inline receive path packets arrive on one
@@ -30,10 +30,11 @@ from typing import Any
 import RNS
 
 from ..media.frames import FrameDecrypted, FrameDropped, FrameOpener, FrameSealer
-from ..media.nack import LossDetector, NackError, decode_nack
+from ..media.nack import LossDetector
 from ..media.retransmit import RING_MAX_AGE_S, NackResponder, RetransmitRing
-from ..media.wire import PT_NACK, ForwardingHeader
-from ..relay.reports import MAX_REPORT_TRACKS, ReceiverReport, TrackReport, encode_receiver_report
+from ..protocol.media_wire import PT_NACK, ForwardingHeader
+from ..protocol.nack import NackError, decode_nack
+from ..protocol.reports import MAX_REPORT_TRACKS, ReceiverReport, TrackReport, encode_receiver_report
 from .client import RelayClient
 from .control import Event
 from .hook import MODE_AUTO

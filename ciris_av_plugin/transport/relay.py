@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import RNS
 
 from ..errors import AVError
+from ..protocol.control import APP_NAME, RELAY_ASPECT
 from . import control
 from .control import ControlError, EventQueue, RequestLimiter
 from .hook import MODE_AUTO, CongestionProbe, attach_receiver, congestion_probe, resolve_mode
@@ -47,8 +48,6 @@ from .resource_guard import KIND_REQUEST, ResourceGuard, check_rns_internals
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "ciris_av"
-RELAY_ASPECT = "relay"
 
 # A link must identify and confirm within this time or it is closed (ARCHITECTURE.md: "~2 s").
 # Link set-up plus identify plus one request takes ~10 ms on loopback and < 1 s on slow radio hops.
@@ -519,7 +518,7 @@ class RelayNode:
                     self._forget(state)
 
     def _route_event(self, event: Any) -> None:
-        kind = type(event).__name__
+        kind = event.KIND
         self.engine_events[kind] += 1
         link_id = getattr(event, "link_id", None)
         if link_id is None:

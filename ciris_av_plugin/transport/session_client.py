@@ -33,20 +33,11 @@ import RNS
 from ..media.events import FrameDecrypted
 from ..media.frames import FrameOpener, FrameSealer
 from ..media.mls_keys import MediaKeyBinding
-from ..media.wire import ForwardingHeader
-from ..relay.delivery_wire import EVENT_KEYFRAME_WANTED
-from ..session import (
-    LINK_DOWN,
-    Backoff,
-    DeleteState,
-    InstallKeys,
-    KeyframeNeeded,
-    Removed,
-    Request,
-    SaveState,
-    Session,
-    Subscribe,
-)
+from ..protocol.control import EVENT_KEYFRAME_WANTED
+from ..protocol.media_wire import ForwardingHeader
+from ..session import LINK_DOWN, Session
+from ..session_actions import Backoff, DeleteState, InstallKeys, Request, SaveState, Subscribe
+from ..session_events import KeyframeNeeded, Removed
 from ..store.member_state import MemberStateStore
 from .client import RelayClient
 from .control import Event

@@ -33,8 +33,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..media.wire import PT_RECEIVER_REPORT
 from .errors import ReportError
+from .media_wire import PT_RECEIVER_REPORT
 
 REPORT_VERSION = 1
 # A subscriber reports this often; the relay's stall timeout is three intervals, so one or two

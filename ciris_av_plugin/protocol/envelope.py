@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import RelayError
+from . import codes
 
 log = logging.getLogger(__name__)
 
@@ -87,25 +88,25 @@ _MAX_TS = (1 << 63) - 1
 class EnvelopeError(RelayError):
     """A publish envelope was refused; ``code`` says why, for the typed error reply."""
 
-    code = "bad-envelope"
+    code = codes.ERR_BAD_ENVELOPE
 
 
 class MalformedEnvelope(EnvelopeError):
     """Not a well-formed envelope: bad msgpack, missing, extra or duplicate keys, wrong types or lengths."""
 
-    code = "malformed-envelope"
+    code = codes.ERR_MALFORMED_ENVELOPE
 
 
 class OversizedEnvelope(EnvelopeError):
     """The envelope or its KeyPackage exceeds :data:`MAX_ENVELOPE_SIZE` / :data:`MAX_KEY_PACKAGE_SIZE`."""
 
-    code = "oversized"
+    code = codes.ERR_OVERSIZED
 
 
 class BadEnvelopeSignature(EnvelopeError):
     """The signature does not verify under the envelope's ``identity_pub`` (forged or altered)."""
 
-    code = "bad-signature"
+    code = codes.ERR_BAD_SIGNATURE
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ A *frame object* is ``forwarding_header || sframe_ciphertext``; fragments carry 
 it. All integers are big-endian.
 
 The first byte of every media link packet is its type: ``PT_FRAGMENT`` (below),
-``PT_RECEIVER_REPORT`` (``relay/reports.py``), ``PT_NACK`` (missing byte ranges of frames,
-``media/nack.py``: fixed layout, at most 24 ranges, at most 347 bytes so it fits a 431-byte MDU)
+``PT_RECEIVER_REPORT`` (``protocol/reports.py``), ``PT_NACK`` (missing byte ranges of frames,
+``protocol/nack.py``: fixed layout, at most 24 ranges, at most 347 bytes so it fits a 431-byte MDU)
 and ``PT_KEEPALIVE``. A fragment resent in answer to a NACK carries ``FLAG_RETRANSMISSION``
 (``media/retransmit.py``); receivers use it to measure the repair time.
 

@@ -1,6 +1,6 @@
-"""In-memory :class:`DirectoryStore` and :class:`GroupStateStore` for unit tests and ephemeral relays.
+"""In-memory :class:`DirectoryStore` and :class:`GroupStateStore`: the reference the SQLite store is tested against.
 
-It implements exactly the contract of :mod:`.storage` (the SQLite adapter is tested against the same
+It implements exactly the contract of ``relay/storage.py`` (the SQLite adapter is tested against the same
 behaviour), including atomicity: every method runs under one lock, so concurrent fetches of a
 one-time KeyPackage hand it out once here too. Nothing survives the process.
 """
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .storage import (
+from ciris_av_plugin.relay.storage import (
     CommitOutcome,
     CommitRecord,
     JoinRequest,
