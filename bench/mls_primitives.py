@@ -23,7 +23,8 @@ from ciris_av_plugin.mls.framing import (
     sign_content,
     unprotect_private,
 )
-from ciris_av_plugin.mls.messages import GroupContext, WireFormat
+from ciris_av_plugin.mls.messages import GroupContext
+from ciris_av_plugin.mls.registries import WireFormat
 from ciris_av_plugin.mls.secret_tree import RatchetType, SecretTree
 
 

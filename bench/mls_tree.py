@@ -13,8 +13,9 @@ from collections.abc import Callable
 from mls_primitives import run_bench
 
 from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.mls.messages import Credential, GroupContext, KeyPackage, Lifetime
+from ciris_av_plugin.mls.messages import Credential, GroupContext, Lifetime
 from ciris_av_plugin.mls.tree import RatchetTree
+from ciris_av_plugin.mls.tree_structs import KeyPackage
 from ciris_av_plugin.mls.treekem import TreeKEMPrivate, create_update_path, process_update_path
 
 TREEKEM_SIZES = (8, 32, 128)

@@ -13,7 +13,8 @@ from typing import Any
 
 from .errors import MLSError
 from .mls.framing import MLSMessage, PublicMessage
-from .mls.messages import Proposal, Remove, Welcome
+from .mls.proposal_structs import Proposal, Remove
+from .mls.welcome_structs import Welcome
 
 __all__ = ["AdmissionPolicy", "AllowList", "admit_all", "removes_another", "welcome_refs", "as_bytes"]
 

@@ -12,15 +12,9 @@ import RNS
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import MLSMessage
-from ciris_av_plugin.mls.messages import (
-    Capabilities,
-    Credential,
-    Extension,
-    KeyPackage,
-    LeafNode,
-    LeafNodeSource,
-    Lifetime,
-)
+from ciris_av_plugin.mls.messages import Capabilities, Credential, Extension, Lifetime
+from ciris_av_plugin.mls.registries import LeafNodeSource
+from ciris_av_plugin.mls.tree_structs import KeyPackage, LeafNode
 from ciris_av_plugin.protocol.envelope import seal_envelope
 
 NOW = 1_800_000_000

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.mls.messages import Credential, GroupContext, KeyPackage, Lifetime
+from ciris_av_plugin.mls.messages import Credential, GroupContext, Lifetime
 from ciris_av_plugin.mls.tree import RatchetTree
+from ciris_av_plugin.mls.tree_structs import KeyPackage
 from ciris_av_plugin.mls.treekem import TreeKEMPrivate, create_update_path, process_update_path
 
 SUITE = CipherSuite(1)

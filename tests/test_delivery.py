@@ -28,18 +28,11 @@ from ciris_av_plugin.mls.framing import (
     Sender,
     SenderType,
 )
-from ciris_av_plugin.mls.messages import (
-    Commit,
-    EncryptedGroupSecrets,
-    GroupContext,
-    GroupContextExtensions,
-    GroupInfo,
-    HPKECiphertext,
-    Proposal,
-    ProposalType,
-    Remove,
-    Welcome,
-)
+from ciris_av_plugin.mls.messages import GroupContext
+from ciris_av_plugin.mls.proposal_structs import Commit, GroupContextExtensions, Proposal, Remove
+from ciris_av_plugin.mls.registries import ProposalType
+from ciris_av_plugin.mls.tree_structs import HPKECiphertext
+from ciris_av_plugin.mls.welcome_structs import EncryptedGroupSecrets, GroupInfo, Welcome
 from ciris_av_plugin.relay.delivery import (
     MAX_PROPOSAL_SIZE,
     MAX_PROPOSALS_PER_EPOCH,

@@ -20,12 +20,8 @@ from support_vectors import load_mls
 
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import MLSMessage
-from ciris_av_plugin.mls.messages import (
-    Credential,
-    CredentialType,
-    Extension,
-    LeafNodeSource,
-)
+from ciris_av_plugin.mls.messages import Credential, Extension
+from ciris_av_plugin.mls.registries import CredentialType, LeafNodeSource
 from ciris_av_plugin.protocol.envelope import (
     ENVELOPE_SIGNATURE_LABEL,
     MAX_ENVELOPE_SIZE,

@@ -153,7 +153,8 @@ def test_soft_hpke_interoperates_with_cryptography(suite_id: int) -> None:
 
 def test_hpke_export_rfc9180_a7() -> None:
     """RFC 9180 A.7.1 (DHKEM(X25519), HKDF-SHA256, export-only AEAD 0xFFFF), receiver side."""
-    from ciris_av_plugin.mls.crypto import AES_128_GCM, DHKEMX25519, AeadSpec, SoftHPKE
+    from ciris_av_plugin.mls.hpke_soft import AES_128_GCM, AeadSpec, SoftHPKE
+    from ciris_av_plugin.mls.kem import DHKEMX25519
 
     export_only = AeadSpec(AES_128_GCM.cls, 16, 12, None, 0xFFFF)
     soft = SoftHPKE(DHKEMX25519(), "sha256", export_only)

@@ -21,7 +21,9 @@ from ciris_av_plugin.mls.framing import (
     unprotect_private,
     unprotect_public,
 )
-from ciris_av_plugin.mls.messages import Commit, GroupContext, Proposal, Remove, WireFormat
+from ciris_av_plugin.mls.messages import GroupContext
+from ciris_av_plugin.mls.proposal_structs import Commit, Proposal, Remove
+from ciris_av_plugin.mls.registries import WireFormat
 from ciris_av_plugin.mls.secret_tree import RatchetType, SecretTree
 
 CS = CipherSuite(1)
@@ -187,7 +189,7 @@ def test_mlsmessage_rejects_unknown_version_and_wire_format() -> None:
 
 def test_sender_type_content_rules() -> None:
     from ciris_av_plugin.mls.framing import check_sender_content
-    from ciris_av_plugin.mls.messages import ExternalInit
+    from ciris_av_plugin.mls.proposal_structs import ExternalInit
 
     def content(sender: Sender, body) -> FramedContent:
         return FramedContent(GC.group_id, GC.epoch, sender, b"", body)

@@ -16,10 +16,40 @@ from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
 from support_vectors import load_mls
 
 from ciris_av_plugin.errors import MLSError
-from ciris_av_plugin.mls import messages as m
+from ciris_av_plugin.mls.messages import (
+    Capabilities,
+    Credential,
+    ExternalSender,
+    GroupContext,
+    Lifetime,
+    RequiredCapabilities,
+    decode_external_senders,
+    encode_external_senders,
+)
+from ciris_av_plugin.mls.proposal_structs import (
+    Add,
+    Commit,
+    ExternalInit,
+    GroupContextExtensions,
+    PreSharedKey,
+    Proposal,
+    ReInit,
+    Remove,
+    Update,
+)
+from ciris_av_plugin.mls.struct import Struct
 from ciris_av_plugin.mls.tree import RatchetTree
+from ciris_av_plugin.mls.tree_structs import (
+    KeyPackage,
+    LeafNode,
+    ParentNode,
+    UpdatePath,
+    decode_ratchet_tree,
+    encode_ratchet_tree,
+)
 from ciris_av_plugin.mls.treekem import create_update_path, merge_update_path, process_update_path
 from ciris_av_plugin.mls.welcome import open_welcome
+from ciris_av_plugin.mls.welcome_structs import GroupInfo, GroupSecrets, Welcome
 
 SEED_CASES = 4
 FUZZ = settings(max_examples=200, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
@@ -35,23 +65,23 @@ def _seeds(key: str, strip_header: bool = False) -> list[bytes]:
 DECODERS: dict[str, tuple[Callable[[bytes], object], Callable[[object], bytes], list[bytes]]] = {}
 
 
-def _struct(name: str, cls: type[m.Struct], key: str, strip: bool = False) -> None:
+def _struct(name: str, cls: type[Struct], key: str, strip: bool = False) -> None:
     DECODERS[name] = (cls.from_bytes, lambda v: v.to_bytes(), _seeds(key, strip))
 
 
-_struct("Welcome", m.Welcome, "mls_welcome", True)
-_struct("GroupInfo", m.GroupInfo, "mls_group_info", True)
-_struct("KeyPackage", m.KeyPackage, "mls_key_package", True)
-_struct("GroupSecrets", m.GroupSecrets, "group_secrets")
-_struct("Add", m.Add, "add_proposal")
-_struct("Update", m.Update, "update_proposal")
-_struct("Remove", m.Remove, "remove_proposal")
-_struct("PreSharedKey", m.PreSharedKey, "pre_shared_key_proposal")
-_struct("ReInit", m.ReInit, "re_init_proposal")
-_struct("ExternalInit", m.ExternalInit, "external_init_proposal")
-_struct("GroupContextExtensions", m.GroupContextExtensions, "group_context_extensions_proposal")
-_struct("Commit", m.Commit, "commit")
-DECODERS["ratchet_tree"] = (m.decode_ratchet_tree, m.encode_ratchet_tree, _seeds("ratchet_tree"))
+_struct("Welcome", Welcome, "mls_welcome", True)
+_struct("GroupInfo", GroupInfo, "mls_group_info", True)
+_struct("KeyPackage", KeyPackage, "mls_key_package", True)
+_struct("GroupSecrets", GroupSecrets, "group_secrets")
+_struct("Add", Add, "add_proposal")
+_struct("Update", Update, "update_proposal")
+_struct("Remove", Remove, "remove_proposal")
+_struct("PreSharedKey", PreSharedKey, "pre_shared_key_proposal")
+_struct("ReInit", ReInit, "re_init_proposal")
+_struct("ExternalInit", ExternalInit, "external_init_proposal")
+_struct("GroupContextExtensions", GroupContextExtensions, "group_context_extensions_proposal")
+_struct("Commit", Commit, "commit")
+DECODERS["ratchet_tree"] = (decode_ratchet_tree, encode_ratchet_tree, _seeds("ratchet_tree"))
 DECODERS["RatchetTree"] = (
     lambda b: RatchetTree.from_bytes(SUITE, b),
     lambda t: t.to_bytes(),
@@ -59,25 +89,25 @@ DECODERS["RatchetTree"] = (
 )
 _FROM_VECTORS = frozenset(DECODERS)  # the decoders seeded from the vector file, SEED_CASES seeds each
 # Structures nested inside the seeds above, reached through their own entry points as well.
-_GI = m.GroupInfo.from_bytes(_seeds("mls_group_info", True)[0])
-_KP = m.KeyPackage.from_bytes(_seeds("mls_key_package", True)[0])
-_EXTRA: dict[str, tuple[type[m.Struct], bytes]] = {
-    "GroupContext": (m.GroupContext, _GI.group_context.to_bytes()),
-    "LeafNode": (m.LeafNode, _KP.leaf_node.to_bytes()),
-    "Credential": (m.Credential, _KP.leaf_node.credential.to_bytes()),
-    "Capabilities": (m.Capabilities, _KP.leaf_node.capabilities.to_bytes()),
-    "Proposal": (m.Proposal, b"\x00\x03" + _seeds("remove_proposal")[0]),
-    "UpdatePath": (m.UpdatePath, m.UpdatePath(_KP.leaf_node, []).to_bytes()),
-    "ParentNode": (m.ParentNode, m.ParentNode(b"k" * 32, b"p", [1, 2]).to_bytes()),
-    "Lifetime": (m.Lifetime, m.Lifetime(1, 2).to_bytes()),
-    "RequiredCapabilities": (m.RequiredCapabilities, m.RequiredCapabilities([1], [2], [1]).to_bytes()),
+_GI = GroupInfo.from_bytes(_seeds("mls_group_info", True)[0])
+_KP = KeyPackage.from_bytes(_seeds("mls_key_package", True)[0])
+_EXTRA: dict[str, tuple[type[Struct], bytes]] = {
+    "GroupContext": (GroupContext, _GI.group_context.to_bytes()),
+    "LeafNode": (LeafNode, _KP.leaf_node.to_bytes()),
+    "Credential": (Credential, _KP.leaf_node.credential.to_bytes()),
+    "Capabilities": (Capabilities, _KP.leaf_node.capabilities.to_bytes()),
+    "Proposal": (Proposal, b"\x00\x03" + _seeds("remove_proposal")[0]),
+    "UpdatePath": (UpdatePath, UpdatePath(_KP.leaf_node, []).to_bytes()),
+    "ParentNode": (ParentNode, ParentNode(b"k" * 32, b"p", [1, 2]).to_bytes()),
+    "Lifetime": (Lifetime, Lifetime(1, 2).to_bytes()),
+    "RequiredCapabilities": (RequiredCapabilities, RequiredCapabilities([1], [2], [1]).to_bytes()),
 }
 for _name, (_cls, _seed) in _EXTRA.items():
     DECODERS[_name] = (_cls.from_bytes, lambda v: v.to_bytes(), [_seed])
 DECODERS["external_senders"] = (
-    m.decode_external_senders,
-    m.encode_external_senders,
-    [m.encode_external_senders([m.ExternalSender(b"s" * 32, m.Credential.basic(b"ds"))])],
+    decode_external_senders,
+    encode_external_senders,
+    [encode_external_senders([ExternalSender(b"s" * 32, Credential.basic(b"ds"))])],
 )
 
 
@@ -161,7 +191,7 @@ _PATH = create_update_path(_GROUP.tree, 0, _GROUP.members[0].sig_priv, _GC).upda
 def test_mutated_update_paths_are_refused_cleanly(data: bytes) -> None:
     before = _GROUP.tree.to_bytes()
     try:
-        path = m.UpdatePath.from_bytes(data)
+        path = UpdatePath.from_bytes(data)
         merge_update_path(_GROUP.tree, 0, path, GROUP_ID)
         process_update_path(_GROUP.tree, _GROUP.privates[3], 0, path, _GC)
     except MLSError:
@@ -201,7 +231,7 @@ def test_tree_operations_keep_the_shape_invariants(ops: list[tuple[str, int]]) -
 
 def _welcome_seed() -> tuple[bytes, object, bytes]:
     case = next(c for c in load_mls("welcome") if int(c["cipher_suite"]) == 1)
-    kp = m.KeyPackage.from_bytes(bytes.fromhex(case["key_package"])[4:])
+    kp = KeyPackage.from_bytes(bytes.fromhex(case["key_package"])[4:])
     return bytes.fromhex(case["welcome"])[4:], kp, bytes.fromhex(case["init_priv"])
 
 
@@ -212,7 +242,7 @@ _WELCOME, _WELCOME_KP, _WELCOME_INIT = _welcome_seed()
 @given(data=mutated([_WELCOME]))
 def test_mutated_welcomes_are_refused_cleanly(data: bytes) -> None:
     try:
-        welcome = m.Welcome.from_bytes(data)
+        welcome = Welcome.from_bytes(data)
         open_welcome(SUITE, welcome, _WELCOME_KP, _WELCOME_INIT, verify_tree=True)
     except MLSError:
         pass

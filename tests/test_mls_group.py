@@ -342,7 +342,7 @@ def test_update_proposal_by_the_committer_is_left_out() -> None:
 
 def _psk_proposal(g: Group, psk_id) -> bytes:
     """A PSK proposal sent by ``g`` (Group has no verb for it; the vectors and interop send them)."""
-    from ciris_av_plugin.mls.messages import PreSharedKey, Proposal
+    from ciris_av_plugin.mls.proposal_structs import PreSharedKey, Proposal
 
     return g._propose(Proposal(PreSharedKey(psk_id)), False, b"")
 
@@ -351,7 +351,8 @@ def test_external_and_resumption_psks_in_commits_and_welcomes() -> None:
     import os
 
     from ciris_av_plugin.mls import MissingPSKError
-    from ciris_av_plugin.mls.messages import PreSharedKeyID, PSKType, ResumptionPSKUsage
+    from ciris_av_plugin.mls.proposal_structs import PreSharedKeyID
+    from ciris_av_plugin.mls.registries import PSKType, ResumptionPSKUsage
 
     world = World()
     world.commit(ident(0), new=2)

@@ -35,18 +35,11 @@ from ciris_av_plugin.mls.framing import (
     protect_public,
     sign_content,
 )
-from ciris_av_plugin.mls.messages import (
-    Extension,
-    ExtensionType,
-    GroupInfo,
-    KeyPackage,
-    Lifetime,
-    ParentNode,
-    ProposalOrRef,
-    Welcome,
-    WireFormat,
-)
+from ciris_av_plugin.mls.messages import Extension, Lifetime
+from ciris_av_plugin.mls.proposal_structs import ProposalOrRef
+from ciris_av_plugin.mls.registries import ExtensionType, WireFormat
 from ciris_av_plugin.mls.tree import RatchetTree
+from ciris_av_plugin.mls.tree_structs import KeyPackage, ParentNode
 from ciris_av_plugin.mls.welcome import (
     decrypt_group_info,
     decrypt_group_secrets,
@@ -54,6 +47,7 @@ from ciris_av_plugin.mls.welcome import (
     encrypt_group_secrets,
     find_secrets,
 )
+from ciris_av_plugin.mls.welcome_structs import GroupInfo, Welcome
 
 
 def small_group(n: int) -> tuple[list[Group], PublicGroup]:

@@ -12,7 +12,9 @@ from ciris_av_plugin.mls.key_schedule import (
     welcome_key_nonce,
     welcome_secret,
 )
-from ciris_av_plugin.mls.messages import GroupContext, PreSharedKeyID, PSKType
+from ciris_av_plugin.mls.messages import GroupContext
+from ciris_av_plugin.mls.proposal_structs import PreSharedKeyID
+from ciris_av_plugin.mls.registries import PSKType
 
 CS = CipherSuite(1)
 GC = GroupContext(1, b"g", 1, b"\x01" * 32, b"\x02" * 32, [])

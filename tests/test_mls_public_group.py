@@ -30,23 +30,18 @@ from ciris_av_plugin.mls.framing import (
     protect_public,
     sign_content,
 )
-from ciris_av_plugin.mls.messages import (
+from ciris_av_plugin.mls.messages import Credential, Extension, ExternalSender, encode_external_senders
+from ciris_av_plugin.mls.proposal_structs import (
     Commit,
-    Credential,
-    Extension,
-    ExtensionType,
     ExternalInit,
-    ExternalSender,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
     ProposalOrRef,
-    PSKType,
     ReInit,
     Remove,
-    WireFormat,
-    encode_external_senders,
 )
+from ciris_av_plugin.mls.registries import ExtensionType, PSKType, WireFormat
 
 
 def setup(n: int = 3) -> tuple[list[Group], PublicGroup]:

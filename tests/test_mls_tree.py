@@ -9,17 +9,9 @@ from support_mls_tree import GROUP_ID, SUITE, grow, new_member
 
 from ciris_av_plugin.errors import MLSError
 from ciris_av_plugin.mls.crypto import CipherSuite
-from ciris_av_plugin.mls.messages import (
-    Capabilities,
-    Credential,
-    KeyPackage,
-    Lifetime,
-    ParentNode,
-    RequiredCapabilities,
-    decode_ratchet_tree,
-    encode_ratchet_tree,
-)
+from ciris_av_plugin.mls.messages import Capabilities, Credential, Lifetime, RequiredCapabilities
 from ciris_av_plugin.mls.tree import RatchetTree, TreeError, validate_key_package
+from ciris_av_plugin.mls.tree_structs import KeyPackage, ParentNode, decode_ratchet_tree, encode_ratchet_tree
 
 
 def _leaf():

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from support_mls_tree import GROUP_ID, SUITE, context, grow, new_member
 
-from ciris_av_plugin.mls.messages import HPKECiphertext, UpdatePath
 from ciris_av_plugin.mls.tree import TreeError
+from ciris_av_plugin.mls.tree_structs import HPKECiphertext, UpdatePath
 from ciris_av_plugin.mls.treekem import (
     TreeKEMError,
     TreeKEMPrivate,

@@ -11,18 +11,9 @@ from support_vectors import MLS_COUNTS, load_mls
 from ciris_av_plugin.mls import key_schedule as ks
 from ciris_av_plugin.mls.crypto import CipherSuite
 from ciris_av_plugin.mls.framing import MLSMessage
-from ciris_av_plugin.mls.messages import (
-    Extension,
-    ExtensionType,
-    GroupContext,
-    GroupInfo,
-    GroupSecrets,
-    PathSecret,
-    PreSharedKeyID,
-    PSKType,
-    ResumptionPSKUsage,
-    Welcome,
-)
+from ciris_av_plugin.mls.messages import Extension, GroupContext
+from ciris_av_plugin.mls.proposal_structs import PreSharedKeyID
+from ciris_av_plugin.mls.registries import ExtensionType, PSKType, ResumptionPSKUsage
 from ciris_av_plugin.mls.tree import RatchetTree
 from ciris_av_plugin.mls.treekem import create_update_path
 from ciris_av_plugin.mls.welcome import (
@@ -32,6 +23,7 @@ from ciris_av_plugin.mls.welcome import (
     open_welcome,
     psk_secret_for,
 )
+from ciris_av_plugin.mls.welcome_structs import GroupInfo, GroupSecrets, PathSecret, Welcome
 
 CTH = b"\x11" * 32
 

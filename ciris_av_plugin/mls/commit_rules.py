@@ -28,20 +28,16 @@ from .framing import (
     SenderType,
 )
 from .group_errors import InvalidCommitError, InvalidPathError, MissingPathError, UnsupportedMessageError
-from .messages import (
-    Commit,
-    GroupContext,
-    KeyPackage,
-    LeafNodeSource,
-    PreSharedKeyID,
-    UpdatePath,
-)
+from .messages import GroupContext
 from .policy import Policy
+from .proposal_structs import Commit, PreSharedKeyID
 from .proposals import ResolvedProposal, _check_replacement_leaf, apply_proposals, resolve_proposals
 from .public_state import PublicState
+from .registries import LeafNodeSource
 from .tree import (
     RatchetTree,
 )
+from .tree_structs import KeyPackage, UpdatePath
 from .treekem import TreeKEMError
 
 log = logging.getLogger(__name__)

@@ -8,23 +8,23 @@ from collections.abc import Callable
 from .errors import MLSError
 from .framing import SenderType
 from .group_errors import DuplicateMemberError
-from .messages import (
+from .messages import Extension
+from .policy import Policy, credential_identity
+from .proposal_structs import (
     Add,
-    Extension,
     GroupContextExtensions,
-    KeyPackage,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
     ProposalOrRef,
-    ProposalType,
     Remove,
     Update,
 )
-from .policy import Policy, credential_identity
 from .proposals import ResolvedProposal, validate_proposal
 from .psks import PSKs
 from .public_state import CachedProposal, PublicState
+from .registries import ProposalType
+from .tree_structs import KeyPackage
 
 __all__ = ["select_proposals"]
 

@@ -23,20 +23,13 @@ from enum import IntEnum
 from .codec import DecodeError, Reader, Writer, decode_all
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError
-from .messages import (
-    Add,
-    Commit,
-    GroupContext,
-    GroupInfo,
-    KeyPackage,
-    Proposal,
-    ProposalType,
-    ProtocolVersion,
-    Struct,
-    Welcome,
-    WireFormat,
-)
+from .messages import GroupContext
+from .proposal_structs import Add, Commit, Proposal
+from .registries import ProposalType, ProtocolVersion, WireFormat
 from .secret_tree import RatchetType, SecretTree, sender_data_key_nonce
+from .struct import Struct
+from .tree_structs import KeyPackage
+from .welcome_structs import GroupInfo, Welcome
 
 log = logging.getLogger(__name__)
 

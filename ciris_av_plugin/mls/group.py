@@ -74,37 +74,22 @@ from .group_state import (
     strip_secrets,
 )
 from .key_package_bundle import KeyPackageBundle, parse_key_package
-from .messages import (
-    Add,
-    Capabilities,
-    Commit,
-    Extension,
-    ExtensionType,
-    GroupContext,
-    GroupInfo,
-    GroupSecrets,
-    KeyPackage,
-    LeafNodeSource,
-    PathSecret,
-    PreSharedKeyID,
-    Proposal,
-    ProposalType,
-    Remove,
-    Update,
-    Welcome,
-    WireFormat,
-)
+from .messages import Capabilities, Extension, GroupContext
 from .policy import Policy, check_key_package, check_tree_against_context, credential_identity
+from .proposal_structs import Add, Commit, PreSharedKeyID, Proposal, Remove, Update
 from .proposals import apply_proposals, cache_proposal, resolve_proposals
 from .psks import PSKs, ResumptionPSKs
 from .public_state import PublicState, check_epoch, member_signature_key, verify_public_message
+from .registries import ExtensionType, LeafNodeSource, ProposalType, WireFormat
 from .secret_tree import SecretTree
 from .tree import RatchetTree, TreeError
+from .tree_structs import KeyPackage
 from .treekem import TreeKEMError, TreeKEMPrivate, create_update_path, process_update_path
 from .welcome import (
     encrypt_group_info,
     encrypt_group_secrets,
 )
+from .welcome_structs import GroupInfo, GroupSecrets, PathSecret, Welcome
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,13 @@ import logging
 from .codec import DecodeError
 from .crypto import CipherSuite
 from .group_errors import InvalidGroupInfoError, InvalidSignatureError, InvalidTreeError
-from .messages import (
-    GroupInfo,
-)
 from .policy import check_tree_against_context
 from .tree import (
     RatchetTree,
     TreeError,
 )
 from .welcome import ratchet_tree_of
+from .welcome_structs import GroupInfo
 
 log = logging.getLogger(__name__)
 

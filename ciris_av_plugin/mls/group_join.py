@@ -15,13 +15,13 @@ from .group_errors import InvalidWelcomeError, NoMatchingKeyPackageError, WrongC
 from .group_info import verified_group_info_tree, verify_group_info_signature
 from .group_state import EpochState, strip_secrets
 from .key_package_bundle import KeyPackageBundle
-from .messages import Welcome
 from .psks import PSKs, welcome_psk_secret
 from .public_state import PublicState
 from .secret_tree import SecretTree
 from .tree import TreeError
 from .treekem import TreeKEMError, TreeKEMPrivate
 from .welcome import WelcomeError, decrypt_group_info, decrypt_group_secrets
+from .welcome_structs import Welcome
 
 __all__ = ["open_welcome"]
 

@@ -10,8 +10,9 @@ from .codec import DecodeError, Writer, decode_all
 from .crypto import CipherSuite
 from .framing import MLSMessage
 from .group_errors import InvalidKeyPackageError
-from .messages import Capabilities, Credential, KeyPackage, Lifetime
+from .messages import Capabilities, Credential, Lifetime
 from .policy import credential_identity
+from .tree_structs import KeyPackage
 
 __all__ = ["KEY_PACKAGE_LIFETIME", "KEY_PACKAGE_BACKDATE", "KeyPackageBundle", "parse_key_package"]
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from .codec import Writer
 from .crypto import CipherSuite
 from .errors import CryptoError
-from .messages import GroupContext, PreSharedKeyID
+from .messages import GroupContext
+from .proposal_structs import PreSharedKeyID
 
 __all__ = [
     "EpochSecrets",

@@ -11,13 +11,8 @@ from dataclasses import dataclass
 from .codec import DecodeError
 from .crypto import CipherSuite
 from .group_errors import InvalidKeyPackageError, InvalidProposalError, InvalidTreeError
-from .messages import (
-    ExtensionType,
-    KeyPackage,
-    LeafNode,
-    RequiredCapabilities,
-    find_extension,
-)
+from .messages import RequiredCapabilities, find_extension
+from .registries import ExtensionType
 from .tree import (
     DEFAULT_EXTENSION_TYPES,
     RatchetTree,
@@ -25,6 +20,7 @@ from .tree import (
     check_required_capabilities,
     validate_key_package,
 )
+from .tree_structs import KeyPackage, LeafNode
 
 log = logging.getLogger(__name__)
 

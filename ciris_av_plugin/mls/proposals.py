@@ -23,23 +23,6 @@ from .group_errors import (
     UnknownProposalError,
     UnsupportedMessageError,
 )
-from .messages import (
-    Add,
-    Commit,
-    GroupContextExtensions,
-    KeyPackage,
-    LeafNode,
-    LeafNodeSource,
-    PreSharedKey,
-    PreSharedKeyID,
-    Proposal,
-    ProposalType,
-    PSKType,
-    ReInit,
-    Remove,
-    ResumptionPSKUsage,
-    Update,
-)
 from .policy import (
     Policy,
     check_extensions_supported,
@@ -47,13 +30,26 @@ from .policy import (
     credential_identity,
     required_capabilities,
 )
+from .proposal_structs import (
+    Add,
+    Commit,
+    GroupContextExtensions,
+    PreSharedKey,
+    PreSharedKeyID,
+    Proposal,
+    ReInit,
+    Remove,
+    Update,
+)
 from .public_state import CachedProposal, PublicState
+from .registries import LeafNodeSource, ProposalType, PSKType, ResumptionPSKUsage
 from .tree import (
     RatchetTree,
     TreeError,
     check_required_capabilities,
     validate_leaf_node,
 )
+from .tree_structs import KeyPackage, LeafNode
 
 log = logging.getLogger(__name__)
 

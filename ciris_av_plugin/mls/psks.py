@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from . import key_schedule as ks
 from .crypto import CipherSuite
 from .group_errors import MissingPSKError, UnsupportedMessageError
-from .messages import PreSharedKeyID, PSKType, ResumptionPSKUsage
+from .proposal_structs import PreSharedKeyID
+from .registries import PSKType, ResumptionPSKUsage
 
 __all__ = ["PSKs", "RESUMPTION_PSK_EPOCHS", "ResumptionPSKs", "welcome_psk_secret"]
 

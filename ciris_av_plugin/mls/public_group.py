@@ -28,11 +28,14 @@ from .group_errors import InvalidGroupInfoError, PolicyRefusedError, Unsupported
 from .group_events import CommitProcessed, ProposalReceived
 from .group_info import verified_group_info_tree, verify_group_info_signature
 from .key_schedule import interim_transcript_hash
-from .messages import Commit, GroupContext, GroupInfo, Proposal, ProposalType, Remove, Welcome
+from .messages import GroupContext
 from .policy import Policy, credential_identity
+from .proposal_structs import Commit, Proposal, Remove
 from .proposals import cache_proposal
 from .public_state import PublicState, check_epoch, verify_public_message
+from .registries import ProposalType
 from .tree import RatchetTree
+from .welcome_structs import GroupInfo, Welcome
 
 log = logging.getLogger(__name__)
 

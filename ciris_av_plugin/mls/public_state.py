@@ -29,15 +29,10 @@ from .group_errors import (
     WrongGroupError,
     WrongMembershipTag,
 )
-from .messages import (
-    Add,
-    ExtensionType,
-    GroupContext,
-    Proposal,
-    decode_external_senders,
-    find_extension,
-)
+from .messages import GroupContext, decode_external_senders, find_extension
 from .policy import Policy, credential_identity
+from .proposal_structs import Add, Proposal
+from .registries import ExtensionType
 from .tree import (
     RatchetTree,
 )

@@ -17,15 +17,12 @@ from . import tree_math as tm
 from .codec import Writer
 from .crypto import CipherSuite
 from .errors import ProtocolError
-from .messages import (
-    ExtensionType,
+from .messages import RequiredCapabilities
+from .registries import ExtensionType, LeafNodeSource, ProposalType, ProtocolVersion
+from .tree_structs import (
     KeyPackage,
     LeafNode,
-    LeafNodeSource,
     ParentNode,
-    ProposalType,
-    ProtocolVersion,
-    RequiredCapabilities,
     decode_ratchet_tree,
     encode_node,
     encode_ratchet_tree,

@@ -18,16 +18,10 @@ from dataclasses import dataclass, field
 from . import tree_math as tm
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError
-from .messages import (
-    GroupContext,
-    HPKECiphertext,
-    LeafNode,
-    LeafNodeSource,
-    ParentNode,
-    UpdatePath,
-    UpdatePathNode,
-)
+from .messages import GroupContext
+from .registries import LeafNodeSource
 from .tree import RatchetTree, TreeError, validate_leaf_node
+from .tree_structs import HPKECiphertext, LeafNode, ParentNode, UpdatePath, UpdatePathNode
 
 log = logging.getLogger(__name__)
 

@@ -19,21 +19,13 @@ from . import tree_math as tm
 from .codec import DecodeError
 from .crypto import CipherSuite
 from .errors import CryptoError, ProtocolError
-from .messages import (
-    EncryptedGroupSecrets,
-    ExtensionType,
-    GroupInfo,
-    GroupSecrets,
-    HPKECiphertext,
-    KeyPackage,
-    PreSharedKeyID,
-    PSKType,
-    ResumptionPSKUsage,
-    Welcome,
-    find_extension,
-)
+from .messages import find_extension
+from .proposal_structs import PreSharedKeyID
+from .registries import ExtensionType, PSKType, ResumptionPSKUsage
 from .tree import RatchetTree
+from .tree_structs import HPKECiphertext, KeyPackage
 from .treekem import TreeKEMError, TreeKEMPrivate
+from .welcome_structs import EncryptedGroupSecrets, GroupInfo, GroupSecrets, Welcome
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from ..errors import MLSError, RelayError
 from ..mls.framing import MLSMessage
 from ..mls.group_errors import PolicyRefusedError
-from ..mls.messages import GroupInfo, Remove
+from ..mls.proposal_structs import Remove
 from ..mls.public_group import PublicGroup
+from ..mls.welcome_structs import GroupInfo
 from ..protocol.envelope import IDENTITY_HASH_LEN
 from .delivery_errors import (
     AlreadyMember,

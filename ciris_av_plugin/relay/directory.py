@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from ..errors import MLSError, RelayError
 from ..mls.codec import Reader, decode_all
 from ..mls.crypto import SUITES, CipherSuite
-from ..mls.messages import CredentialType, KeyPackage, ProtocolVersion, WireFormat
+from ..mls.registries import CredentialType, ProtocolVersion, WireFormat
 from ..mls.tree import validate_key_package
+from ..mls.tree_structs import KeyPackage
 from ..protocol import codes
 from ..protocol.envelope import IDENTITY_HASH_LEN, KeyPackageEnvelope, open_envelope
 from ..ratelimit import TokenBucket

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from ..errors import MLSError
 from ..mls.framing import ContentType, FramedContent, MLSMessage, PrivateMessage, PublicMessage, SenderType
-from ..mls.messages import Commit, Proposal, ProposalType, Welcome
+from ..mls.proposal_structs import Commit, Proposal
+from ..mls.registries import ProposalType
+from ..mls.welcome_structs import Welcome
 from .delivery_errors import (
     DeliveryError,
     ExternalCommit,

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 from ..crypto import CipherSuite
 from ..framing import MLSMessage, PublicMessage
-from ..group import Group, KeyPackageBundle
-from ..messages import Add, Commit, KeyPackage, Proposal
+from ..group import Group
+from ..key_package_bundle import KeyPackageBundle
+from ..proposal_structs import Add, Commit, Proposal
+from ..tree_structs import KeyPackage
 from . import Counts
 from ._cases import run_suite_cases
 

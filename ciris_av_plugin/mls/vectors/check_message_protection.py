@@ -21,7 +21,9 @@ from ..framing import (
     unprotect_private,
     unprotect_public,
 )
-from ..messages import Commit, GroupContext, Proposal, WireFormat
+from ..messages import GroupContext
+from ..proposal_structs import Commit, Proposal
+from ..registries import WireFormat
 from ..secret_tree import SecretTree
 from . import Counts
 from ._cases import h, run_suite_cases

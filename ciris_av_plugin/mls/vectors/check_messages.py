@@ -10,18 +10,31 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from .. import messages as m
 from ..codec import DecodeError, Reader, Writer, decode_all
+from ..proposal_structs import (
+    Add,
+    Commit,
+    ExternalInit,
+    GroupContextExtensions,
+    PreSharedKey,
+    ReInit,
+    Remove,
+    Update,
+)
+from ..registries import WireFormat
+from ..struct import Struct
+from ..tree_structs import KeyPackage, decode_ratchet_tree, encode_ratchet_tree
+from ..welcome_structs import GroupInfo, GroupSecrets, Welcome
 from . import Counts
 
 MLS10 = 1
 
 
-def _wrapped(body_cls: type[m.Struct], wire_format: int) -> Callable[[bytes], bytes]:
+def _wrapped(body_cls: type[Struct], wire_format: int) -> Callable[[bytes], bytes]:
     """Round trip of ``MLSMessage { version; wire_format; body }`` for one non-framing body."""
 
     def roundtrip(data: bytes) -> bytes:
-        def dec(r: Reader) -> m.Struct:
+        def dec(r: Reader) -> Struct:
             if r.u16() != MLS10 or r.u16() != wire_format:
                 raise DecodeError("unexpected MLSMessage header")
             return body_cls.decode(r)
@@ -34,12 +47,12 @@ def _wrapped(body_cls: type[m.Struct], wire_format: int) -> Callable[[bytes], by
     return roundtrip
 
 
-def _plain(body_cls: type[m.Struct]) -> Callable[[bytes], bytes]:
+def _plain(body_cls: type[Struct]) -> Callable[[bytes], bytes]:
     return lambda data: body_cls.from_bytes(data).to_bytes()
 
 
 def _ratchet_tree(data: bytes) -> bytes:
-    return m.encode_ratchet_tree(m.decode_ratchet_tree(data))
+    return encode_ratchet_tree(decode_ratchet_tree(data))
 
 
 def _framing(data: bytes) -> bytes:
@@ -49,19 +62,19 @@ def _framing(data: bytes) -> bytes:
 
 
 CHECKS: dict[str, Callable[[bytes], bytes]] = {
-    "mls_welcome": _wrapped(m.Welcome, m.WireFormat.WELCOME),
-    "mls_group_info": _wrapped(m.GroupInfo, m.WireFormat.GROUP_INFO),
-    "mls_key_package": _wrapped(m.KeyPackage, m.WireFormat.KEY_PACKAGE),
+    "mls_welcome": _wrapped(Welcome, WireFormat.WELCOME),
+    "mls_group_info": _wrapped(GroupInfo, WireFormat.GROUP_INFO),
+    "mls_key_package": _wrapped(KeyPackage, WireFormat.KEY_PACKAGE),
     "ratchet_tree": _ratchet_tree,
-    "group_secrets": _plain(m.GroupSecrets),
-    "add_proposal": _plain(m.Add),
-    "update_proposal": _plain(m.Update),
-    "remove_proposal": _plain(m.Remove),
-    "pre_shared_key_proposal": _plain(m.PreSharedKey),
-    "re_init_proposal": _plain(m.ReInit),
-    "external_init_proposal": _plain(m.ExternalInit),
-    "group_context_extensions_proposal": _plain(m.GroupContextExtensions),
-    "commit": _plain(m.Commit),
+    "group_secrets": _plain(GroupSecrets),
+    "add_proposal": _plain(Add),
+    "update_proposal": _plain(Update),
+    "remove_proposal": _plain(Remove),
+    "pre_shared_key_proposal": _plain(PreSharedKey),
+    "re_init_proposal": _plain(ReInit),
+    "external_init_proposal": _plain(ExternalInit),
+    "group_context_extensions_proposal": _plain(GroupContextExtensions),
+    "commit": _plain(Commit),
     "public_message_application": _framing,
     "public_message_proposal": _framing,
     "public_message_commit": _framing,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..crypto import CipherSuite
 from ..key_schedule import psk_secret
-from ..messages import PreSharedKeyID, PSKType
+from ..proposal_structs import PreSharedKeyID
+from ..registries import PSKType
 from . import Counts
 from ._cases import h, run_suite_cases
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..crypto import CipherSuite
-from ..messages import Add, Proposal, Remove, Update
+from ..proposal_structs import Add, Proposal, Remove, Update
 from ..tree import RatchetTree
 from . import Counts
 from ._cases import run_suite_cases

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..crypto import CipherSuite
-from ..messages import GroupContext, UpdatePath
+from ..messages import GroupContext
 from ..tree import RatchetTree
+from ..tree_structs import UpdatePath
 from ..treekem import TreeKEMPrivate, create_update_path, merge_update_path, process_update_path
 from . import Counts
 from ._cases import run_suite_cases

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..crypto import CipherSuite
 from ..framing import MLSMessage
-from ..messages import KeyPackage, Welcome
+from ..tree_structs import KeyPackage
 from ..welcome import decrypt_group_info, decrypt_group_secrets, find_secrets, verify_confirmation_tag
+from ..welcome_structs import Welcome
 from . import Counts
 from ._cases import run_suite_cases
 
