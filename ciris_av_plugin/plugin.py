@@ -139,9 +139,7 @@ class RelayDispatcher:
             "destination": running.relay.destination_hash.hex(),
             "counters": running.relay.counters(),
             "engine": running.relay.engine_stats(),
-            "delivery": dict(running.plane.ds.counters),
-            "directory": dict(running.plane.directory.counters),
-            "member_link_timeout_s": running.plane.ds.member_link_timeout,
+            **running.plane.stats(),
         }
 
 

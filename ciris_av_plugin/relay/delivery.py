@@ -29,6 +29,10 @@ Its parts live next to it: refusals in ``delivery_errors.py``, events in ``deliv
 the group seams in ``group_view.py``, handshake parsing in ``handshake.py``, the join-request limits
 in ``join_queue.py``.
 
+Single-threaded, like every sans-I/O core here: it holds no lock. The transport's
+:class:`~ciris_av_plugin.transport.delivery_handlers.DeliveryPlane` owns the one lock of the delivery
+core (this service, the KeyPackage directory and their store) and holds it for every call.
+
 Methods return :class:`Notify` items (recipient identity + event dataclass); the transport puts them
 on the recipients' long-poll event queues, which own sequence numbers and acknowledgements. Every
 refusal is a :class:`DeliveryError` with a stable ``code`` and leaves stored state unchanged. Times
@@ -39,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -202,12 +205,7 @@ class DeliveryService:
         self._last_heard: dict[tuple[int, bytes], float] = {}
         self._ghost_told: dict[tuple[int, bytes], float] = {}
         self._groups: dict[int, GroupView] = {}
-        # The transport calls in from several request threads; the store is atomic on its own and
-        # the join rate limiter has its own lock.
         self._join_limiter = JoinRateLimiter()
-        # Proposals update the stored group state outside an epoch change; two at once must not
-        # each store a state without the other's proposal.
-        self._proposal_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name, for metrics."""
 
@@ -274,6 +272,10 @@ class DeliveryService:
             cached = self._load_group(record.group_state)
             self._groups[record.stream_id] = cached
         return cached
+
+    def stream_ids(self) -> list[int]:
+        """Every registered stream, restored ones included."""
+        return self._store.stream_ids()
 
     def is_member(self, stream_id: int, identity: bytes) -> bool:
         """Whether ``identity`` has a leaf in the stream's current tree (publish/subscribe authorisation)."""
@@ -492,8 +494,7 @@ class DeliveryService:
 
     def submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes, now: float) -> list[Notify]:
         """Keep a member's proposal of the current epoch and pass it to the other members."""
-        with self._proposal_lock:
-            return self._submit_proposal(stream_id, submitter, proposal, now)
+        return self._submit_proposal(stream_id, submitter, proposal, now)
 
     def _submit_proposal(self, stream_id: int, submitter: bytes, proposal: bytes, now: float) -> list[Notify]:
         if len(proposal) > MAX_PROPOSAL_SIZE:

@@ -22,7 +22,6 @@ was. Time comes in as ``now``: wall-clock Unix seconds, because KeyPackage lifet
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -320,6 +319,7 @@ class KeyPackageDirectory:
 
     ``may_fetch`` comes from the delivery service, which knows rosters and join requests; ``suites``
     are the cipher suites this relay serves (default: every suite this build implements).
+    Single-threaded: part of the delivery core, whose one lock the transport holds.
     """
 
     def __init__(
@@ -339,7 +339,6 @@ class KeyPackageDirectory:
         self._max_entries = max_entries
         self._inspect = inspect
         self._budgets: dict[tuple[bytes, bytes], TokenBucket] = {}
-        self._budget_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         """Outcomes by name (``published``, ``refused.<code>``, ``fetched.one_time`` ...), for metrics."""
 
@@ -438,8 +437,7 @@ class KeyPackageDirectory:
         if budget >= 1:
             entry = self._store.take_one_time(target, suite, now, taken_by=requester)
             if entry is not None:
-                with self._budget_lock:
-                    bucket.tokens -= 1
+                bucket.tokens -= 1
         if entry is None:
             entry = self._store.last_resort(target, suite, now)
         if entry is None:
@@ -457,15 +455,14 @@ class KeyPackageDirectory:
 
     def _take_budget(self, requester: bytes, target: bytes, now: float) -> TokenBucket:
         """The one-time take bucket of (requester, target), refilled to ``now``."""
-        with self._budget_lock:
-            key = (requester, target)
-            bucket = self._budgets.get(key)
-            if bucket is None:
-                if len(self._budgets) >= MAX_TAKE_BUDGETS:
-                    self._budgets.clear()  # forgetting only forgives; bounded memory under a flood
-                bucket = self._budgets[key] = TokenBucket(1 / ONE_TIME_TAKE_REFILL_S, ONE_TIME_TAKE_BURST, now)
-            bucket.refill(now)
-            return bucket
+        key = (requester, target)
+        bucket = self._budgets.get(key)
+        if bucket is None:
+            if len(self._budgets) >= MAX_TAKE_BUDGETS:
+                self._budgets.clear()  # forgetting only forgives; bounded memory under a flood
+            bucket = self._budgets[key] = TokenBucket(1 / ONE_TIME_TAKE_REFILL_S, ONE_TIME_TAKE_BURST, now)
+        bucket.refill(now)
+        return bucket
 
     # --- admissibility (delivery service) ------------------------------------------------------
 

@@ -7,8 +7,7 @@ only (a restart forgives everyone, which only helps honest joiners).
 
 from __future__ import annotations
 
-import threading
-
+from ..ratelimit import TokenBucket
 from .delivery_errors import RateLimited
 
 __all__ = [
@@ -39,50 +38,29 @@ JOIN_REQUEST_REFILL_S = 10.0
 MAX_RATE_TRACKED_IDENTITIES = 10_000
 
 
-class _Bucket:
-    """Token bucket on caller-supplied time."""
-
-    __slots__ = ("tokens", "at")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
-
-    def refill(self, now: float, burst: float, per_token_s: float) -> None:
-        if now > self.at:
-            self.tokens = min(burst, self.tokens + (now - self.at) / per_token_s)
-            self.at = now
-
-
-
 class JoinRateLimiter:
     """Per-identity join-request token buckets, bounded in the identities they remember.
 
-    Thread-safe on its own lock: the transport calls in from several request threads, and nothing
-    else in the delivery service shares this state.
+    Single-threaded: part of the delivery core, whose one lock the transport holds.
     """
 
     def __init__(self) -> None:
-        self._buckets: dict[bytes, _Bucket] = {}
-        self._lock = threading.Lock()
+        self._buckets: dict[bytes, TokenBucket] = {}
 
     def take(self, identity: bytes, now: float) -> None:
         """Spend one of ``identity``'s tokens, or raise :class:`RateLimited` (nothing spent)."""
-        with self._lock:
-            bucket = self._buckets.get(identity)
-            if bucket is None:
-                if len(self._buckets) >= MAX_RATE_TRACKED_IDENTITIES:
-                    self._forget_full_buckets(now)
-                bucket = self._buckets[identity] = _Bucket(JOIN_REQUEST_BURST, now)
-            bucket.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
-            if bucket.tokens < 1:
-                raise RateLimited("too many join requests", retry_after=(1 - bucket.tokens) * JOIN_REQUEST_REFILL_S)
-            bucket.tokens -= 1
+        bucket = self._buckets.get(identity)
+        if bucket is None:
+            if len(self._buckets) >= MAX_RATE_TRACKED_IDENTITIES:
+                self._forget_full_buckets(now)
+            bucket = self._buckets[identity] = TokenBucket(1 / JOIN_REQUEST_REFILL_S, JOIN_REQUEST_BURST, now)
+        if not bucket.take(now):
+            raise RateLimited("too many join requests", retry_after=bucket.retry_after())
 
     def _forget_full_buckets(self, now: float) -> None:
         for ident, b in list(self._buckets.items()):
-            b.refill(now, JOIN_REQUEST_BURST, JOIN_REQUEST_REFILL_S)
-            if b.tokens >= JOIN_REQUEST_BURST:
+            b.refill(now)
+            if b.full:
                 del self._buckets[ident]
         while len(self._buckets) >= MAX_RATE_TRACKED_IDENTITIES:  # all limited: forgive the oldest
             del self._buckets[next(iter(self._buckets))]

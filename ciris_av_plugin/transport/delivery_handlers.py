@@ -18,6 +18,14 @@ it starts) and wires the relay's authorisation to the delivery service's roster:
 * **Time.** The directory and delivery service get wall-clock time (their deadlines are persisted and
   must survive a restart); the enforcer gets the relay's monotonic clock, like the engine. A ticker
   thread expires join requests and Welcomes and forgets links that went away.
+* **Threads.** The delivery core (the :class:`DeliveryService`, the directory, their store) is
+  single-threaded; this plane owns its one lock and holds it for every call in, from RNS request
+  threads, the ticker and link authorisation. The forwarding engine has its own lock
+  (``RelayNode.engine_lock``) and never takes this one: the publisher hook it calls under its lock
+  (:meth:`_bind_publisher`) touches only the frame filter, so inline forwarding never waits behind a
+  commit being validated. The only order ever taken is this lock, then the engine's (closing a
+  removed member's links). The frame filter (:class:`EpochEnforcer`) is the seam both cores share and
+  keeps its own small lock.
 """
 
 from __future__ import annotations
@@ -117,10 +125,10 @@ class DeliveryPlane:
         self.enforcer = EpochEnforcer()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._commit_lock = threading.Lock()
+        self.lock = threading.Lock()
+        """The delivery core's lock (see the module docstring): held for every call into ``ds`` and ``directory``."""
         self.closed_for_removal = 0
         self._keyframe_sent: dict[tuple[int, int], tuple[float, int]] = {}
-        self._keyframe_lock = threading.Lock()
         handlers: dict[str, Handler] = {
             PATH_KP_PUBLISH: self._kp_publish,
             PATH_KP_FETCH: self._kp_fetch,
@@ -145,6 +153,11 @@ class DeliveryPlane:
         if hasattr(engine, "set_frame_filter"):
             engine.set_frame_filter(self.enforcer.filter)
             engine.set_authorize_publish(self._bind_publisher)
+        # Streams restored from the store get their frame filter now, before any publisher binds:
+        # the engine's hook must never need the delivery core.
+        with self.lock:
+            for stream_id in self.ds.stream_ids():
+                self._sync_stream(stream_id)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -164,27 +177,40 @@ class DeliveryPlane:
                 log.exception("delivery tick failed")
 
     def tick(self) -> None:
-        self._notify(self.ds.tick(self.wall_clock()))
-        # Liveness is judged on the relay's monotonic clock: a wall-clock step must not remove anyone.
-        self._notify(self.ds.check_links(self.relay.clock(), self.relay.silence()))
+        with self.lock:
+            self._notify(self.ds.tick(self.wall_clock()))
+            # Liveness is judged on the relay's monotonic clock: a wall-clock step must not remove anyone.
+            self._notify(self.ds.check_links(self.relay.clock(), self.relay.silence()))
         live = set(self.relay.links("publisher"))
         for link_id in list(self.enforcer.bound_links()):
             if link_id not in live:
                 self.enforcer.unbind(link_id)
 
+    def stats(self) -> dict[str, Any]:
+        """The delivery core's counters, copied under its lock."""
+        with self.lock:
+            return {
+                "delivery": dict(self.ds.counters),
+                "directory": dict(self.directory.counters),
+                "member_link_timeout_s": self.ds.member_link_timeout,
+            }
+
     # ---- authorisation ---------------------------------------------------------------------
 
     def authorize_role(self, identity: bytes, role: str, stream_id: int) -> bool:
         """publish/subscribe: a leaf of the stream's current tree, or a configured peer relay."""
-        return identity in self.peer_relays or self.ds.is_member(stream_id, identity)
+        if identity in self.peer_relays:
+            return True
+        with self.lock:
+            return self.ds.is_member(stream_id, identity)
 
     def _bind_publisher(self, link_id: bytes, stream_id: int) -> bool:
-        """The engine's ``authorize_publish``: remember whose link this is for the frame filter."""
+        """The engine's ``authorize_publish``, called under the engine's lock: remember whose link this
+        is for the frame filter. It must not take the delivery lock (see the module docstring); the
+        filter already knows every stream (synced at start, registration and each commit)."""
         identity = self.relay.link_identity(link_id)
         if identity is None:
             return False
-        if self.enforcer.epoch(stream_id) is None:
-            self._sync_stream(stream_id)
         self.enforcer.bind(link_id, identity, stream_id, peer=identity in self.peer_relays)
         return True
 
@@ -210,7 +236,8 @@ class DeliveryPlane:
     def call(self, fn: Handler, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
         """Run one handler for ``identity``; a core refusal becomes a typed :class:`ControlError`."""
         try:
-            return fn(identity, body, self.wall_clock())
+            with self.lock:
+                return fn(identity, body, self.wall_clock())
         except RelayError as exc:
             raise ControlError(getattr(exc, "code", control.ERR_REFUSED), str(exc)) from None
 
@@ -280,19 +307,18 @@ class DeliveryPlane:
         welcome = body.get("welcome")
         if welcome is not None:
             welcome = require_bytes(body, "welcome")
-        # One commit at a time: the roster before and after must belong to this commit.
-        with self._commit_lock:
-            try:
-                before = set(self.ds.members_of(stream_id))
-            except UnknownStream:
-                before = set()
-            accepted = self.ds.submit_commit(stream_id, identity, commit, welcome, now)
-            if not accepted.repeat:
-                # The filter moves to the new epoch before the committer hears "accepted" (and merges).
-                self._sync_stream(stream_id)
-                removed = before - set(self.ds.members_of(stream_id))
-            else:
-                removed = set()
+        # Under the delivery lock (``call``): the roster before and after belong to this commit.
+        try:
+            before = set(self.ds.members_of(stream_id))
+        except UnknownStream:
+            before = set()
+        accepted = self.ds.submit_commit(stream_id, identity, commit, welcome, now)
+        if not accepted.repeat:
+            # The filter moves to the new epoch before the committer hears "accepted" (and merges).
+            self._sync_stream(stream_id)
+            removed = before - set(self.ds.members_of(stream_id))
+        else:
+            removed = set()
         self._notify(accepted.notifications)
         for gone in removed:
             self._close_member_links(stream_id, gone)
@@ -341,12 +367,11 @@ class DeliveryPlane:
         if not self.ds.is_member(stream_id, identity):
             raise ControlError(control.ERR_NOT_MEMBER, "only members ask for keyframes")
         now_mono = self.relay.clock()
-        with self._keyframe_lock:
-            last = self._keyframe_sent.get((stream_id, track_id))
-            if last is not None and epoch <= last[1] and now_mono - last[0] < KEYFRAME_WANTED_MIN_INTERVAL_S:
-                self.relay.count("keyframe_wanted_coalesced")
-                return {"publishers": 0, "coalesced": True}
-            self._keyframe_sent[(stream_id, track_id)] = (now_mono, max(epoch, last[1] if last else 0))
+        last = self._keyframe_sent.get((stream_id, track_id))
+        if last is not None and epoch <= last[1] and now_mono - last[0] < KEYFRAME_WANTED_MIN_INTERVAL_S:
+            self.relay.count("keyframe_wanted_coalesced")
+            return {"publishers": 0, "coalesced": True}
+        self._keyframe_sent[(stream_id, track_id)] = (now_mono, max(epoch, last[1] if last else 0))
         data = {"stream_id": stream_id, "track_id": track_id, "epoch": epoch}
         sent = sum(self.relay.push_event(link, EVENT_KEYFRAME_WANTED, data) for link in self.enforcer.publishers(stream_id))
         return {"publishers": sent}
