@@ -478,3 +478,16 @@ def test_relay_answers_a_reply_over_the_limit_with_a_typed_error() -> None:
         assert relay.counters()["req_error_too-large"] == 1
     finally:
         relay.stop()
+
+
+def test_self_test_notices_a_link_without_the_response_bookkeeping_the_client_wraps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource_guard, "_checked", [])
+
+    def handle_response(self: Any, request_id: bytes, response_data: Any) -> None:
+        """A future RNS whose responses are matched some other way."""
+
+    monkeypatch.setattr(RNS.Link, "handle_response", handle_response)
+    with pytest.raises(ResourceGuardUnavailable, match="handle_response"):
+        resource_guard.check_rns_internals()

@@ -477,6 +477,11 @@ def _internals_problems() -> list[str]:
             problems.append("ResourceAdvertisement flag bits moved")
     except Exception as exc:
         problems.append(f"ResourceAdvertisement round trip failed: {type(exc).__name__}: {exc}")
+    # transport/client.py wraps Link.handle_response per link and reads Link.pending_requests (the
+    # early-response race of Link.request, see _guard_early_responses there).
+    need("for pending_request in self.pending_requests", "Link.handle_response",
+         _source(getattr(RNS.Link, "handle_response", None)))
+    need("self.pending_requests", "Link.__init__", _source(RNS.Link.__init__))
     # send_request mirrors Link.request's packing and receipt.
     need("[time.time(), request_path_hash, data]", "Link.request", _source(RNS.Link.request))
     for cls, names in (
