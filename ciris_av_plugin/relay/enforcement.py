@@ -100,10 +100,6 @@ class EpochEnforcer:
                 by_low[prev.epoch & EPOCH_MASK] = prev
             self._streams[stream_id] = _Stream(view, prev, now, by_low)
 
-    def epoch(self, stream_id: int) -> int | None:
-        st = self._streams.get(stream_id)
-        return None if st is None else st.current.epoch
-
     def bind(self, link_id: bytes, identity: bytes, stream_id: int, *, peer: bool = False) -> None:
         """``link_id`` publishes ``stream_id`` as ``identity``; a peer relay (cascade) forwards other
         members' frames, so only the epoch rule applies to it."""
